@@ -1,0 +1,1 @@
+"""Data: catalog (torch-free), readers, splits and fractions, device-resident batches."""

@@ -1,0 +1,1 @@
+"""Models: catalog (torch-free), architectures, pre-trained weights."""

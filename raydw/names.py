@@ -1,0 +1,32 @@
+"""Checks of the names a spec uses against raydw's registries (datasets, architectures, pre-trained entries).
+
+Kept apart from spec.py so the typed schema has no registry imports; torch-free.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from raydw.data import catalog as data_catalog
+from raydw.models import catalog as model_catalog
+
+
+def check_spec(spec) -> list[str]:
+    """YAML-path-prefixed problems; empty when every name resolves."""
+    problems: list[str] = []
+    for i, ds in enumerate(spec.data.datasets):
+        if ds not in data_catalog.DATASETS:
+            problems.append(f"data.datasets.{i}: unknown dataset {ds!r}; known: {sorted(data_catalog.DATASETS)}")
+    for i, p in enumerate(spec.pretrainings):
+        where = f"pretrainings.{i}"
+        if p.recipe is not None:
+            if p.recipe.arch not in model_catalog.ARCHS:
+                problems.append(f"{where}.recipe.arch: unknown arch {p.recipe.arch!r}; known: {sorted(model_catalog.ARCHS)}")
+            if p.recipe.dataset not in data_catalog.DATASETS:
+                problems.append(f"{where}.recipe.dataset: unknown dataset {p.recipe.dataset!r}; known: {sorted(data_catalog.DATASETS)}")
+        elif p.weights is not None:
+            is_path = "/" in p.weights or Path(p.weights).suffix in (".pt", ".pth", ".tar", ".ckpt")
+            if not is_path and p.weights not in model_catalog.PRETRAINED:
+                problems.append(f"{where}.weights: unknown pre-trained entry {p.weights!r}; known: {sorted(model_catalog.PRETRAINED)} (or a local checkpoint path)")
+        if p.arch is not None and p.arch not in model_catalog.ARCHS:
+            problems.append(f"{where}.arch: unknown arch {p.arch!r}; known: {sorted(model_catalog.ARCHS)}")
+    return problems

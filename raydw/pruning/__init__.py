@@ -1,0 +1,1 @@
+"""Tickets: the Mask value and the pruning methods."""

@@ -1,0 +1,153 @@
+"""Ray Train worker loops: what each Train worker runs for a downstream cell or a pre-training recipe.
+
+Rank 0 writes the per-epoch rows to the store and reports a checkpoint per epoch; every rank reports the
+same number of times (Ray Train synchronizes on report). A resumed worker gets its last checkpoint from
+`ray.train.get_checkpoint()` and continues at the next epoch.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+
+import numpy as np
+import ray.train as train
+import torch
+from ray.train.torch import get_device
+
+from raydw.cells import Cell
+from raydw.data import catalog
+from raydw.models.build import Normalized, build_net
+from raydw.provenance import device_name
+from raydw.spec import RecipeSpec
+from raydw.store import Store
+from raydw.train.loop import Diverged, fit, evaluate
+from raydw.train.setup import cell_model, load_data, recipe_eval_attack, recipe_regime, save_pretrained
+
+
+def _setup(config: dict):
+    torch.set_num_threads(config.get("torch_threads", 1))
+    ctx = train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = get_device()
+    return rank, world, device
+
+
+def _resume_state() -> dict | None:
+    ckpt = train.get_checkpoint()
+    if ckpt is None:
+        return None
+    with ckpt.as_directory() as d:
+        return torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=True)
+
+
+def _clean(metrics: dict) -> dict:
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
+
+
+def _report(rank: int, metrics: dict, state: dict | None) -> None:
+    """Every rank reports; rank 0 attaches the checkpoint (Train V2 keeps the metrics of the latest one)."""
+    if rank == 0 and state is not None:
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(state, os.path.join(d, "state.pt"))
+            train.report(_clean(metrics), checkpoint=train.Checkpoint.from_directory(d))
+    else:
+        train.report(_clean(metrics))
+
+
+class _Reporter:
+    """on_epoch for the loop: epoch row to the store (rank 0), metrics + a checkpoint to Ray Train."""
+
+    def __init__(self, rank: int, extra_row: dict, store: Store | None, key: str | None):
+        self.rank, self.extra, self.store, self.key, self.node = rank, extra_row, store, key, _node()
+        self.state_fn = None
+
+    def __call__(self, record: dict, state_fn) -> None:
+        self.state_fn = state_fn
+        if self.rank == 0 and self.store is not None:
+            self.store.write_row("epochs", {**record, **self.extra, "node": self.node}, name=f"{self.key}.e{record['epoch']:04d}")
+        _report(self.rank, record, state_fn() if self.rank == 0 else None)
+
+    def final(self, metrics: dict, resume: dict | None) -> None:
+        """The last report carries the final metrics in its checkpoint, so a restored finished run re-reports them."""
+        state = self.state_fn() if self.state_fn is not None else dict(resume or {})
+        if self.rank == 0:
+            state["final"] = _clean(metrics)
+        _report(self.rank, metrics, state if self.rank == 0 else None)
+
+
+def _node() -> str:
+    import ray
+
+    try:
+        return ray.util.get_node_ip_address()
+    except Exception:  # noqa: BLE001 - only a label
+        return os.uname().nodename
+
+
+def _wrap(model: torch.nn.Module, world: int, device) -> torch.nn.Module | None:
+    if world == 1:
+        return None
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def cell_worker(config: dict) -> None:
+    rank, world, device = _setup(config)
+    store = Store(config["storage"])
+    cell = Cell.from_dict(config["cell"])
+    regime = cell.regime_obj()
+    from raydw.spec import AttackSpec
+
+    eval_attack = AttackSpec.model_validate(config["eval_attack"])
+    model, mask, _ = cell_model(store, cell, config["mask_id"])
+    model = model.to(device).to(memory_format=torch.channels_last)
+    bound = mask.bind(model.net) if mask is not None else None
+    idx = np.asarray(store.get("index_sets", config["index_set_id"])["indices"], dtype=np.int64)
+    data = load_data(cell.dataset, config.get("data_root"), cell.protocol, idx, device, rank, world)
+    resume = _resume_state()
+    reporter = _Reporter(rank, {"cell_id": cell.cell_id, "resumed_from": 0 if resume is None else resume["epoch"] + 1},
+                         store, cell.cell_id)
+    if resume is not None and "final" in resume:  # the run had finished; only its trials row was missing
+        _report(rank, resume["final"], resume if rank == 0 else None)
+        return
+    autocast = device.type == "cuda"
+    final: dict = {"final": 1, "device": device_name(device), "node": _node(), "workers": world,
+                   "amp": "bf16" if autocast else "fp32", "train_images": data.train_images}
+    try:
+        out = fit(model, bound, data, regime, eval_attack, cell.seed, on_epoch=reporter, resume=resume,
+                  autocast=autocast, ddp=_wrap(model, world, device))
+    except Diverged as e:  # deterministic: record it as the cell's failure instead of letting Train retry it
+        reporter.final({**final, "status": "failed", "error": str(e)}, resume)
+        return
+    final.update(status="done", error="", **out.test, train_s=out.train_s, epochs=len(out.history),
+                 best_epoch_sa=out.best["sa"]["epoch"], best_epoch_ra=out.best["ra"]["epoch"],
+                 val_sa_best=out.best["sa"]["value"], val_ra_best=out.best["ra"]["value"])
+    reporter.final(final, resume)
+
+
+def pretrain_worker(config: dict) -> None:
+    """Train one recipe on its source task from a seeded random init; rank 0 stores the weights."""
+    rank, world, device = _setup(config)
+    store = Store(config["storage"])
+    recipe = RecipeSpec.model_validate(config["recipe"])
+    info = catalog.get(recipe.dataset)
+    torch.manual_seed(recipe.seed)
+    net = build_net(recipe.arch, info.num_classes, info.channels)
+    model = Normalized(net, info.mean, info.std).to(device).to(memory_format=torch.channels_last)
+    data = load_data(recipe.dataset, config.get("data_root"), "native", np.arange(info.pool), device, rank, world)
+    resume = _resume_state()
+    t0 = time.time()
+    autocast = device.type == "cuda"
+    out = fit(model, None, data, recipe_regime(recipe), recipe_eval_attack(recipe), recipe.seed,
+              on_epoch=_Reporter(rank, {}, None, None), resume=resume, autocast=autocast, ddp=_wrap(model, world, device))
+    clean, robust = evaluate(model, data.test, data.transform, recipe_eval_attack(recipe), autocast=autocast)
+    if rank == 0:
+        row = {"pretrained_id": config["pretrained_id"], "name": config["name"], "arch": recipe.arch, "kind": recipe.kind,
+               "source": "raydw pretrain recipe", "dataset": recipe.dataset, "num_classes": info.num_classes,
+               "in_chans": info.channels, "mean": list(info.mean), "std": list(info.std), "clean_acc": clean,
+               "robust_acc": robust, "config": config["recipe_json"], "wall_s": time.time() - t0}
+        save_pretrained(store, row, model.net)
+    _report(rank, {"final": 1, "clean_acc": clean, "robust_acc": robust}, None)

@@ -1,0 +1,268 @@
+"""The sweep spec: typed, validated, with units and help beside each field, loaded from YAML.
+
+Torch-free on purpose: `raydw sweep --dry-run` and result queries must not pay for importing torch.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+_FRACTION = re.compile(r"^\s*([0-9.]+)\s*/\s*([0-9.]+)\s*$")
+
+
+class SpecError(ValueError):
+    """A sweep spec that cannot be run. The message names the file, the YAML path and what would be right."""
+
+
+def _number(v: Any) -> Any:
+    """Accept '8/255' in YAML where a float is expected: that is how the paper writes eps."""
+    if isinstance(v, str):
+        m = _FRACTION.match(v)
+        if m:
+            return float(m.group(1)) / float(m.group(2))
+    return v
+
+
+class _Spec(BaseModel):
+    # Unknown keys are errors: a misspelt field silently falling back to a default costs GPU-hours.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AttackSpec(_Spec):
+    """An L-inf attack in [0,1] pixel space (normalization lives inside the model)."""
+
+    method: Literal["pgd", "fgsm_rs"] = Field("pgd", description="pgd: projected sign-gradient steps; fgsm_rs: one step from a uniform random start (Wong et al. 2020)")
+    norm: Literal["linf"] = Field("linf", description="threat model; only L-inf is used by the paper")
+    eps: float = Field(description="radius in [0,1] pixel units, e.g. 8/255", gt=0, le=1)
+    step_size: float = Field(description="per-step size in [0,1] pixel units, e.g. 2/255", gt=0, le=1)
+    steps: int = Field(description="number of gradient steps (PGD-10 training, PGD-20 evaluation in the paper)", ge=1)
+    random_start: bool = Field(True, description="uniform start in the eps-ball (the paper's advertorch default)")
+    bn_mode: Literal["train", "eval"] = Field("train", description="BatchNorm mode while crafting *training* attacks: the paper's code uses train; MadryLab uses eval. Evaluation attacks always use eval mode")
+
+    _num = field_validator("eps", "step_size", mode="before")(classmethod(lambda cls, v: _number(v)))
+
+
+class OptimizerSpec(_Spec):
+    """SGD with momentum and a learning-rate schedule, as in every script of the paper."""
+
+    lr: float = Field(description="initial learning rate", gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0, description="L2 on all parameters (the paper's downstream scripts use 5e-4)")
+    schedule: Literal["constant", "multistep", "cosine"] = Field("multistep", description="multistep: x gamma at each milestone epoch; cosine: T_max = epochs")
+    milestones: list[int] = Field(default_factory=list, description="epochs at which multistep multiplies lr by gamma")
+    gamma: float = Field(0.1, gt=0, le=1)
+
+
+class RegimeSpec(_Spec):
+    """A downstream fine-tuning regime: standard (clean CE) or adversarial (CE on PGD examples only)."""
+
+    kind: Literal["standard", "adversarial"]
+    epochs: int = Field(ge=1, description="fine-tuning epochs")
+    batch_size: int = Field(ge=1, description="global batch size (split across Train workers)")
+    optimizer: OptimizerSpec
+    attack: AttackSpec | None = Field(None, description="training attack; required for adversarial, forbidden for standard")
+    data_fractions: list[float] = Field(default_factory=lambda: [1.0], description="fractions of the training pool (the paper: 1.0 for standard; 1.0, 0.1, 0.01 for adversarial)")
+    validate_ra: bool = Field(True, description="compute validation RA every epoch (the paper's standard-FT script computes no RA)")
+    val_start_epoch: int = Field(0, ge=0, description="validate only from this epoch on (the paper's CIFAR adversarial script: 45); earlier epochs are not candidates for SA-/RA-best")
+    per_dataset: dict[str, dict[str, Any]] = Field(default_factory=dict, description="overrides of any field above for one dataset (the paper's SVHN adversarial recipe differs)")
+
+    @model_validator(mode="after")
+    def _attack_matches_kind(self) -> "RegimeSpec":
+        if self.kind == "adversarial" and self.attack is None:
+            raise ValueError("an adversarial regime needs an 'attack' (e.g. {eps: 8/255, step_size: 2/255, steps: 10})")
+        if self.kind == "standard" and self.attack is not None:
+            raise ValueError("a standard regime takes no 'attack'; use kind: adversarial")
+        for f in self.data_fractions:
+            if not 0 < f <= 1:
+                raise ValueError(f"data_fractions must lie in (0, 1], got {f}")
+        return self
+
+    def for_dataset(self, dataset: str) -> "RegimeSpec":
+        """This regime with the dataset's overrides applied (and per_dataset dropped)."""
+        base = self.model_dump(exclude={"per_dataset"})
+        merged = _deep_merge(base, self.per_dataset.get(dataset, {}))
+        return RegimeSpec.model_validate(merged)
+
+
+class RecipeSpec(_Spec):
+    """`raydw pretrain`: train one of the paper's three pre-training kinds on an offline source task."""
+
+    kind: Literal["standard", "fast_adversarial", "pgd_adversarial"] = Field(description="standard CE; fast adversarial = FGSM with random start (Wong et al.); PGD adversarial (Madry et al.)")
+    arch: str = Field("resnet_tiny", description="architecture name in raydw.models")
+    dataset: str = Field("mnist5k", description="source dataset name in raydw.data")
+    epochs: int = Field(4, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(0.05, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    eps: float = Field(0.1, gt=0, le=1, description="L-inf radius of the adversarial kinds, [0,1] pixels")
+    pgd_steps: int = Field(3, ge=1, description="PGD steps for pgd_adversarial (step size 2.5*eps/steps)")
+    seed: int = 0
+
+    _num = field_validator("eps", mode="before")(classmethod(lambda cls, v: _number(v)))
+
+
+class PretrainingSpec(_Spec):
+    """One pre-trained model: a registry name, a local checkpoint path, or a raydw pretrain recipe."""
+
+    name: str = Field(description="short label used in results (e.g. ST, FAT, AT)")
+    weights: str | None = Field(None, description="registry entry (raydw models) or a local checkpoint path")
+    recipe: RecipeSpec | None = Field(None, description="train it with raydw pretrain (cached in the store by content hash)")
+    arch: str | None = Field(None, description="architecture; implied by the registry entry or the recipe")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "PretrainingSpec":
+        if (self.weights is None) == (self.recipe is None):
+            raise ValueError("give exactly one of 'weights' (registry name or path) or 'recipe'")
+        if self.weights is not None and self.arch is None and "." not in self.weights:
+            raise ValueError("a local checkpoint path needs 'arch' (e.g. resnet50)")
+        return self
+
+
+class TicketSpec(_Spec):
+    """How the sparse masks (tickets) are found. Level 0, the dense model, is always included."""
+
+    method: Literal["omp", "imp", "random", "import"] = Field("omp", description="omp: one-shot global magnitude; imp: iterative with rewinding; random; import: masks from files")
+    rounds: list[int] | None = Field(None, description="IMP rounds k; sparsity = 1-(1-rate)^k (the paper: k=1..19)")
+    rate: float = Field(0.2, gt=0, lt=1, description="fraction of the remaining weights pruned per round")
+    sparsities: list[float] | None = Field(None, description="explicit sparsities instead of rounds (omp and random only)")
+    prunable: Literal["paper", "cv_lth"] = Field("paper", description="paper: every Conv2d weight incl. the stem; cv_lth: stem conv excluded")
+    include_dense: bool = Field(True, description="run level 0 (the dense baseline every verdict compares against)")
+
+    @model_validator(mode="after")
+    def _levels(self) -> "TicketSpec":
+        if self.rounds is not None and self.sparsities is not None:
+            raise ValueError("give 'rounds' or 'sparsities', not both")
+        if self.rounds is None and self.sparsities is None:
+            raise ValueError("give 'rounds' (IMP rounds k) or 'sparsities'")
+        if self.rounds is not None and any(k < 1 for k in self.rounds):
+            raise ValueError("rounds are k >= 1 (k = 0 is the dense model, added by include_dense)")
+        if self.sparsities is not None:
+            if self.method == "imp":
+                raise ValueError("imp produces rounds; give 'rounds' instead of 'sparsities'")
+            if any(not 0 < s < 1 for s in self.sparsities):
+                raise ValueError("sparsities lie in (0, 1)")
+        return self
+
+    def levels(self) -> list[tuple[int | None, float]]:
+        """(round, target sparsity) per level, dense first."""
+        out: list[tuple[int | None, float]] = [(0, 0.0)] if self.include_dense else []
+        if self.rounds is not None:
+            out += [(k, 1 - (1 - self.rate) ** k) for k in sorted(set(self.rounds))]
+        else:
+            out += [(None, s) for s in sorted(set(self.sparsities or []))]
+        return out
+
+
+class DataSpec(_Spec):
+    """Downstream data: which datasets, how they are split, transformed and sub-sampled."""
+
+    datasets: list[str] = Field(min_length=1, description="downstream dataset names (raydw.data registry)")
+    root: str | None = Field(None, description="local folder holding torchvision-format files (CIFAR, SVHN); not needed for packaged data")
+    protocol: Literal["paper", "native"] = Field("native", description="paper: upsample to 224 with RandomResizedCrop+flip, eval Resize256+CenterCrop224; native: the dataset's own size")
+    fraction_method: Literal["first_n", "stratified"] = Field("first_n", description="first_n: the paper's first N pool indices; stratified: class-balanced, seeded")
+    normalization: Literal["downstream", "pretraining"] = Field("downstream", description="input statistics inside the model: the downstream dataset's (the paper's code) or the pre-training's")
+
+
+class EvalSpec(_Spec):
+    """Evaluation: SA is clean top-1; RA is top-1 under this attack on the eval-mode model."""
+
+    attack: AttackSpec = Field(description="the paper: PGD-20, eps 8/255, step 2/255, one random start")
+
+
+class ResourceSpec(_Spec):
+    """What one cell asks of the cluster."""
+
+    workers_per_cell: int = Field(1, ge=1, description="Ray Train workers per cell (DDP when > 1)")
+    gpus_per_worker: float = Field(0, ge=0, description="GPUs per Train worker (0 = CPU)")
+    cpus_per_worker: float = Field(1, gt=0, description="CPUs per Train worker")
+    max_concurrent_cells: int | None = Field(None, ge=1, description="cells running at once; default: as many as the cluster's CPUs/GPUs fit")
+    max_failures: int = Field(2, ge=0, description="Ray Train restarts of a cell's workers after a crash (each resumes from the last epoch)")
+    torch_threads: int = Field(1, ge=1, description="intra-op threads per CPU worker")
+
+
+class SweepSpec(_Spec):
+    """A whole study: the grid of cells and how to run them."""
+
+    name: str = Field(description="sweep name, recorded in every trials row")
+    storage: str = Field("./results", description="results store: local folder or file:// / s3:// URI")
+    pretrainings: list[PretrainingSpec] = Field(min_length=1)
+    tickets: TicketSpec
+    data: DataSpec
+    regimes: dict[str, RegimeSpec] = Field(min_length=1, description="named fine-tuning regimes, e.g. standard and adversarial")
+    eval: EvalSpec
+    seeds: list[int] = Field(default_factory=lambda: [1], min_length=1, description="fine-tuning seeds (the paper: 1)")
+    resources: ResourceSpec = Field(default_factory=ResourceSpec)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "SweepSpec":
+        names = [p.name for p in self.pretrainings]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"pretraining names must be unique; repeated: {sorted(dup)}")
+        for rname, r in self.regimes.items():
+            for ds in r.per_dataset:
+                if ds not in self.data.datasets:
+                    raise ValueError(f"regimes.{rname}.per_dataset names '{ds}', which is not in data.datasets {self.data.datasets}")
+        return self
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid sweep spec ({err.error_count()} problem{'s' if err.error_count() > 1 else ''})"]
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field (misspelt?)"
+        if e["type"] == "literal_error":
+            msg = f"{msg}; got {e.get('input')!r}"
+        lines.append(f"  at {path}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_spec(data: Any, source: str = "<spec>") -> SweepSpec:
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: a sweep spec is a YAML mapping, got {type(data).__name__}")
+    try:
+        spec = SweepSpec.model_validate(data)
+    except ValidationError as e:
+        raise SpecError(_format_errors(e, source)) from None
+    # Names that need a registry are checked here too, so a typo fails before Ray starts.
+    from raydw import names
+
+    problems = names.check_spec(spec)
+    if problems:
+        raise SpecError(f"{source}: invalid sweep spec ({len(problems)} problem{'s' if len(problems) > 1 else ''})\n" + "\n".join(f"  at {p}" for p in problems))
+    # Per-dataset overrides must validate too.
+    for rname, r in spec.regimes.items():
+        for ds in spec.data.datasets:
+            try:
+                r.for_dataset(ds)
+            except ValidationError as e:
+                raise SpecError(_format_errors(e, f"{source} (regimes.{rname}.per_dataset.{ds})")) from None
+    return spec
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    p = Path(path)
+    if not p.exists():
+        raise SpecError(f"{p}: no such sweep file")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise SpecError(f"{p}: not valid YAML: {e}") from None
+    return parse_spec(data, str(p))

@@ -1,0 +1,194 @@
+"""The results store: Parquet tables under one storage URI, one file per row-group owner, atomic writes.
+
+Layout (every table is a folder of Parquet files with one fixed schema; pandas, pyarrow and DuckDB read a
+folder or a glob such as `trials/*.parquet` directly):
+    trials/<cell_id>.parquet              one row per finished (or failed) cell; rewritten by a retry
+    epochs/<cell_id>.e<epoch>.parquet     one row per cell and epoch; a re-run epoch overwrites, never duplicates
+    masks/<mask_id>.parquet               one row per mask, bit-packed
+    index_sets/<index_set_id>.parquet     the training indices of one data fraction
+    pretrained/<pretrained_id>.parquet    one row per pre-trained model; weights in weights/<pretrained_id>.pt
+    train/, tune/                          Ray Train checkpoints and Ray Tune state
+A write goes to a hidden temporary name and is renamed into place (POSIX) or is one whole-object PUT (object
+stores), so a reader never sees half a file and concurrent cells never share a file. Torch-free.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import uuid
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+TRIALS = pa.schema([
+    ("cell_id", pa.string()), ("sweep", pa.string()), ("status", pa.string()), ("error", pa.string()),
+    ("pretraining", pa.string()), ("pretrained_id", pa.string()), ("pretraining_kind", pa.string()), ("arch", pa.string()),
+    ("ticket_method", pa.string()), ("ticket_round", pa.int64()), ("target_sparsity", pa.float64()),
+    ("sparsity", pa.float64()), ("mask_id", pa.string()), ("prunable", pa.string()),
+    ("dataset", pa.string()), ("protocol", pa.string()), ("normalization", pa.string()),
+    ("regime", pa.string()), ("regime_kind", pa.string()), ("data_fraction", pa.float64()),
+    ("fraction_method", pa.string()), ("index_set_id", pa.string()), ("train_images", pa.int64()), ("seed", pa.int64()),
+    # Test metrics in [0,1]. sa = SA at the SA-best epoch, ra = RA at the RA-best epoch (the paper's early stopping).
+    ("sa", pa.float64()), ("ra", pa.float64()), ("sa_at_sa_best", pa.float64()), ("ra_at_sa_best", pa.float64()),
+    ("sa_at_ra_best", pa.float64()), ("ra_at_ra_best", pa.float64()), ("sa_last", pa.float64()), ("ra_last", pa.float64()),
+    ("val_sa_best", pa.float64()), ("val_ra_best", pa.float64()),
+    ("best_epoch_sa", pa.int64()), ("best_epoch_ra", pa.int64()), ("epochs", pa.int64()),
+    ("wall_s", pa.float64()), ("train_s", pa.float64()), ("device", pa.string()), ("node", pa.string()),
+    ("workers", pa.int64()), ("amp", pa.string()),
+    ("raydw_version", pa.string()), ("torch_version", pa.string()), ("ray_version", pa.string()), ("git_commit", pa.string()),
+    ("config", pa.string()), ("finished_at", pa.timestamp("us", tz="UTC")),
+])
+
+EPOCHS = pa.schema([
+    ("cell_id", pa.string()), ("epoch", pa.int64()), ("lr", pa.float64()), ("train_loss", pa.float64()),
+    ("train_acc", pa.float64()), ("val_sa", pa.float64()), ("val_ra", pa.float64()), ("epoch_s", pa.float64()),
+    ("eval_s", pa.float64()), ("train_images", pa.int64()), ("node", pa.string()), ("resumed_from", pa.int64()),  # first epoch of the run segment that wrote it
+])
+
+MASKS = pa.schema([
+    ("mask_id", pa.string()), ("pretraining", pa.string()), ("pretrained_id", pa.string()), ("method", pa.string()),
+    ("params", pa.string()), ("round", pa.int64()), ("target_sparsity", pa.float64()), ("sparsity", pa.float64()),
+    ("prunable", pa.string()), ("n_prunable", pa.int64()), ("n_kept", pa.int64()), ("layer_density", pa.string()),
+    ("layout", pa.string()), ("bits", pa.binary()),
+])
+
+INDEX_SETS = pa.schema([
+    ("index_set_id", pa.string()), ("dataset", pa.string()), ("fraction", pa.float64()), ("method", pa.string()),
+    ("seed", pa.int64()), ("n", pa.int64()), ("indices", pa.list_(pa.int64())),
+])
+
+PRETRAINED = pa.schema([
+    ("pretrained_id", pa.string()), ("name", pa.string()), ("arch", pa.string()), ("kind", pa.string()),
+    ("source", pa.string()), ("dataset", pa.string()), ("num_classes", pa.int64()), ("in_chans", pa.int64()),
+    ("mean", pa.list_(pa.float64())), ("std", pa.list_(pa.float64())),
+    ("clean_acc", pa.float64()), ("robust_acc", pa.float64()), ("weights_path", pa.string()),
+    ("weights_sha256", pa.string()), ("config", pa.string()), ("wall_s", pa.float64()),
+])
+
+SCHEMAS = {"trials": TRIALS, "epochs": EPOCHS, "masks": MASKS, "index_sets": INDEX_SETS, "pretrained": PRETRAINED}
+KEYS = {"trials": "cell_id", "masks": "mask_id", "index_sets": "index_set_id", "pretrained": "pretrained_id"}
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+def _resolve(uri: str) -> tuple[pafs.FileSystem, str, str]:
+    """(filesystem, root path on it, canonical URI). Local paths become absolute, so Ray workers agree."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        path = os.path.abspath(parsed.path if parsed.scheme == "file" else uri)
+        return pafs.LocalFileSystem(), path, path
+    fs, path = pafs.FileSystem.from_uri(uri)
+    return fs, path, uri
+
+
+class Store:
+    def __init__(self, uri: str):
+        self.fs, self.root, self.uri = _resolve(str(uri))
+        self.local = isinstance(self.fs, pafs.LocalFileSystem)
+
+    def __repr__(self) -> str:
+        return f"Store({self.uri!r})"
+
+    # -- paths ---------------------------------------------------------------------------------------
+    def path(self, *parts: str) -> str:
+        return "/".join([self.root.rstrip("/"), *parts])
+
+    @property
+    def train_path(self) -> str:
+        """Ray Train's storage_path: a local folder or the URI (Ray takes URIs through pyarrow too)."""
+        return self.path("train") if self.local else self.uri.rstrip("/") + "/train"
+
+    @property
+    def tune_path(self) -> str:
+        return self.path("tune") if self.local else self.uri.rstrip("/") + "/tune"
+
+    def exists(self, *parts: str) -> bool:
+        return self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
+
+    def check_writable(self) -> None:
+        """Fail fast, before any GPU time is spent, if the store cannot take a file."""
+        try:
+            self.write_bytes(("_probe", f".probe-{uuid.uuid4().hex}"), b"ok")
+            self.fs.delete_dir_contents(self.path("_probe"), missing_dir_ok=True)
+        except Exception as e:  # noqa: BLE001 - any failure here means the sweep cannot record results
+            raise StoreError(f"results store {self.uri} is not writable: {e}") from None
+
+    # -- atomic writes -------------------------------------------------------------------------------
+    def write_bytes(self, parts: tuple[str, ...], data: bytes) -> str:
+        final = self.path(*parts)
+        folder = final.rsplit("/", 1)[0]
+        self.fs.create_dir(folder, recursive=True)
+        if not self.local:  # object stores: a single PUT is atomic
+            with self.fs.open_output_stream(final) as f:
+                f.write(data)
+            return final
+        tmp = f"{folder}/.{uuid.uuid4().hex}.tmp"  # hidden: pyarrow and DuckDB globs skip it
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return final
+
+    def read_bytes(self, *parts: str) -> bytes:
+        with self.fs.open_input_file(self.path(*parts)) as f:
+            return f.read()
+
+    def write_rows(self, table: str, name: str, rows: list[dict]) -> str:
+        schema = SCHEMAS[table]
+        missing = [c for c in rows[0] if c not in schema.names]
+        if missing:
+            raise StoreError(f"table {table}: unknown columns {missing}")
+        t = pa.Table.from_pylist([{c: r.get(c) for c in schema.names} for r in rows], schema=schema)
+        buf = io.BytesIO()
+        pq.write_table(t, buf)
+        return self.write_bytes((table, f"{name}.parquet"), buf.getvalue())
+
+    def write_row(self, table: str, row: dict, name: str | None = None) -> str:
+        return self.write_rows(table, name or row[KEYS[table]], [row])
+
+    # -- reads ---------------------------------------------------------------------------------------
+    def names(self, table: str) -> list[str]:
+        sel = pafs.FileSelector(self.path(table), allow_not_found=True)
+        return sorted(i.base_name[: -len(".parquet")] for i in self.fs.get_file_info(sel)
+                      if i.base_name.endswith(".parquet") and not i.base_name.startswith("."))
+
+    def read_table(self, table: str, names: list[str] | None = None, columns: list[str] | None = None) -> pa.Table:
+        schema = SCHEMAS[table]
+        names = self.names(table) if names is None else names
+        parts = []
+        for n in names:
+            with self.fs.open_input_file(self.path(table, f"{n}.parquet")) as f:
+                parts.append(pq.read_table(f, columns=columns, schema=schema))
+        if not parts:
+            empty = schema if columns is None else pa.schema([schema.field(c) for c in columns])
+            return empty.empty_table()
+        return pa.concat_tables(parts)
+
+    def get(self, table: str, key: str) -> dict | None:
+        if not self.exists(table, f"{key}.parquet"):
+            return None
+        return self.read_table(table, [key]).to_pylist()[0]
+
+    def done_cells(self) -> set[str]:
+        t = self.read_table("trials", columns=["cell_id", "status"])
+        return {c for c, s in zip(t.column("cell_id").to_pylist(), t.column("status").to_pylist()) if s == "done"}
+
+    # -- weights ------------------------------------------------------------------------------------
+    def weights_parts(self, pretrained_id: str) -> tuple[str, str]:
+        return ("weights", f"{pretrained_id}.pt")
+
+
+def config_json(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)

@@ -1,0 +1,98 @@
+"""Stage 1 and 2 of a sweep, Ray-free: register pre-trained weights and compute each ticket's mask once.
+
+Every step first asks the store whether its output exists (open_lth's rule), so rerunning is resuming.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from raydw.cells import pretrained_id, pretraining_arch
+from raydw.models.build import build_net
+from raydw.models.catalog import IMAGENET_MEAN, IMAGENET_STD, PRETRAINED
+from raydw.models.convert import load_strict, read_checkpoint, sha256_file, to_torchvision
+from raydw.pruning.magnitude import one_shot, random_mask
+from raydw.pruning.mask import Mask
+from raydw.spec import PretrainingSpec, TicketSpec
+from raydw.store import Store
+from raydw.train.setup import load_pretrained, save_pretrained
+
+DEFAULT_CACHE = Path.home() / ".cache" / "raydw" / "models"
+
+
+def local_weights_path(weights: str, cache: Path = DEFAULT_CACHE) -> Path:
+    """Where a registry entry's file is expected (raydw fetch puts it there), or the path itself."""
+    if weights in PRETRAINED:
+        return cache / f"{weights}.pt"
+    return Path(weights).expanduser()
+
+
+def register_weights(store: Store, p: PretrainingSpec, trust: bool = False) -> dict:
+    """Copy a checkpoint (registry entry or local path) into the store as a weights-only torchvision state."""
+    pid = pretrained_id(p)
+    row = store.get("pretrained", pid)
+    if row is not None:
+        return row
+    path = local_weights_path(p.weights)
+    if not path.exists():
+        hint = f"`raydw fetch {p.weights}`" if p.weights in PRETRAINED else "check the path"
+        raise FileNotFoundError(f"pre-training {p.name}: weights file {path} not found ({hint})")
+    entry = PRETRAINED.get(p.weights)
+    arch = pretraining_arch(p)
+    net = build_net(arch, 1000, 3)
+    load_strict(net, to_torchvision(read_checkpoint(path, trust=trust), entry.format if entry else None), str(path))
+    row = {"pretrained_id": pid, "name": p.name, "arch": arch, "kind": entry.kind if entry else "unknown",
+           "source": f"{p.weights} (sha256 {sha256_file(path)})", "dataset": "imagenet", "num_classes": 1000,
+           "in_chans": 3, "mean": list(entry.mean if entry else IMAGENET_MEAN),
+           "std": list(entry.std if entry else IMAGENET_STD), "config": json.dumps({"weights": p.weights})}
+    return save_pretrained(store, row, net)
+
+
+def _mask_key(pid: str, method: str, params: dict, target: float) -> tuple:
+    return (pid, method, json.dumps(params, sort_keys=True), round(target, 9))
+
+
+def existing_masks(store: Store) -> dict[tuple, dict]:
+    t = store.read_table("masks", columns=["mask_id", "pretrained_id", "method", "params", "target_sparsity", "sparsity"])
+    return {_mask_key(r["pretrained_id"], r["method"], json.loads(r["params"]), r["target_sparsity"]): r for r in t.to_pylist()}
+
+
+def ensure_masks(store: Store, p: PretrainingSpec, tickets: TicketSpec, log=print) -> dict[float, dict]:
+    """target sparsity -> mask row (mask_id, sparsity) for every non-dense level of one pre-training."""
+    pid = pretrained_id(p)
+    have = existing_masks(store)
+    out: dict[float, dict] = {}
+    net = None
+    for rnd, target in tickets.levels():
+        if rnd == 0 or target == 0.0:
+            continue
+        params = {"prunable": tickets.prunable}
+        if tickets.method == "random":
+            params["seed"] = 0
+        key = _mask_key(pid, tickets.method, params, target)
+        if key in have:
+            out[target] = have[key]
+            continue
+        if net is None:
+            _, net = load_pretrained(store, pid)
+        if tickets.method == "omp":
+            mask = one_shot(net, target, tickets.prunable)
+        elif tickets.method == "random":
+            mask = random_mask(net, target, seed=0, prunable=tickets.prunable)
+        else:
+            raise NotImplementedError(f"ticket method {tickets.method!r} is not available yet; use omp or random")
+        row = mask_row(mask, p.name, pid, tickets.method, params, rnd, target)
+        store.write_row("masks", row)
+        log(f"  mask {row['mask_id']}: {p.name} {tickets.method} target {target:.4f} -> {row['sparsity']:.4f}")
+        out[target] = row
+    return out
+
+
+def mask_row(mask: Mask, pretraining: str, pid: str, method: str, params: dict, rnd: int | None, target: float) -> dict:
+    bits, layout = mask.packed()
+    return {"mask_id": mask.id, "pretraining": pretraining, "pretrained_id": pid, "method": method,
+            "params": json.dumps(params, sort_keys=True), "round": rnd, "target_sparsity": target,
+            "sparsity": mask.sparsity(), "prunable": params.get("prunable", "paper"), "n_prunable": mask.numel(),
+            "n_kept": mask.kept(), "layer_density": json.dumps(mask.layer_density()), "layout": json.dumps(layout),
+            "bits": bits}
+

@@ -1,0 +1,1 @@
+"""Training: the one readable loop, evaluation, pre-training recipes. Ray-free."""

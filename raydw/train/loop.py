@@ -1,0 +1,194 @@
+"""The fine-tuning loop: one readable function, Ray-free, shared by downstream cells and pre-training recipes.
+
+Per epoch: train (clean CE, or CE on attack examples only), hold the mask, step the schedule, validate
+SA/RA, track the SA-best and RA-best epochs, hand a resumable state to `on_epoch`. At the end: test SA/RA
+at the SA-best, RA-best and last epochs, as the paper's scripts do.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+from raydw import attacks
+from raydw.data.device import Split, Transform, epoch_batches, eval_batches
+from raydw.pruning.mask import BoundMask
+from raydw.spec import AttackSpec, RegimeSpec
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite: the cell is failed with this reason, not retried forever."""
+
+
+@dataclass
+class Data:
+    train: Split  # this rank's shard
+    val: Split
+    test: Split
+    transform: Transform
+    train_images: int  # across all ranks
+
+
+@dataclass
+class Outcome:
+    history: list[dict] = field(default_factory=list)
+    best: dict = field(default_factory=dict)  # "sa"/"ra" -> {"epoch", "value"}
+    test: dict = field(default_factory=dict)  # sa_at_sa_best, ra_at_sa_best, ...
+    train_s: float = 0.0
+
+
+def make_optimizer(model: nn.Module, r: RegimeSpec) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    o = r.optimizer
+    # foreach: one kernel per op over all parameters instead of a Python loop per tensor.
+    opt = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, foreach=True)
+    if o.schedule == "multistep":
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=o.milestones, gamma=o.gamma)
+    elif o.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=r.epochs)
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    return opt, sched
+
+
+def _all_sum(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t
+
+
+def evaluate(model: nn.Module, split: Split, transform: Transform, attack: AttackSpec | None,
+             batch_size: int = 256, autocast: bool = False, seed: int = 0) -> tuple[float, float]:
+    """(SA, RA) in [0,1] on a split (this rank's shard, counts summed over ranks). RA is NaN without attack."""
+    model.eval()
+    dev = split.y.device
+    counts = torch.zeros(3, device=dev, dtype=torch.float64)  # clean correct, robust correct, n
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    for xb, yb in eval_batches(split, batch_size):
+        x = transform.eval(xb)
+        with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
+            counts[0] += (model(x).argmax(1) == yb).sum()
+        if attack is not None:
+            xa = attacks.from_spec(model, x, yb, attack, train=False, generator=gen, autocast=autocast)
+            with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
+                counts[1] += (model(xa).argmax(1) == yb).sum()
+        counts[2] += len(yb)
+    c = _all_sum(counts).tolist()  # the one host sync of an evaluation
+    return c[0] / c[2], (c[1] / c[2] if attack is not None else math.nan)
+
+
+def fit(model: nn.Module, mask: BoundMask | None, data: Data, regime: RegimeSpec, eval_attack: AttackSpec,
+        seed: int, on_epoch: Callable[[dict, Callable[[], dict]], None] | None = None,
+        resume: dict | None = None, autocast: bool = False, ddp: nn.Module | None = None) -> Outcome:
+    """Train `model` under `regime`; return its history, best epochs and test metrics.
+
+    `model` is the plain (Normalized) module; `ddp` its DistributedDataParallel wrapper when there are
+    several workers (attacks always run on the plain module: they need no gradient all-reduce).
+    `on_epoch(record, state_fn)` is called after every epoch; `state_fn()` builds the resumable state.
+    """
+    dev = data.train.y.device
+    fwd = ddp if ddp is not None else model
+    opt, sched = make_optimizer(model, regime)
+    out = Outcome(best={"sa": {"epoch": -1, "value": -1.0}, "ra": {"epoch": -1, "value": -1.0}})
+    best_states: dict[str, dict | None] = {"sa": None, "ra": None}
+    start = 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        sched.load_state_dict(resume["scheduler"])
+        out.history, out.best, out.train_s = resume["history"], resume["best"], resume["train_s"]
+        best_states = resume["best_states"]
+        start = resume["epoch"] + 1
+    if mask is not None:
+        mask.apply_()
+    attack = regime.attack if regime.kind == "adversarial" else None
+    train_gen = torch.Generator(device="cpu")
+    attack_gen = torch.Generator(device=dev)
+
+    def state() -> dict:
+        return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "history": out.history, "best": out.best, "best_states": best_states, "train_s": out.train_s,
+                "epoch": out.history[-1]["epoch"]}
+
+    for epoch in range(start, regime.epochs):
+        t0 = time.perf_counter()
+        train_gen.manual_seed(seed * 7919 + epoch)
+        attack_gen.manual_seed(seed * 104_729 + epoch)
+        model.train()
+        sums = torch.zeros(3, device=dev, dtype=torch.float64)  # loss*n, correct, n: read once per epoch
+        for xb, yb in epoch_batches(data.train, max(1, regime.batch_size // _world()), seed, epoch):
+            x = data.transform.train(xb, train_gen)
+            if attack is not None:  # the paper trains on the adversarial examples only
+                x = attacks.from_spec(model, x, yb, attack, train=True, generator=attack_gen, autocast=autocast)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
+                logits = fwd(x)
+                loss = F.cross_entropy(logits, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if mask is not None:
+                mask.mask_grads_()
+            opt.step()
+            if mask is not None:
+                mask.apply_()  # masked weights are exactly zero after every step
+            sums += torch.stack([loss.detach().double() * len(yb), (logits.argmax(1) == yb).sum().double(),
+                                 torch.tensor(len(yb), device=dev, dtype=torch.float64)])
+        lr = opt.param_groups[0]["lr"]
+        sched.step()
+        loss_sum, correct, n = _all_sum(sums).tolist()
+        if not math.isfinite(loss_sum):
+            raise Diverged(f"training loss is {loss_sum / max(n, 1)} at epoch {epoch} (lr {lr})")
+        train_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        val_sa = val_ra = math.nan
+        if epoch >= regime.val_start_epoch:
+            val_sa, val_ra = evaluate(model, data.val, data.transform, eval_attack if regime.validate_ra else None,
+                                      autocast=autocast, seed=seed)
+            # Strictly better only: ties keep the earlier epoch, as the paper's `>` comparison does.
+            snapshot = None
+            for key, v in (("sa", val_sa), ("ra", val_ra)):
+                if not math.isnan(v) and v > out.best[key]["value"]:
+                    out.best[key] = {"epoch": epoch, "value": v}
+                    if snapshot is None:
+                        snapshot = {k: t.detach().to("cpu", copy=True) for k, t in model.state_dict().items()}
+                    best_states[key] = snapshot
+        eval_s = time.perf_counter() - t1
+        out.train_s += train_s
+        record = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / n, "train_acc": correct / n,
+                  "val_sa": val_sa, "val_ra": val_ra, "epoch_s": train_s, "eval_s": eval_s,
+                  "train_images": data.train_images}
+        out.history.append(record)
+        if on_epoch is not None:
+            on_epoch(record, state)
+
+    out.test = _test_at_best(model, data, eval_attack, best_states, out.best, autocast, seed)
+    return out
+
+
+def _test_at_best(model, data: Data, attack: AttackSpec, best_states: dict, best: dict, autocast: bool, seed: int) -> dict:
+    """Test SA/RA at the last, SA-best and RA-best epochs (an epoch without a best state falls back: NaN)."""
+    res = {}
+    last = copy.deepcopy(model.state_dict())
+    res["sa_last"], res["ra_last"] = evaluate(model, data.test, data.transform, attack, autocast=autocast, seed=seed)
+    done: dict[int, tuple[float, float]] = {}  # by epoch: evaluate each distinct state once (SA-best is often RA-best)
+    for key in ("sa", "ra"):
+        st = best_states.get(key)
+        if st is None:
+            res[f"sa_at_{key}_best"] = res[f"ra_at_{key}_best"] = math.nan
+            continue
+        ep = best[key]["epoch"]
+        if ep not in done:
+            model.load_state_dict(st)
+            done[ep] = evaluate(model, data.test, data.transform, attack, autocast=autocast, seed=seed)
+        res[f"sa_at_{key}_best"], res[f"ra_at_{key}_best"] = done[ep]
+    model.load_state_dict(last)
+    return res
+
+
+def _world() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
