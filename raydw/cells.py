@@ -88,6 +88,18 @@ def cell_id(canonical: dict) -> str:
     return hashlib.sha256(canonical_json(canonical).encode()).hexdigest()[:16]
 
 
+def _method_identity(t, pretraining: str) -> dict:
+    """What else determines a mask: IMP's re-training recipe, a random mask's seed, an imported file."""
+    if t.method == "imp":
+        imp = t.imp.model_dump(mode="json", exclude_defaults=True, exclude={"per_pretraining", "root"}) if t.imp else {}
+        return {"imp": {**imp, "regime": (t.imp.regime_for(pretraining) if t.imp else "standard")}}
+    if t.method == "random":
+        return {"seed": t.seed, **({"layerwise": True} if t.layerwise else {})}
+    if t.method == "import":
+        return {"file": t.files.get(pretraining)}
+    return {}
+
+
 def expand(spec: SweepSpec) -> list[Cell]:
     cells: list[Cell] = []
     seen: set[str] = set()
@@ -100,6 +112,7 @@ def expand(spec: SweepSpec) -> list[Cell]:
             ticket = {"method": "dense"} if dense else {
                 "method": t.method, "sparsity": round(target, 12), "prunable": t.prunable,
                 **({"round": rnd, "rate": t.rate} if rnd is not None else {}),
+                **_method_identity(t, p.name),
             }
             for ds in spec.data.datasets:
                 for rname, regime in spec.regimes.items():

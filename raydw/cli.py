@@ -84,6 +84,85 @@ def cmd_models(a) -> int:
     return 0
 
 
+def cmd_verdicts(a) -> int:
+    import pandas as pd
+
+    from raydw.analysis import AnalysisError, extreme, verdicts
+
+    try:
+        v = verdicts(a.uri, rule=a.rule, tol=a.tol, checkpoint=a.checkpoint)
+    except AnalysisError as e:
+        raise SpecError(str(e)) from None
+    cols = ["pretraining", "dataset", "data_fraction", "ticket_method", "ticket_round", "sparsity", "matching_sa_std",
+            "matching_sa_adv", "matching_ra_adv", "double_win", "reason"]
+    with pd.option_context("display.max_rows", 500, "display.width", 200, "display.max_columns", 50,
+                           "display.max_colwidth", 80, "display.float_format", "{:.4f}".format):
+        print(f"verdicts (rule={a.rule}, tol={a.tol:g} dense std, checkpoint={a.checkpoint}):")
+        print(v[cols].to_string(index=False) if len(v) else "(no ticket cells)")
+        if len(v):
+            print("\nextreme double-win sparsity:")
+            print(extreme(v, rule=a.rule).to_string(index=False))
+    return 0
+
+
+def cmd_status(a) -> int:
+    from raydw.status import summary
+
+    print(summary(a.uri, _spec_path(a.spec) if a.spec else None))
+    return 0
+
+
+def cmd_report(a) -> int:
+    from raydw.report import write_report
+
+    print(f"wrote {write_report(a.uri, a.out, tol=a.tol, checkpoint=a.checkpoint)}")
+    return 0
+
+
+def cmd_convert(a) -> int:
+    from raydw.models.convert import CheckpointError, convert_file
+
+    try:
+        info = convert_file(a.input, a.output, fmt=a.format, arch=a.arch, trust=a.trust)
+    except (CheckpointError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{info['source']} ({info['format']}, sha256 {info['source_sha256']})\n"
+          f"  -> {info['out']} ({info['arch']}, {info['num_classes']} classes, weights-only, sha256 {info['sha256']})")
+    if info["normalizer"]:
+        print(f"  the file normalized inputs inside the model with {info['normalizer']} (dropped: raydw normalizes itself)")
+    return 0
+
+
+def cmd_fetch(a) -> int:
+    from raydw.models.convert import CheckpointError
+    from raydw.models.fetch import DEFAULT_CACHE, FetchError, fetch
+
+    try:
+        fetch(a.name, cache=a.cache or DEFAULT_CACHE, url=a.url, trust=a.trust, force=a.force)
+    except (FetchError, CheckpointError, KeyError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_data(a) -> int:
+    from raydw.data.prepare import PrepareError, prepare, verify
+
+    try:
+        if a.data_cmd == "prepare":
+            prepare(a.name, a.root)
+            return 0
+        bad = verify(a.name, a.root)
+    except (PrepareError, KeyError, ValueError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+        return 2
+    for b in bad:
+        print(f"md5 mismatch: {b}")
+    print(f"{a.name} under {a.root}: " + (f"{len(bad)} file(s) differ from the real ones" if bad else "all files match the real md5"))
+    return 1 if bad else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="raydw", description="Double-win lottery ticket sweeps on Ray Tune + Ray Train")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -112,6 +191,49 @@ def main(argv: list[str] | None = None) -> int:
 
     s = sub.add_parser("models", help="list architectures and the pre-trained registry")
     s.set_defaults(fn=cmd_models)
+
+    s = sub.add_parser("verdicts", help="print matching flags, double-win verdicts and extreme sparsities (docs/findings.md)")
+    s.add_argument("uri", nargs="?", default="./results")
+    s.add_argument("--rule", default="strict", choices=["strict", "loose"], help="strict: SA std, SA adv, RA adv; loose: SA std, RA adv")
+    s.add_argument("--tol", type=float, default=0.0, metavar="K", help="match if >= dense mean - K x dense std (needs >= 2 dense seeds)")
+    s.add_argument("--checkpoint", default="paper", choices=["paper", "last"], help="paper: SA@SA-best, RA@RA-best; last: last epoch")
+    s.set_defaults(fn=cmd_verdicts)
+
+    s = sub.add_parser("status", help="cells done / failed / missing, compute spent, time left")
+    s.add_argument("uri", nargs="?", default="./results")
+    s.add_argument("--spec", help="sweep YAML (or 'demo'/'paper'): also count missing cells and estimate time left")
+    s.set_defaults(fn=cmd_status)
+
+    s = sub.add_parser("report", help="write an HTML report (plots, verdicts, extreme sparsities, status)")
+    s.add_argument("uri", nargs="?", default="./results")
+    s.add_argument("--out", required=True, help="output folder; index.html and PNGs are written there")
+    s.add_argument("--tol", type=float, default=0.0, metavar="K")
+    s.add_argument("--checkpoint", default="paper", choices=["paper", "last"])
+    s.set_defaults(fn=cmd_report)
+
+    s = sub.add_parser("convert", help="convert a published checkpoint to a weights-only torchvision state dict")
+    s.add_argument("input", help="checkpoint file (torchvision, fast_adversarial or robustness format)")
+    s.add_argument("output", help="where to write the plain state dict (.pt)")
+    s.add_argument("--format", choices=["torchvision", "fast_adversarial", "robustness"], help="default: detected")
+    s.add_argument("--arch", default="resnet50", choices=["resnet18", "resnet50"], help="checked by a strict load")
+    s.add_argument("--trust", action="store_true", help="allow full unpickling (can run code in the file; dill files need it)")
+    s.set_defaults(fn=cmd_convert)
+
+    s = sub.add_parser("fetch", help="download a registry entry into the model cache, hash-checked and converted")
+    s.add_argument("name", help="registry entry (raydw models)")
+    s.add_argument("--cache", help="cache folder (default ~/.cache/raydw/models)")
+    s.add_argument("--url", help="download from here instead (a mirror, or file:///path)")
+    s.add_argument("--trust", action="store_true", help="allow full unpickling of the published file (robustness/dill)")
+    s.add_argument("--force", action="store_true", help="download again even if cached")
+    s.set_defaults(fn=cmd_fetch)
+
+    s = sub.add_parser("data", help="prepare (download) or verify (md5) a downstream dataset under a root folder")
+    dsub = s.add_subparsers(dest="data_cmd", required=True)
+    for verb, what in [("prepare", "download with torchvision (needs a network)"), ("verify", "check md5 against the real files")]:
+        d = dsub.add_parser(verb, help=what)
+        d.add_argument("name", help="dataset (cifar10, cifar100, svhn, fashion_mnist, ...)")
+        d.add_argument("--root", required=True, help="the folder data.root points to")
+        d.set_defaults(fn=cmd_data)
 
     a = ap.parse_args(argv)
     try:

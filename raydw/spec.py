@@ -123,6 +123,25 @@ class PretrainingSpec(_Spec):
         return self
 
 
+class ImpSpec(_Spec):
+    """IMP on the pre-training (source) task, the paper's ticket finder (protocol doc section 3)."""
+
+    dataset: str = Field("imagenet", description="source task the rounds re-train on (the paper: ImageNet; the demo: mnist5k)")
+    root: str | None = Field(None, description="local folder of the source data where it needs one (ImageNet ImageFolder)")
+    epochs_per_round: int = Field(30, ge=1, description="re-training epochs between two prunings (the paper: 30)")
+    regime: Literal["standard", "adversarial"] = Field("standard", description="re-training with clean CE (main_std.py) or PGD (main_adv.py)")
+    per_pretraining: dict[str, Literal["standard", "adversarial"]] = Field(default_factory=dict, description="regime per pretraining name, overriding 'regime' (the paper's pairing is unverified)")
+    batch_size: int = Field(2048, ge=1, description="global batch (the paper: 2048 over its GPUs)")
+    optimizer: OptimizerSpec = Field(default_factory=lambda: OptimizerSpec(lr=5e-4, weight_decay=1e-4, schedule="constant"),
+                                     description="the paper: SGD 0.9, constant lr 5e-4, wd 1e-4, fresh each round")
+    attack: AttackSpec = Field(default_factory=lambda: AttackSpec(eps=8 / 255, step_size=16 / (3 * 255), steps=3),
+                               description="adversarial re-training attack (the paper: PGD-3, eps 8/255, step 2*eps/3)")
+    seed: int = Field(1, description="the paper: 1")
+
+    def regime_for(self, pretraining: str) -> str:
+        return self.per_pretraining.get(pretraining, self.regime)
+
+
 class TicketSpec(_Spec):
     """How the sparse masks (tickets) are found. Level 0, the dense model, is always included."""
 
@@ -132,6 +151,10 @@ class TicketSpec(_Spec):
     sparsities: list[float] | None = Field(None, description="explicit sparsities instead of rounds (omp and random only)")
     prunable: Literal["paper", "cv_lth"] = Field("paper", description="paper: every Conv2d weight incl. the stem; cv_lth: stem conv excluded")
     include_dense: bool = Field(True, description="run level 0 (the dense baseline every verdict compares against)")
+    imp: ImpSpec | None = Field(None, description="IMP settings (method: imp); defaults are the paper's")
+    seed: int = Field(0, description="seed of random masks")
+    layerwise: bool = Field(False, description="random masks: same sparsity in every layer instead of one global draw")
+    files: dict[str, str] = Field(default_factory=dict, description="import: pretraining name -> mask checkpoint path (reference format); its sparsity is measured")
 
     @model_validator(mode="after")
     def _levels(self) -> "TicketSpec":

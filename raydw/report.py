@@ -1,0 +1,196 @@
+"""The HTML report of a results store: SA/RA-vs-sparsity plots, data-efficiency plots, verdicts, extreme sparsities, status.
+
+Writes index.html with PNG files beside it (relative links), so the folder can be copied or served as is. Headless.
+"""
+from __future__ import annotations
+
+import html
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+# The object-oriented Figure renders with Agg without pyplot, so importing this module never switches
+# the backend of a user's notebook or GUI session.
+from matplotlib.figure import Figure
+
+from raydw import analysis, status
+
+_PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+_STYLES = {"omp": "-", "imp": "-", "random": ":", "import": "-."}
+_PREFERRED = ["ST", "FAT", "AT"]  # the paper's order: standard, fast adversarial, adversarial pre-training
+
+
+# -- data for the plots -----------------------------------------------------------------------------
+def _means(df: pd.DataFrame, sa_col: str, ra_col: str) -> pd.DataFrame:
+    """Done cells averaged over seeds, one row per (pretraining, method, level, dataset, regime, fraction)."""
+    done = df[df["status"] == "done"]
+    keys = ["pretraining", "ticket_method", "level", "dataset", "regime", "regime_kind", "data_fraction"]
+    agg = done.groupby(keys, dropna=False).agg(sparsity=("sparsity", "mean"), sa=(sa_col, "mean"), sa_sd=(sa_col, "std"),
+                                               ra=(ra_col, "mean"), ra_sd=(ra_col, "std"), seeds=(sa_col, "size"))
+    return agg.reset_index()
+
+
+def _colours(pretrainings) -> dict[str, str]:
+    order = [p for p in _PREFERRED if p in set(pretrainings)] + sorted(set(pretrainings) - set(_PREFERRED))
+    return {p: _PALETTE[i % len(_PALETTE)] for i, p in enumerate(order)}
+
+
+def _panel(ax, m: pd.DataFrame, metric: str, colours: dict[str, str], title: str) -> None:
+    """One metric against sparsity: a curve per (pretraining, ticket method), the dense value dashed."""
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("sparsity (%)", fontsize=8)
+    ax.set_ylabel(f"{metric.upper()} (%)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+    if m.empty or m[metric].isna().all():
+        ax.text(0.5, 0.5, f"{metric.upper()} not recorded", ha="center", va="center", transform=ax.transAxes, color="gray")
+        return
+    for p, colour in colours.items():
+        mp = m[m["pretraining"] == p]
+        dense = mp[mp["ticket_method"] == "dense"]
+        if len(dense) and dense[metric].notna().any():
+            ax.axhline(100 * dense[metric].iloc[0], color=colour, ls="--", lw=1, alpha=0.8)
+        for method, g in mp[mp["ticket_method"] != "dense"].groupby("ticket_method"):
+            g = pd.concat([dense, g]).sort_values("level")
+            ax.errorbar(100 * g["sparsity"], 100 * g[metric], yerr=100 * g[f"{metric}_sd"].fillna(0), color=colour,
+                        ls=_STYLES.get(method, "-"), marker="o", ms=3, lw=1.2, capsize=2, label=f"{p} {method}")
+    ax.legend(fontsize=6, loc="best")
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def plot_curves(m: pd.DataFrame, path: Path) -> Path:
+    """(1) SA and RA against sparsity, one column per (dataset, regime) at that regime's largest data fraction."""
+    # Standard fine-tuning first, as the paper's figures read: standard, then adversarial.
+    order = m.assign(adv=m["regime_kind"] != "standard").sort_values(["dataset", "adv", "regime"])
+    settings = order[["dataset", "regime"]].drop_duplicates().to_records(index=False)
+    colours = _colours(m["pretraining"].unique())
+    fig = Figure(figsize=(3.6 * max(1, len(settings)), 6.2))
+    axes = fig.subplots(2, max(1, len(settings)), squeeze=False)
+    for j, (ds, regime) in enumerate(settings):
+        sub = m[(m["dataset"] == ds) & (m["regime"] == regime)]
+        full = sub[sub["data_fraction"] == sub["data_fraction"].max()]
+        for i, metric in enumerate(("sa", "ra")):
+            _panel(axes[i][j], full, metric, colours, f"{ds} / {regime} (f={full['data_fraction'].max():g})")
+    return _save(fig, path)
+
+
+def plot_fractions(m: pd.DataFrame, path: Path) -> Path:
+    """(3) Data efficiency: the adversarial regime's fractions side by side, SA and RA per dataset."""
+    adv = m[m["regime_kind"] == "adversarial"]
+    fracs = sorted(adv["data_fraction"].unique(), reverse=True) or [1.0]
+    rows = [(ds, metric) for ds in sorted(adv["dataset"].unique()) or ["(none)"] for metric in ("ra", "sa")]
+    colours = _colours(m["pretraining"].unique())
+    fig = Figure(figsize=(3.6 * len(fracs), 3.1 * len(rows)))
+    axes = fig.subplots(len(rows), len(fracs), squeeze=False)
+    for i, (ds, metric) in enumerate(rows):
+        for j, f in enumerate(fracs):
+            sub = adv[(adv["dataset"] == ds) & (adv["data_fraction"] == f)]
+            regime = ", ".join(sorted(sub["regime"].unique())) or "adversarial"
+            _panel(axes[i][j], sub, metric, colours, f"{ds} / {regime}, data fraction {f:g}")
+    return _save(fig, path)
+
+
+# -- HTML -------------------------------------------------------------------------------------------
+def _cell(v, fmt: str | None) -> tuple[str, str]:
+    """(text, css class) of one table cell: verdicts coloured, NA shown as NA, numbers formatted."""
+    if v is pd.NA or v is None or (isinstance(v, float) and np.isnan(v)):
+        return "NA", "na"
+    if isinstance(v, (bool, np.bool_)):
+        return ("yes", "yes") if v else ("no", "no")
+    if fmt and isinstance(v, (int, float, np.number)):
+        return format(v, fmt), "num"
+    return str(v), ""
+
+
+def html_table(df: pd.DataFrame, formats: dict[str, str] | None = None) -> str:
+    formats = formats or {}
+    if df.empty:
+        return "<p class='empty'>(no rows)</p>"
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    body = []
+    for rec in df.astype(object).itertuples(index=False):
+        tds = (_cell(v, formats.get(c)) for c, v in zip(df.columns, rec))
+        body.append("<tr>" + "".join(f"<td class='{k}'>{html.escape(t)}</td>" for t, k in tds) + "</tr>")
+    # Wide tables scroll inside their own box instead of stretching the page.
+    return f"<div class='wide'><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+
+
+_PCT = ".1%"
+_VERDICT_VIEW = {"pretraining": None, "dataset": None, "data_fraction": "g", "ticket_method": None, "ticket_round": None,
+                 "sparsity": _PCT, "matching_sa_std": None, "matching_sa_adv": None, "matching_ra_adv": None,
+                 "double_win_strict": None, "double_win_loose": None, "ticket_sa_std": _PCT, "dense_sa_std": _PCT,
+                 "ticket_sa_adv": _PCT, "dense_sa_adv": _PCT, "ticket_ra_adv": _PCT, "dense_ra_adv": _PCT, "reason": None}
+_EXTREME_VIEW = {"pretraining": None, "dataset": None, "data_fraction": "g", "ticket_method": None,
+                 "max_sparsity_dw": _PCT, "max_round_dw": None, "max_contig_sparsity_dw": _PCT, "max_contig_round_dw": None,
+                 "levels_tested": None, "levels_dw": None, "levels_missing": None, "contig_stops_at": None}
+_CSS = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1500px}
+h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ccc}
+table{border-collapse:collapse;font-size:12px;margin:8px 0}th,td{border:1px solid #ccc;padding:3px 6px}
+th{background:#eef}td.yes{background:#c8f0c8}td.no{background:#f6c8c8}td.na{background:#eee;color:#777}
+td.num{text-align:right}img{max-width:100%;border:1px solid #ddd}pre{background:#f6f6f6;padding:8px}
+.note{color:#555;font-size:13px}.wide{overflow-x:auto}"""
+
+
+def _view(df: pd.DataFrame, cols: dict[str, str | None]) -> tuple[pd.DataFrame, dict[str, str]]:
+    keep = [c for c in cols if c in df.columns]
+    return df[keep], {c: f for c, f in cols.items() if f and c in df.columns}
+
+
+def _status_html(uri: str) -> str:
+    st = status.collect(uri)
+    fails = pd.DataFrame(st.failures, columns=["cell_id", "cell", "error"])
+    return f"<pre>{html.escape(status.render(st, uri))}</pre>" + \
+        ("<h3>Failed or stopped cells</h3>" + html_table(fails) if len(fails) else "")
+
+
+def _page(uri: str, parts: list[str], settings: str) -> str:
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>raydw report: {html.escape(uri)}</title>"
+            f"<style>{_CSS}</style></head><body><h1>raydw report</h1>"
+            f"<p class='note'>store <code>{html.escape(uri)}</code>; {html.escape(settings)}; generated {when}. "
+            "Definitions: docs/findings.md.</p>" + "".join(parts) + "</body></html>")
+
+
+def _verdict_sections(df: pd.DataFrame, tol: float, checkpoint: str) -> list[str]:
+    if not (df["ticket_method"] != "dense").any():
+        return ["<h2>Extreme double-win sparsity</h2><p>(no ticket cells yet)</p>", "<h2>Verdicts</h2><p>(no ticket cells yet)</p>"]
+    v = analysis.verdicts(df, tol=tol, checkpoint=checkpoint)
+    ext = [html_table(*_view(analysis.extreme(v, rule=r), _EXTREME_VIEW)) for r in analysis.RULES]
+    return ["<h2>(2) Extreme double-win sparsity</h2><p class='note'>max = largest double-win level; contiguous = largest "
+            "level with every lower level double-win too. NA = no double-win level; "
+            "levels_missing = levels with an NA verdict (missing or failed cells).</p>"
+            f"<h3>strict (SA std, SA adv, RA adv)</h3>{ext[0]}<h3>loose (SA std, RA adv)</h3>{ext[1]}",
+            "<h2>(4) Verdicts per ticket</h2><p class='note'>SA std is compared at the standard regime's fraction "
+            "(1.0 unless a standard cell at the same fraction exists); NA verdicts say why in 'reason'.</p>"
+            + html_table(*_view(v, _VERDICT_VIEW))]
+
+
+def write_report(uri: str, out_dir, tol: float = 0.0, checkpoint: str = "paper") -> Path:
+    """Write out_dir/index.html and its PNGs for the store at `uri`; returns the path of index.html."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    df = analysis.trials_frame(uri)
+    parts = []
+    if df.empty:
+        parts.append("<p>The store has no trials yet.</p>")
+    else:
+        m = _means(df, *analysis.CHECKPOINTS[checkpoint])
+        plot_curves(m, out / "sa_ra_vs_sparsity.png")
+        plot_fractions(m, out / "data_efficiency.png")
+        sections = _verdict_sections(df, tol, checkpoint)
+        parts += ["<h2>(1) SA and RA against sparsity</h2><p class='note'>Mean over done seeds (bars: std); dashed: the "
+                  "dense model of the same colour's pre-training.</p><img src='sa_ra_vs_sparsity.png' alt='SA and RA vs sparsity'>",
+                  sections[0],
+                  "<h2>(3) Data efficiency</h2><p class='note'>Adversarial fine-tuning at each data fraction.</p>"
+                  "<img src='data_efficiency.png' alt='data efficiency'>",
+                  sections[1]]
+    parts.append("<h2>(5) Sweep status</h2>" + _status_html(uri))
+    index = out / "index.html"
+    index.write_text(_page(str(uri), parts, f"checkpoint={checkpoint}, tol={tol:g} dense std"), encoding="utf-8")
+    return index

@@ -1,0 +1,122 @@
+"""Where a sweep stands: cells done, failed, stopped and missing, compute spent and an estimate of time left.
+
+Reads the trials table and, given a spec, the cells it expands to. Torch- and Ray-free, safe to run while a sweep writes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from raydw.results import load
+
+
+@dataclass
+class SweepStatus:
+    done: int
+    failed: int
+    stopped: int
+    other: int  # rows whose status is none of the above (a newer writer's status word)
+    total: int | None  # cells of the spec; None without a spec
+    missing: int | None  # spec cells with no row yet
+    outside_spec: int  # rows of the store that the spec does not ask for
+    hours: dict[str, float]  # 'GPU' / 'CPU' -> sum(wall_s * workers) / 3600
+    mean_wall_s: float  # per done cell
+    left_s: float | None  # serial wall seconds for the cells not yet done
+    failures: list[tuple[str, str, str]] = field(default_factory=list)  # (cell_id, label, first error line)
+
+
+def _label(r: dict) -> str:
+    lvl = "dense" if r.get("ticket_method") == "dense" else f"{r.get('ticket_method')} s={r.get('target_sparsity', float('nan')):.3f}"
+    return f"{r.get('pretraining')} {lvl} {r.get('dataset')} {r.get('regime')} f={r.get('data_fraction', float('nan')):g} seed={r.get('seed')}"
+
+
+def _hours(df: pd.DataFrame) -> dict[str, float]:
+    """Device-hours by kind: a worker that ran on a GPU counts as GPU time, anything else as CPU time."""
+    if df.empty:
+        return {}
+    workers = df["workers"].fillna(1).astype(float)
+    spent = df["wall_s"].fillna(0).astype(float) * workers / 3600
+    kind = df["device"].fillna("cpu").astype(str).str.lower().map(lambda d: "CPU" if d.startswith("cpu") else "GPU")
+    return {k: float(v) for k, v in spent.groupby(kind).sum().items()}
+
+
+def _wall_by_setting(done: pd.DataFrame) -> dict[tuple, float]:
+    """Mean wall seconds per (regime, data fraction): adversarial cells cost several times a standard one."""
+    if done.empty:
+        return {}
+    return done.groupby(["regime", "data_fraction"])["wall_s"].mean().dropna().to_dict()
+
+
+def _estimate_left(todo, done: pd.DataFrame) -> float | None:
+    """Serial wall seconds for the cells still to run, from the mean of done cells of the same setting."""
+    if done.empty or done["wall_s"].isna().all():
+        return None
+    by, overall = _wall_by_setting(done), float(done["wall_s"].mean())
+    return float(sum(by.get((c.regime, c.data_fraction), overall) for c in todo))
+
+
+def collect(uri: str, spec=None) -> SweepStatus:
+    """The numbers behind `summary`; `spec` is a SweepSpec or a path to one."""
+    df = load(uri, "trials")
+    cells = None
+    if spec is not None:
+        from raydw.cells import expand
+        from raydw.spec import load_spec
+
+        cells = expand(load_spec(spec) if not hasattr(spec, "pretrainings") else spec)
+        ids = {c.cell_id for c in cells}
+        outside = int((~df["cell_id"].isin(ids)).sum())
+        df = df[df["cell_id"].isin(ids)]
+    counts = df["status"].value_counts()
+    done = df[df["status"] == "done"]
+    recorded_done = set(done["cell_id"])
+    todo = [c for c in cells if c.cell_id not in recorded_done] if cells is not None else []
+    bad = df[df["status"].isin(["failed", "stopped"])].to_dict("records")
+    return SweepStatus(
+        done=int(counts.get("done", 0)), failed=int(counts.get("failed", 0)), stopped=int(counts.get("stopped", 0)),
+        other=int(len(df) - counts.get("done", 0) - counts.get("failed", 0) - counts.get("stopped", 0)),
+        total=len(cells) if cells is not None else None,
+        missing=len([c for c in cells if c.cell_id not in set(df["cell_id"])]) if cells is not None else None,
+        outside_spec=outside if cells is not None else 0,
+        hours=_hours(df), mean_wall_s=float(done["wall_s"].mean()) if len(done) else float("nan"),
+        left_s=_estimate_left(todo, done) if cells is not None else None,
+        failures=[(r["cell_id"], _label(r), _first_line(r.get("error"), r["status"])) for r in bad],
+    )
+
+
+def _first_line(err, status: str) -> str:
+    text = str(err).strip() if isinstance(err, str) else ""
+    return text.splitlines()[0] if text else f"({status}, no error recorded)"
+
+
+def _duration(s: float) -> str:
+    return f"{s / 3600:.2f} h" if s >= 3600 else f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"
+
+
+def render(st: SweepStatus, uri: str) -> str:
+    head = f"store {uri}: {st.done} done, {st.failed} failed, {st.stopped} stopped"
+    head += f", {st.other} other" if st.other else ""
+    if st.total is not None:
+        head += f"; spec: {st.total} cells, {st.missing} missing (no row yet)"
+    lines = [head]
+    if st.outside_spec:
+        lines.append(f"  ({st.outside_spec} rows in the store belong to cells outside this spec; not counted)")
+    spent = ", ".join(f"{h:.3f} {k}-hours" for k, h in sorted(st.hours.items())) or "nothing yet"
+    lines.append(f"compute spent: {spent} (sum of wall_s x workers)")
+    if st.done:
+        lines.append(f"mean wall per done cell: {_duration(st.mean_wall_s)}")
+    if st.total is not None:
+        n_left = st.total - st.done
+        left = "unknown (no done cell to time yet)" if st.left_s is None else \
+            f"about {_duration(st.left_s)} if run one at a time; divide by the cells running at once"
+        lines.append(f"time left for {n_left} cells not done (missing, failed or stopped): {left}")
+    if st.failures:
+        lines.append("failed or stopped cells (a rerun of the sweep retries them):")
+        lines += [f"  {cid}  {label}: {err}" for cid, label, err in st.failures]
+    return "\n".join(lines)
+
+
+def summary(uri: str, spec=None) -> str:
+    """A few lines for `raydw status URI [--spec SPEC]`."""
+    return render(collect(uri, spec), uri)

@@ -1,0 +1,46 @@
+"""Shared fixtures: a tiny sweep spec, a session-wide local Ray (started once, 2 CPUs, no dashboard)."""
+from __future__ import annotations
+
+import os
+import textwrap
+
+import pytest
+
+TINY_SPEC = textwrap.dedent("""
+    name: tiny
+    storage: ./results/tiny
+    pretrainings:
+      - name: ST
+        recipe: {kind: standard, arch: resnet_tiny, dataset: mnist5k, epochs: 1}
+    tickets: {method: omp, sparsities: [0.5]}
+    data: {datasets: [digits]}
+    regimes:
+      standard:
+        kind: standard
+        epochs: 2
+        batch_size: 64
+        optimizer: {lr: 0.01, milestones: [1]}
+    eval:
+      attack: {eps: 0.1, step_size: 0.05, steps: 2}
+    resources: {max_concurrent_cells: 2}
+""")
+
+
+@pytest.fixture
+def tiny_spec_text() -> str:
+    return TINY_SPEC
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole session, with the driver resource raydw's trials ask for."""
+    import ray
+
+    from raydw.run.sweep import DRIVER_RESOURCE, RAY_ENV
+
+    for k, v in RAY_ENV.items():
+        os.environ.setdefault(k, v)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, resources={DRIVER_RESOURCE: 1000},
+             runtime_env={"env_vars": dict(RAY_ENV)}, log_to_driver=False)
+    yield ray
+    ray.shutdown()

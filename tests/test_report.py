@@ -1,0 +1,132 @@
+"""The HTML report and the status summary, on a hand-made store (always) and on a copy of the demo store (if present)."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from raydw.cells import expand
+from raydw.cli import DEMO, main
+from raydw.report import write_report
+from raydw.spec import load_spec
+from raydw.status import summary
+from raydw.store import Store
+
+DEMO_STORE = Path("/tmp/demo1")
+
+
+def put(store: Store, pre: str, k: int, regime: str, frac: float, sa: float, ra: float | None,
+        status: str = "done", error: str = "", wall_s: float = 10.0, workers: int = 1, device: str = "cpu (1 threads)") -> None:
+    method = "dense" if k == 0 else "imp"
+    store.write_row("trials", {
+        "cell_id": f"{pre}-{k}-{regime}-{frac:g}", "sweep": "t", "status": status, "error": error, "pretraining": pre,
+        "ticket_method": method, "ticket_round": k, "target_sparsity": 1 - 0.8 ** k, "sparsity": 1 - 0.8 ** k,
+        "dataset": "digits", "regime": regime, "regime_kind": regime, "data_fraction": frac, "seed": 1,
+        "sa": sa, "ra": ra, "sa_last": sa, "ra_last": ra, "wall_s": wall_s, "workers": workers, "device": device})
+
+
+@pytest.fixture
+def hand_store(tmp_path) -> Store:
+    """Two pre-trainings, dense + IMP rounds 1-2, standard f=1 and adversarial f=1 / 0.1; one failed cell."""
+    store = Store(str(tmp_path / "store"))
+    for pre, base in (("ST", 0.80), ("AT", 0.75)):
+        for k in (0, 1, 2):
+            put(store, pre, k, "standard", 1.0, base - 0.02 * k, None)
+            put(store, pre, k, "adversarial", 1.0, base - 0.2 - 0.01 * k, 0.40 - 0.03 * k)
+            put(store, pre, k, "adversarial", 0.1, base - 0.4 + 0.01 * k, 0.10 + 0.01 * k)
+    put(store, "AT", 2, "adversarial", 0.1, None, None, status="failed", error="ValueError: mask shape mismatch\n  at ...")
+    return store
+
+
+def pngs_referenced(index: Path) -> list[Path]:
+    return [index.parent / m for m in re.findall(r"<img src='([^']+\.png)'", index.read_text())]
+
+
+def test_the_report_writes_index_html_referencing_its_pngs_relatively(hand_store, tmp_path):
+    index = write_report(hand_store.uri, tmp_path / "report")
+    pngs = pngs_referenced(index)
+    assert index.name == "index.html" and len(pngs) == 2
+    assert all(p.exists() and p.parent == index.parent for p in pngs)
+
+
+def test_every_report_png_is_a_valid_nonempty_image(hand_store, tmp_path):
+    index = write_report(hand_store.uri, tmp_path / "report")
+    for png in pngs_referenced(index):
+        assert png.stat().st_size > 10_000
+        with Image.open(png) as im:
+            im.verify()  # raises on a truncated or non-PNG file
+        with Image.open(png) as im:
+            assert im.format == "PNG" and im.width > 300 and im.height > 300
+
+
+def test_the_report_has_all_five_sections_and_the_failed_cells_error(hand_store, tmp_path):
+    text = write_report(hand_store.uri, tmp_path / "report").read_text()
+    for title in ("(1) SA and RA against sparsity", "(2) Extreme double-win sparsity", "(3) Data efficiency",
+                  "(4) Verdicts per ticket", "(5) Sweep status", "strict (SA std", "loose (SA std"):
+        assert title in text
+    assert "ValueError: mask shape mismatch" in text and "17 done, 1 failed" in text
+
+
+def test_the_report_of_an_empty_store_still_shows_the_status(tmp_path):
+    text = write_report(str(tmp_path / "empty"), tmp_path / "report").read_text()
+    assert "no trials yet" in text and "0 done, 0 failed" in text
+
+
+def test_the_report_of_the_demo_store_shows_every_pretraining(tmp_path):
+    if not (DEMO_STORE / "trials").is_dir():
+        pytest.skip(f"no demo store at {DEMO_STORE} (run `raydw sweep --storage {DEMO_STORE}` to make one)")
+    shutil.copytree(DEMO_STORE / "trials", tmp_path / "demo" / "trials")  # the report reads trials only
+    index = write_report(str(tmp_path / "demo"), tmp_path / "report")
+    text = index.read_text()
+    assert all(p.stat().st_size > 10_000 for p in pngs_referenced(index))
+    assert all(f"<td class=''>{p}</td>" in text for p in ("ST", "FAT", "AT")) and "27 done, 0 failed" in text
+
+
+def test_the_report_renders_in_headless_chromium(hand_store, tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("no chromium on PATH (apt-get install chromium) - the rendered page is not checked")
+    index = write_report(hand_store.uri, tmp_path / "report")
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1400,2200",
+                    f"--screenshot={shot}", index.as_uri()], check=True, timeout=120, capture_output=True)
+    with Image.open(shot) as im:
+        colours = im.convert("RGB").getcolors(maxcolors=1 << 20)
+    # A blank or error page has a handful of colours; plots with anti-aliased lines and coloured tables have hundreds.
+    assert colours is not None and len(colours) > 200
+
+
+def test_status_counts_cells_and_device_hours_from_wall_time_and_workers(tmp_path):
+    store = Store(str(tmp_path / "s"))
+    put(store, "ST", 0, "standard", 1.0, 0.8, None, wall_s=1800, workers=2, device="cuda:0 NVIDIA H100")
+    put(store, "ST", 1, "standard", 1.0, 0.8, None, wall_s=3600, workers=1, device="cpu (1 threads)")
+    put(store, "ST", 2, "standard", 1.0, None, None, status="failed", error="OOM\nmore", wall_s=0)
+    put(store, "ST", 3, "standard", 1.0, None, None, status="stopped", wall_s=0)
+    text = summary(store.uri)
+    assert "2 done, 1 failed, 1 stopped" in text
+    assert "1.000 CPU-hours, 1.000 GPU-hours" in text and "mean wall per done cell: 45.0 min" in text
+    assert "OOM" in text and "more" not in text and "(stopped, no error recorded)" in text  # first error line only
+
+
+def test_status_with_a_spec_counts_missing_cells_and_estimates_time_left(tmp_path):
+    cells = expand(load_spec(DEMO))
+    store = Store(str(tmp_path / "s"))
+    for c in cells[:3]:
+        store.write_row("trials", {**{k: v for k, v in c.to_dict().items() if k not in ("canonical", "regime_spec", "arch",
+                                                                                         "pretrained_id", "prunable", "protocol",
+                                                                                         "normalization", "fraction_method")},
+                                   "pretrained_id": c.pretrained_id, "status": "done", "wall_s": 30.0, "workers": 1, "device": "cpu"})
+    text = summary(store.uri, DEMO)
+    # 24 cells left; settings without a done cell fall back to the overall mean of 30 s: 24 x 30 s = 12 min.
+    assert f"spec: {len(cells)} cells, {len(cells) - 3} missing" in text and "about 12.0 min" in text
+
+
+def test_the_status_and_report_commands_print_and_write(hand_store, tmp_path, capsys):
+    assert main(["status", hand_store.uri]) == 0
+    assert "17 done, 1 failed" in capsys.readouterr().out
+    assert main(["report", hand_store.uri, "--out", str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r" / "index.html").exists()

@@ -1,0 +1,66 @@
+"""Rerun is resume: kill the `raydw sweep` process by PID mid-run, run it again, get every cell exactly once."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from raydw import results
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
+
+
+def _sweep(spec: Path, store: Path, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "raydw.cli", "sweep", str(spec), "--storage", str(store)],
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
+
+
+def _visible(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith(".")) if folder.exists() else []
+
+
+def test_killed_sweep_resumes_without_duplicates(tmp_path, tiny_spec_text):
+    d = yaml.safe_load(tiny_spec_text)
+    d["regimes"]["standard"]["epochs"] = 4
+    d["resources"] = {"max_concurrent_cells": 1}  # one cell at a time: the kill lands inside a cell
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(d))
+    store = tmp_path / "store"
+
+    first = _sweep(spec, store, tmp_path / "first.log")
+    deadline = time.time() + 400
+    # Kill once the first cell has stored an epoch but before any cell is complete.
+    while time.time() < deadline and first.poll() is None:
+        if _visible(store / "epochs") and not _visible(store / "trials"):
+            break
+        time.sleep(0.2)
+    assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+    epochs_at_kill = len(_visible(store / "epochs"))
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(timeout=60)
+    assert not _visible(store / "trials")
+
+    second = _sweep(spec, store, tmp_path / "second.log")
+    assert second.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-3000:]
+
+    trials = results.load(str(store))
+    assert len(trials) == 2 and trials.cell_id.is_unique and (trials.status == "done").all()
+    ep = results.load(str(store), "epochs")
+    assert len(ep) == 2 * 4 and not ep.duplicated(["cell_id", "epoch"]).any()
+    assert epochs_at_kill >= 1
+    # The interrupted cell continued from its checkpoint: some epoch rows were written by a resumed segment.
+    assert (ep.resumed_from > 0).any(), ep[["cell_id", "epoch", "resumed_from"]].to_string()
+
+    # A third run has nothing to do and adds nothing.
+    t0 = time.time()
+    third = _sweep(spec, store, tmp_path / "third.log")
+    assert third.wait(timeout=120) == 0
+    assert time.time() - t0 < 60
+    assert len(results.load(str(store))) == 2 and len(results.load(str(store), "epochs")) == 8

@@ -1,0 +1,94 @@
+"""The sweep spec: bad files fail before Ray starts, naming the YAML path, what was expected and the choices."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from raydw.spec import SpecError, load_spec, parse_spec
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _broken(text: str, edit) -> dict:
+    d = yaml.safe_load(text)
+    edit(d)
+    return d
+
+
+def test_demo_and_paper_specs_parse():
+    assert load_spec(REPO / "sweeps" / "demo.yaml").name == "demo"
+    assert load_spec(REPO / "sweeps" / "paper.yaml").name == "paper"
+
+
+def test_eps_written_as_a_fraction_is_read_as_a_float(tiny_spec_text):
+    d = _broken(tiny_spec_text, lambda d: d["eval"]["attack"].update(eps="8/255"))
+    assert parse_spec(d).eval.attack.eps == pytest.approx(8 / 255)
+
+
+def test_unknown_dataset_names_the_path_and_the_valid_names(tiny_spec_text):
+    d = _broken(tiny_spec_text, lambda d: d["data"].update(datasets=["cifar11"]))
+    with pytest.raises(SpecError) as e:
+        parse_spec(d, "x.yaml")
+    msg = str(e.value)
+    assert "x.yaml" in msg and "data.datasets.0" in msg and "cifar11" in msg and "cifar10" in msg
+
+
+def test_misspelt_field_is_an_error_not_a_silent_default(tiny_spec_text):
+    d = _broken(tiny_spec_text, lambda d: d["regimes"]["standard"].update(epoch=3))
+    with pytest.raises(SpecError, match=r"regimes\.standard\.epoch: unknown field"):
+        parse_spec(d)
+
+
+def test_adversarial_regime_without_attack_is_refused(tiny_spec_text):
+    d = _broken(tiny_spec_text, lambda d: d["regimes"]["standard"].update(kind="adversarial"))
+    with pytest.raises(SpecError, match="needs an 'attack'"):
+        parse_spec(d)
+
+
+def test_wrong_literal_lists_the_choices(tiny_spec_text):
+    d = _broken(tiny_spec_text, lambda d: d["tickets"].update(method="lottery"))
+    with pytest.raises(SpecError) as e:
+        parse_spec(d)
+    assert "tickets.method" in str(e.value) and "'omp'" in str(e.value) and "lottery" in str(e.value)
+
+
+def test_data_fraction_outside_unit_interval_is_refused(tiny_spec_text):
+    d = _broken(tiny_spec_text, lambda d: d["regimes"]["standard"].update(data_fractions=[1.5]))
+    with pytest.raises(SpecError, match=r"data_fractions must lie in \(0, 1\]"):
+        parse_spec(d)
+
+
+def test_pretraining_needs_exactly_one_source(tiny_spec_text):
+    d = _broken(tiny_spec_text, lambda d: d["pretrainings"][0].update(weights="resnet50.tv_in1k"))
+    with pytest.raises(SpecError, match=r"pretrainings\.0: give exactly one of 'weights'"):
+        parse_spec(d)
+
+
+def test_per_dataset_override_for_an_unlisted_dataset_is_refused(tiny_spec_text):
+    d = _broken(tiny_spec_text, lambda d: d["regimes"]["standard"].update(per_dataset={"svhn": {"epochs": 3}}))
+    with pytest.raises(SpecError, match="per_dataset names 'svhn'"):
+        parse_spec(d)
+
+
+def test_invalid_yaml_and_missing_file_are_spec_errors(tmp_path):
+    (tmp_path / "bad.yaml").write_text("name: [unclosed\n")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(tmp_path / "bad.yaml")
+    with pytest.raises(SpecError, match="no such sweep file"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+def test_cli_exits_2_and_writes_nothing_on_a_bad_spec(tmp_path, tiny_spec_text):
+    bad = _broken(tiny_spec_text, lambda d: d["regimes"]["standard"]["optimizer"].update(lr=-1))
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(yaml.safe_dump(bad))
+    store = tmp_path / "store"
+    p = subprocess.run([sys.executable, "-m", "raydw.cli", "sweep", str(spec), "--storage", str(store)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2
+    assert "regimes.standard.optimizer.lr" in p.stderr
+    assert not store.exists()
