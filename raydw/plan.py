@@ -15,21 +15,27 @@ from raydw.store import Store
 
 
 def missing_inputs(spec: SweepSpec) -> list[str]:
-    from raydw.tickets import local_weights_path
+    """Each local file a sweep needs and lacks, with the command (or manual step) that provides it."""
+    from raydw.data.prepare import FILES, missing_files
+    from raydw.models.catalog import fetch_command, local_weights_path
 
     out = []
     for p in spec.pretrainings:
-        if p.weights is not None:
-            path = local_weights_path(p.weights)
-            if not path.exists():
-                how = f"raydw fetch {p.weights}" if p.weights in PRETRAINED else "(a local file: check the path)"
-                out.append(f"pre-training {p.name}: {path} missing -> {how}")
+        if p.weights is None:
+            continue  # a recipe: raydw pretrain trains it into the store
+        path = local_weights_path(p.weights)
+        if not path.exists():
+            how = fetch_command(p.weights) if p.weights in PRETRAINED else "a local file: check the path"
+            out.append(f"pre-training {p.name}: {path} missing -> {how}")
+    root = spec.data.root
     for ds in spec.data.datasets:
-        info = data_catalog.get(ds)
-        if info.needs_root:
-            root = spec.data.root
-            if root is None or not Path(root).exists():
-                out.append(f"dataset {ds}: data.root {root!r} missing -> raydw data prepare {ds} --root DIR")
+        if not data_catalog.get(ds).needs_root or ds not in FILES:
+            continue  # packaged data; or a dataset without a downstream reader (imagenet: streamed elsewhere)
+        gone = missing_files(ds, root)
+        if gone:
+            where = f"--root {root}" if root else "--root DIR (and set data.root)"
+            more = f" and {len(gone) - 1} more" if len(gone) > 1 else ""
+            out.append(f"dataset {ds}: {gone[0]}{more} missing -> raydw data prepare {ds} {where}")
     return out
 
 

@@ -118,8 +118,11 @@ class PretrainingSpec(_Spec):
     def _one_source(self) -> "PretrainingSpec":
         if (self.weights is None) == (self.recipe is None):
             raise ValueError("give exactly one of 'weights' (registry name or path) or 'recipe'")
-        if self.weights is not None and self.arch is None and "." not in self.weights:
-            raise ValueError("a local checkpoint path needs 'arch' (e.g. resnet50)")
+        if self.weights is not None and self.arch is None:
+            from raydw.models.catalog import PRETRAINED
+
+            if self.weights not in PRETRAINED:
+                raise ValueError("a local checkpoint path needs 'arch' (e.g. resnet50); registry names: see `raydw models`")
         return self
 
 

@@ -5,27 +5,17 @@ Every step first asks the store whether its output exists (open_lth's rule), so 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from raydw.cells import pretrained_id, pretraining_arch
 from raydw.models.build import build_net
-from raydw.models.catalog import IMAGENET_MEAN, IMAGENET_STD, PRETRAINED
+from raydw.models.catalog import IMAGENET_MEAN, IMAGENET_STD, PRETRAINED, local_weights_path
 from raydw.models.convert import load_strict, read_checkpoint, sha256_file, to_torchvision
 from raydw.pruning.magnitude import one_shot, random_mask
 from raydw.pruning.mask import Mask
-from raydw.spec import PretrainingSpec, TicketSpec
+from raydw.pruning.importer import read_checkpoint_masks
+from raydw.spec import ImpSpec, PretrainingSpec, TicketSpec
 from raydw.store import Store
 from raydw.train.setup import load_pretrained, save_pretrained
-
-DEFAULT_CACHE = Path.home() / ".cache" / "raydw" / "models"
-
-
-def local_weights_path(weights: str, cache: Path = DEFAULT_CACHE) -> Path:
-    """Where a registry entry's file is expected (raydw fetch puts it there), or the path itself."""
-    if weights in PRETRAINED:
-        return cache / f"{weights}.pt"
-    return Path(weights).expanduser()
-
 
 def register_weights(store: Store, p: PretrainingSpec, trust: bool = False) -> dict:
     """Copy a checkpoint (registry entry or local path) into the store as a weights-only torchvision state."""
@@ -57,18 +47,51 @@ def existing_masks(store: Store) -> dict[tuple, dict]:
     return {_mask_key(r["pretrained_id"], r["method"], json.loads(r["params"]), r["target_sparsity"]): r for r in t.to_pylist()}
 
 
+def mask_params(tickets: TicketSpec, pretraining: str) -> dict:
+    """Everything besides the level that determines a mask (the store's lookup key, with the pre-training)."""
+    params: dict = {"prunable": tickets.prunable}
+    if tickets.method == "random":
+        params.update(seed=tickets.seed, layerwise=tickets.layerwise)
+    elif tickets.method == "imp":
+        imp = tickets.imp or ImpSpec()
+        params.update(rate=tickets.rate, regime=imp.regime_for(pretraining),
+                      **imp.model_dump(mode="json", exclude={"per_pretraining", "root", "regime"}))
+    elif tickets.method == "import":
+        params["file"] = tickets.files[pretraining]
+    return params
+
+
+def imp_rounds_needed(tickets: TicketSpec) -> int:
+    return max(k for k, _ in tickets.levels() if k)
+
+
+def stored_imp_rounds(store: Store, pid: str, params: dict) -> dict[int, dict]:
+    """IMP round -> mask row already in the store for this pre-training and recipe."""
+    key = json.dumps(params, sort_keys=True)
+    t = store.read_table("masks", columns=["mask_id", "pretrained_id", "method", "params", "round", "target_sparsity", "sparsity"])
+    return {r["round"]: r for r in t.to_pylist() if r["pretrained_id"] == pid and r["method"] == "imp" and r["params"] == key}
+
+
 def ensure_masks(store: Store, p: PretrainingSpec, tickets: TicketSpec, log=print) -> dict[float, dict]:
-    """target sparsity -> mask row (mask_id, sparsity) for every non-dense level of one pre-training."""
+    """target sparsity -> mask row (mask_id, sparsity) for every non-dense level of one pre-training.
+
+    omp, random and import are computed here (seconds); imp masks come from its Ray Train job (run first by the
+    sweep driver) and are only looked up.
+    """
     pid = pretrained_id(p)
+    params = mask_params(tickets, p.name)
     have = existing_masks(store)
     out: dict[float, dict] = {}
     net = None
     for rnd, target in tickets.levels():
         if rnd == 0 or target == 0.0:
             continue
-        params = {"prunable": tickets.prunable}
-        if tickets.method == "random":
-            params["seed"] = 0
+        if tickets.method == "imp":
+            rows = stored_imp_rounds(store, pid, params)
+            if rnd not in rows:
+                raise RuntimeError(f"IMP round {rnd} of {p.name} is not in the store; its IMP job did not finish")
+            out[target] = rows[rnd]
+            continue
         key = _mask_key(pid, tickets.method, params, target)
         if key in have:
             out[target] = have[key]
@@ -78,9 +101,12 @@ def ensure_masks(store: Store, p: PretrainingSpec, tickets: TicketSpec, log=prin
         if tickets.method == "omp":
             mask = one_shot(net, target, tickets.prunable)
         elif tickets.method == "random":
-            mask = random_mask(net, target, seed=0, prunable=tickets.prunable)
-        else:
-            raise NotImplementedError(f"ticket method {tickets.method!r} is not available yet; use omp or random")
+            mask = random_mask(net, target, seed=tickets.seed, prunable=tickets.prunable, layerwise=tickets.layerwise)
+        else:  # import: one mask file per pre-training, at the one level the spec names
+            mask = read_checkpoint_masks(tickets.files[p.name], net, tickets.prunable)
+            if abs(mask.sparsity() - target) > 0.005:
+                raise ValueError(f"tickets.files.{p.name}: {tickets.files[p.name]} has sparsity {mask.sparsity():.4f}, "
+                                 f"but the spec's level is {target:.4f}; set tickets.sparsities: [{mask.sparsity():.4f}]")
         row = mask_row(mask, p.name, pid, tickets.method, params, rnd, target)
         store.write_row("masks", row)
         log(f"  mask {row['mask_id']}: {p.name} {tickets.method} target {target:.4f} -> {row['sparsity']:.4f}")

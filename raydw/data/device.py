@@ -72,15 +72,32 @@ class Transform:
         return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False).contiguous(memory_format=torch.channels_last)
 
 
+def _crop_sizes(n: int, gen: torch.Generator, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                tries: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crop width and height as fractions of a square image, sampled as torchvision's RandomResizedCrop does.
+
+    torchvision redraws (area, ratio) up to 10 times until the crop fits and falls back to the whole image
+    (a square image's ratio is in range); clamping an oversize draw instead would skew large crops' ratio.
+    """
+    area = torch.empty(n, tries).uniform_(scale[0], scale[1], generator=gen)
+    r = torch.exp(torch.empty(n, tries).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=gen))
+    w, h = torch.sqrt(area * r), torch.sqrt(area / r)
+    ok = (w <= 1) & (h <= 1)
+    first = ok.to(torch.uint8).argmax(1, keepdim=True)  # the first draw that fits
+    pick = ok.any(1)
+    one = torch.ones(n)
+    return (torch.where(pick, w.gather(1, first).squeeze(1), one),
+            torch.where(pick, h.gather(1, first).squeeze(1), one))
+
+
 def _random_resized_crop(x: torch.Tensor, out: int, gen: torch.Generator, flip: bool,
                          scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> torch.Tensor:
-    """torchvision's RandomResizedCrop sampling, vectorized over the batch (one try, clamped to the image)."""
+    """torchvision's RandomResizedCrop (+ optional horizontal flip), vectorized over the batch as one warp.
+
+    Square images assumed (every dataset here is); crop corners are continuous, not rounded to pixels.
+    """
     n, dev = x.shape[0], x.device
-    area = torch.empty(n).uniform_(scale[0], scale[1], generator=gen)
-    logr = torch.empty(n).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=gen)
-    r = torch.exp(logr)
-    w = torch.sqrt(area * r).clamp(max=1.0)  # crop width / image width
-    h = torch.sqrt(area / r).clamp(max=1.0)
+    w, h = _crop_sizes(n, gen, scale, ratio)  # crop width, height / image width, height
     cx = (torch.rand(n, generator=gen) * (1 - w) + w / 2) * 2 - 1
     cy = (torch.rand(n, generator=gen) * (1 - h) + h / 2) * 2 - 1
     sx = w * (torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0) if flip else 1.0)

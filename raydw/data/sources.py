@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from raydw.data.catalog import get as get_info
+from raydw.data.prepare import FILES, find_file
 
 
 @dataclass
@@ -57,49 +58,69 @@ def _digits(root: Path | None) -> RawDataset:
     return RawDataset("digits", x[:-n_test], y[:-n_test], x[-n_test:], y[-n_test:])
 
 
-def _cifar(root: Path | None, name: str) -> RawDataset:
+def _need_root(name: str, root: Path | None) -> Path:
     if root is None:
-        raise FileNotFoundError(f"{name} needs data.root (a folder holding the python pickles); run `raydw data prepare {name} --root DIR` where there is a network")
-    folder, train_files, test_files, label_key = {
-        "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels"),
-        "cifar100": ("cifar-100-python", ["train"], ["test"], "fine_labels"),
-    }[name]
-    base = Path(root) / folder
+        raise FileNotFoundError(f"{name} needs data.root (a folder holding {FILES[name][0]} ...); run "
+                                f"`raydw data prepare {name} --root DIR` where there is a network")
+    return root
 
-    def read(files: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        xs, ys = [], []
-        for f in files:
-            p = base / f
-            if not p.exists():
-                raise FileNotFoundError(f"{name}: missing {p}")
-            with open(p, "rb") as fh:
-                d = pickle.load(fh, encoding="latin1")  # the real files were written by Python 2
-            xs.append(np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(d[label_key], dtype=np.int64))
-        return np.concatenate(xs), np.concatenate(ys)
 
-    tx, ty = read(train_files)
-    vx, vy = read(test_files)
+def _member(name: str, rel: str, root: Path | None) -> Path:
+    p = find_file(name, rel, root)
+    if p is None:
+        where = Path(root) / rel if root else rel
+        raise FileNotFoundError(f"{name}: missing {where} (`raydw data prepare {name} --root DIR`)")
+    return p
+
+
+def _cifar_batch(p: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    with open(p, "rb") as fh:
+        d = pickle.load(fh, encoding="latin1")  # the real files were written by Python 2 (str keys)
+    d = {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}  # a Python-3 writer's bytes keys
+    for key in ("data", label_key):
+        if key not in d:
+            raise ValueError(f"{p}: no {key!r} entry; keys {sorted(d)}")
+    x = np.asarray(d["data"], dtype=np.uint8)
+    y = np.asarray(d[label_key], dtype=np.int64)
+    if x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or len(x) != len(y):
+        raise ValueError(f"{p}: 'data' has shape {x.shape} and {label_key!r} {len(y)} entries; "
+                         "expected (N, 3072) uint8 channel planes and N labels")
+    return x.reshape(-1, 3, 32, 32), y  # rows are R plane, G plane, B plane, each 32x32 row-major
+
+
+def _cifar(root: Path | None, name: str) -> RawDataset:
+    root = _need_root(name, root)
+    label_key = "labels" if name == "cifar10" else "fine_labels"
+
+    def read(members: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        parts = [_cifar_batch(_member(name, rel, root), label_key) for rel in members]
+        return np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
+
+    files = FILES[name]
+    tx, ty = read(files[:-1])  # the last member is the official test set
+    vx, vy = read(files[-1:])
     return RawDataset(name, tx, ty, vx, vy)
 
 
-def _svhn(root: Path | None) -> RawDataset:
-    if root is None:
-        raise FileNotFoundError("svhn needs data.root (a folder holding train_32x32.mat and test_32x32.mat)")
+def _svhn_split(p: Path) -> tuple[np.ndarray, np.ndarray]:
     from scipy.io import loadmat
 
-    def read(split: str) -> tuple[np.ndarray, np.ndarray]:
-        p = Path(root) / f"{split}_32x32.mat"
-        if not p.exists():
-            raise FileNotFoundError(f"svhn: missing {p}")
-        m = loadmat(p)
-        x = np.ascontiguousarray(np.transpose(m["X"], (3, 2, 0, 1)), dtype=np.uint8)  # (32,32,3,N) -> NCHW
-        y = m["y"].astype(np.int64).reshape(-1)
-        y[y == 10] = 0  # SVHN stores the digit 0 as label 10
-        return x, y
+    m = loadmat(p)
+    for key in ("X", "y"):
+        if key not in m:
+            raise ValueError(f"{p}: no {key!r} variable; variables {sorted(k for k in m if not k.startswith('__'))}")
+    if m["X"].ndim != 4 or m["X"].shape[:3] != (32, 32, 3) or m["X"].shape[3] != m["y"].size:
+        raise ValueError(f"{p}: X has shape {m['X'].shape} and y {m['y'].shape}; expected (32, 32, 3, N) and (N, 1)")
+    x = np.ascontiguousarray(np.transpose(m["X"], (3, 2, 0, 1)), dtype=np.uint8)  # (H, W, C, N) -> NCHW
+    y = m["y"].astype(np.int64).reshape(-1)
+    y[y == 10] = 0  # SVHN stores the digit 0 as label 10
+    return x, y
 
-    tx, ty = read("train")
-    vx, vy = read("test")
+
+def _svhn(root: Path | None) -> RawDataset:
+    root = _need_root("svhn", root)
+    tx, ty = _svhn_split(_member("svhn", FILES["svhn"][0], root))
+    vx, vy = _svhn_split(_member("svhn", FILES["svhn"][1], root))
     return RawDataset("svhn", tx, ty, vx, vy)
 
 
@@ -107,27 +128,23 @@ def _read_idx(p: Path) -> np.ndarray:
     op = gzip.open if p.suffix == ".gz" else open
     with op(p, "rb") as f:
         data = f.read()
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
+        raise ValueError(f"{p}: not an IDX file of unsigned bytes (magic {data[:4].hex()}, expected 0000080n)")
     ndim = data[3]
     dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    want = 4 + 4 * ndim + int(np.prod(dims))
+    if len(data) != want:
+        raise ValueError(f"{p}: {len(data)} bytes, but its header {dims} implies {want}")
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 def _fashion_mnist(root: Path | None) -> RawDataset:
-    candidates = [Path(root) / "FashionMNIST" / "raw", Path(root)] if root else []
-    candidates.append(Path("/usr/share/datasets/fashion-mnist"))
-
-    def find(stem: str) -> Path:
-        for c in candidates:
-            for suffix in ("", ".gz"):
-                if (c / (stem + suffix)).exists():
-                    return c / (stem + suffix)
-        raise FileNotFoundError(f"fashion_mnist: {stem}[.gz] not found in {[str(c) for c in candidates]} (apt-get install dataset-fashion-mnist)")
-
-    tx = _read_idx(find("train-images-idx3-ubyte"))[:, None]
-    ty = _read_idx(find("train-labels-idx1-ubyte")).astype(np.int64)
-    vx = _read_idx(find("t10k-images-idx3-ubyte"))[:, None]
-    vy = _read_idx(find("t10k-labels-idx1-ubyte")).astype(np.int64)
-    return RawDataset("fashion_mnist", np.ascontiguousarray(tx), ty, np.ascontiguousarray(vx), vy)
+    tx, ty, vx, vy = (_read_idx(_member("fashion_mnist", rel, root)) for rel in FILES["fashion_mnist"])
+    for x, y in ((tx, ty), (vx, vy)):
+        if len(x) != len(y):
+            raise ValueError(f"fashion_mnist: {len(x)} images but {len(y)} labels")
+    return RawDataset("fashion_mnist", np.ascontiguousarray(tx[:, None]), ty.astype(np.int64),
+                      np.ascontiguousarray(vx[:, None]), vy.astype(np.int64))
 
 
 _READERS = {
@@ -140,13 +157,24 @@ _READERS = {
 }
 
 
+def read_files(name: str, root: str | Path | None = None) -> RawDataset:
+    """Parse the files as they are, without checking the paper's split sizes (tests and small files)."""
+    get_info(name)  # raises with the known names
+    if name not in _READERS:
+        raise KeyError(f"no in-memory reader for {name!r}; readers exist for {sorted(_READERS)}")
+    return _READERS[name](Path(root).expanduser() if root else None)
+
+
 def read(name: str, root: str | Path | None = None) -> RawDataset:
-    info = get_info(name)  # raises with the known names
-    raw = _READERS[name](Path(root) if root else None)
+    """`read_files`, then check that the images fit the catalog (shape, and enough for pool + val)."""
+    info = get_info(name)
+    raw = read_files(name, root)
     if raw.train_x.shape[1:] != (info.channels, info.size, info.size):
-        raise ValueError(f"{name}: read images of shape {raw.train_x.shape[1:]}, expected {(info.channels, info.size, info.size)}")
+        raise ValueError(f"{name} under {root}: images of shape {raw.train_x.shape[1:]}, expected "
+                         f"{(info.channels, info.size, info.size)}")
     if len(raw.train_y) < info.pool + info.val:
-        raise ValueError(f"{name}: {len(raw.train_y)} training images, but the split needs pool {info.pool} + val {info.val}")
+        raise ValueError(f"{name} under {root}: {len(raw.train_y)} training images, but the split needs pool "
+                         f"{info.pool} + val {info.val} (incomplete or sample files? `raydw data verify {name} --root DIR`)")
     return raw
 
 
@@ -165,12 +193,23 @@ MD5 = {
 }
 
 
+def _md5(p: Path) -> str:
+    h = hashlib.md5()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def verify_md5(name: str, root: str | Path) -> list[str]:
     """Members whose md5 differs from the real files' (empty list: all match)."""
+    if name not in MD5:
+        raise ValueError(f"no md5 list for {name!r} (Debian re-gzipped Fashion-MNIST; mnist5k and digits ship in "
+                         f"pip packages); md5 lists exist for {sorted(MD5)}")
     bad = []
-    for rel, want in MD5.get(name, {}).items():
-        p = Path(root) / rel
-        got = hashlib.md5(p.read_bytes()).hexdigest() if p.exists() else "missing"
+    for rel, want in MD5[name].items():
+        p = Path(root).expanduser() / rel
+        got = _md5(p) if p.exists() else "missing"
         if got != want:
             bad.append(f"{p}: md5 {got}, expected {want}")
     return bad

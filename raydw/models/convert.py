@@ -1,23 +1,25 @@
 """Read published checkpoint formats into a torchvision-keyed state dict, strictly and safely.
 
-Formats (shared/docs/paper-protocol.md section 2):
+Formats (shared/docs/paper-protocol.md section 2; docs/inputs.md):
   torchvision       a plain state dict
   fast_adversarial  {'state_dict': ..., 'epoch', 'arch', ...} with DataParallel `module.` prefixes (Wong et al.)
   robustness        MadryLab robustness: {'model': ...} (or 'state_dict'), the net under `module.model.`, plus
                     `module.attacker.*` and `module.normalizer.*` entries that are dropped
-  reference_ticket  the Double-Win-LTH code's pruned checkpoints (`*.weight_orig` + `*.weight_mask`)
+The Double-Win-LTH ticket checkpoints (`*.weight_orig` + `*.weight_mask`) are mask imports, handled elsewhere.
 Loading is weights-only (`torch.load(weights_only=True)`); a file that needs full unpickling (robustness saves
 with dill) is refused unless the caller trusts it explicitly.
 """
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 FORMATS = ("torchvision", "fast_adversarial", "robustness")
+_ROBUST_NET = "module.model."
 
 
 class CheckpointError(ValueError):
@@ -33,54 +35,143 @@ def sha256_file(path: str | Path) -> str:
 
 
 def read_checkpoint(path: str | Path, trust: bool = False) -> dict:
+    """torch.load weights-only; full unpickling only with `trust` (it can run arbitrary code)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError and friends
         if not trust:
+            first = (str(e).splitlines() or [""])[0][:200]
             raise CheckpointError(
-                f"{path}: cannot be loaded weights-only ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
+                f"{path}: cannot be loaded weights-only ({type(e).__name__}: {first}). "
                 "It needs full unpickling, which can run arbitrary code. If you trust the file, convert it once with "
-                "`raydw convert IN OUT --trust` (writes a plain weights-only state dict)") from None
+                f"`raydw convert {path} OUT.pt --trust` (writes a plain weights-only state dict)") from None
+    try:
         return torch.load(path, map_location="cpu", weights_only=False)
+    except ModuleNotFoundError as e:  # robustness files pickle dill types; their unpickling needs dill importable
+        raise CheckpointError(f"{path}: full unpickling needs the module {e.name!r} (pip install {e.name})") from None
 
 
-def detect_format(obj: dict) -> str:
+def _is_state(d) -> bool:
+    return isinstance(d, dict) and len(d) > 0 and all(isinstance(v, torch.Tensor) for v in d.values())
+
+
+def detect_format(obj: dict, source: str = "checkpoint") -> str:
     if not isinstance(obj, dict):
-        raise CheckpointError(f"a checkpoint is a dict, got {type(obj).__name__}")
-    if "model" in obj and isinstance(obj["model"], dict):
-        return "robustness"
-    if "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        sd = obj["state_dict"]
-        return "robustness" if any(k.startswith("module.model.") for k in sd) else "fast_adversarial"
-    if all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return "torchvision"
-    raise CheckpointError(f"unrecognised checkpoint layout; top-level keys: {sorted(obj)[:10]}")
+        raise CheckpointError(f"{source}: a checkpoint is a dict, got {type(obj).__name__}")
+    for key in ("model", "state_dict"):
+        if isinstance(obj.get(key), dict):
+            sd = obj[key]
+            return "robustness" if key == "model" or any(k.startswith(_ROBUST_NET) for k in sd) else "fast_adversarial"
+    if _is_state(obj):
+        # A bare robustness model state (someone saved model.state_dict() of an AttackerModel).
+        return "robustness" if any(k.startswith(_ROBUST_NET) for k in obj) else "torchvision"
+    raise CheckpointError(f"{source}: unrecognised checkpoint layout; top-level keys {sorted(map(str, obj))[:10]}; "
+                          f"expected a state dict or a dict with 'state_dict' or 'model' (formats {FORMATS})")
 
 
-def to_torchvision(obj: dict, fmt: str | None = None) -> dict[str, torch.Tensor]:
-    fmt = fmt or detect_format(obj)
-    if fmt == "torchvision":
+def _strip(sd: dict, prefix: str) -> dict:
+    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in sd.items()}
+
+
+def to_torchvision(obj: dict, fmt: str | None = None, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The torchvision-keyed weights of a checkpoint in `fmt` (detected when None).
+
+    A file that is already a plain torchvision state dict is accepted whatever `fmt` says, because the model
+    cache holds converted files under registry names whose published format is another.
+    """
+    found = detect_format(obj, source)
+    fmt = fmt or found
+    if fmt not in FORMATS:
+        raise CheckpointError(f"{source}: unknown format {fmt!r}; known: {FORMATS}")
+    if found == "torchvision" or fmt == "torchvision":
+        if found != "torchvision":
+            raise CheckpointError(f"{source}: format 'torchvision' asked for, but the file looks like {found!r}")
         sd = obj
+    elif found != fmt:
+        raise CheckpointError(f"{source}: format {fmt!r} asked for, but the file looks like {found!r}")
     elif fmt == "fast_adversarial":
         sd = obj["state_dict"]
-    elif fmt == "robustness":
-        sd = obj.get("model", obj.get("state_dict"))
-        sd = {k[len("module.model."):]: v for k, v in sd.items() if k.startswith("module.model.")}
+    else:  # robustness: keep the net, drop the attacker's duplicate and the normalizer buffers
+        full = obj if _is_state(obj) else obj.get("model", obj.get("state_dict"))
+        sd = {k[len(_ROBUST_NET):]: v for k, v in full.items() if k.startswith(_ROBUST_NET)}
         if not sd:
-            raise CheckpointError("robustness checkpoint has no 'module.model.*' entries")
-    else:
-        raise CheckpointError(f"unknown format {fmt!r}; known: {FORMATS}")
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in sd.items()}
+            raise CheckpointError(f"{source}: robustness checkpoint has no '{_ROBUST_NET}*' entries; "
+                                  f"first keys {sorted(full)[:5]}")
+    return _strip(sd, "module.")  # DataParallel / DDP
+
+
+def robustness_normalizer(obj: dict) -> dict[str, list[float]] | None:
+    """The mean/std a robustness checkpoint normalizes with (inside its AttackerModel), or None."""
+    full = obj.get("model", obj.get("state_dict")) if isinstance(obj, dict) else None
+    if not isinstance(full, dict) or "module.normalizer.new_mean" not in full:
+        return None
+    return {k: full[f"module.normalizer.new_{k}"].flatten().tolist() for k in ("mean", "std")}
+
+
+def _common_prefix_hint(want: set[str], state: dict) -> str:
+    """If every file key carries the same leading component, say which prefix to strip."""
+    heads = {k.split(".", 1)[0] for k in state}
+    if len(heads) == 1 and not (want & set(state)):
+        head = heads.pop()
+        if want & {k.split(".", 1)[1] for k in state if "." in k}:
+            return (f" (every key starts with '{head}.': a wrapped model; convert with the right --format "
+                    f"({', '.join(FORMATS)}) or strip '{head}.')")
+    return ""
 
 
 def load_strict(net: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Every expected key present, no extra key, shapes equal; otherwise an error listing all differences."""
+    """Every expected key present, no extra key, shapes equal; otherwise an error listing all differences.
+
+    Only BatchNorm's `num_batches_tracked` may be absent: files saved before PyTorch 0.4 (torchvision's
+    resnet50-19c8e357.pth) lack it, and torchvision itself loads them; it is filled with 0.
+    """
     want = net.state_dict()
+    hint = _common_prefix_hint(set(want), state)
+    state = dict(state)
+    for k in want:
+        if k.endswith("num_batches_tracked") and k not in state:
+            state[k] = torch.zeros_like(want[k])
     missing = sorted(set(want) - set(state))
     unexpected = sorted(set(state) - set(want))
     shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(want[k].shape)}"
               for k in sorted(set(want) & set(state)) if tuple(state[k].shape) != tuple(want[k].shape)]
     if missing or unexpected or shapes:
-        raise CheckpointError(f"{source} does not fit the model: missing keys {missing[:20]}{' ...' if len(missing) > 20 else ''}; "
-                              f"unexpected keys {unexpected[:20]}{' ...' if len(unexpected) > 20 else ''}; shape mismatches {shapes[:20]}")
+        def cut(xs):
+            return f"{xs[:20]}{' ...' if len(xs) > 20 else ''}"
+
+        raise CheckpointError(f"{source} does not fit the model{hint}: missing keys {cut(missing)}; "
+                              f"unexpected keys {cut(unexpected)}; shape mismatches {cut(shapes)}")
     net.load_state_dict(state, strict=True)
+
+
+def save_state(state: dict[str, torch.Tensor], dst: str | Path) -> str:
+    """Write a plain state dict atomically (tmp + rename, so a crash leaves no half file); return its sha256."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, tmp)
+    os.replace(tmp, dst)
+    return sha256_file(dst)
+
+
+def convert_file(src: str | Path, dst: str | Path, fmt: str | None = None, arch: str = "resnet50",
+                 trust: bool = False) -> dict:
+    """Any supported checkpoint -> a weights-only torchvision state dict of `arch`, checked by a strict load.
+
+    The written file is the model's full state dict after the strict load, so it is an exact torchvision key
+    set (what the paper's downstream scripts demand) and loads with torch.load(weights_only=True).
+    """
+    from raydw.models.build import build_net
+
+    obj = read_checkpoint(src, trust=trust)
+    found = detect_format(obj, str(src))
+    sd = to_torchvision(obj, fmt, str(src))
+    num_classes = sd["fc.weight"].shape[0] if "fc.weight" in sd else 1000
+    net = build_net(arch, num_classes)
+    load_strict(net, sd, str(src))
+    out_sha = save_state(net.state_dict(), dst)
+    return {"source": str(src), "source_sha256": sha256_file(src), "format": fmt or found, "arch": arch,
+            "num_classes": int(num_classes), "out": str(dst), "sha256": out_sha,
+            "normalizer": robustness_normalizer(obj)}

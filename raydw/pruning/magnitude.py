@@ -14,7 +14,14 @@ from raydw.pruning.mask import Mask
 
 @torch.no_grad()
 def prune_remaining(net: nn.Module, mask: Mask, amount: float) -> Mask:
-    """Remove `amount` of the *remaining* weights with the smallest |w| across all masked layers (one IMP step)."""
+    """Remove `amount` of the *remaining* weights with the smallest |w| across all masked layers (one IMP step).
+
+    Layers are concatenated in `mask.names` (sorted) order: torch gives the same mask, ties included, when it is
+    handed the parameters in that order (topk breaks ties by position).
+    """
+    if not 0 <= amount <= 1:
+        raise ValueError(f"amount is a fraction of the remaining weights in [0, 1], got {amount}")
+    mask.check(net)
     params = dict(net.named_parameters())
     names = mask.names
     scores = torch.cat([params[n].detach().abs().reshape(-1).float().cpu() for n in names])
@@ -39,8 +46,28 @@ def one_shot(net: nn.Module, sparsity: float, prunable: str = "paper") -> Mask:
     return prune_remaining(net, Mask.ones(net, prunable), sparsity)
 
 
+def imp_kept(total: int, rate: float, k: int) -> int:
+    """Weights IMP keeps after k rounds: each round removes round(rate * remaining), as torch rounds it."""
+    kept = total
+    for _ in range(k):
+        kept -= round(rate * kept)
+    return kept
+
+
+def imp_sparsity(total: int, rate: float, k: int) -> float:
+    """Round k's exact sparsity over `total` prunable weights (1-(1-rate)^k up to one weight per round).
+
+    Give this to `one_shot` / `random_mask` to match an IMP round's pruned count exactly.
+    """
+    return 1 - imp_kept(total, rate, k) / total
+
+
 def random_mask(net: nn.Module, sparsity: float, seed: int, prunable: str = "paper", layerwise: bool = False) -> Mask:
-    """A seeded random mask at `sparsity`: global (one draw over the whole set) or layer-wise (each layer alike)."""
+    """A seeded random mask at `sparsity`: global (one draw over the whole set) or layer-wise (each layer alike).
+
+    Global removes exactly round(sparsity * total); layer-wise removes round(sparsity * layer size) per layer,
+    so its total may differ from the global count by rounding (at most half a weight per layer).
+    """
     g = torch.Generator().manual_seed(seed)
     base = Mask.ones(net, prunable)
     if layerwise:
@@ -60,4 +87,17 @@ def random_mask(net: nn.Module, sparsity: float, seed: int, prunable: str = "pap
         m = base.tensors[n].numel()
         out[n] = keep[i: i + m].reshape(base.tensors[n].shape)
         i += m
+    return Mask(out)
+
+
+def random_like(mask: Mask, seed: int) -> Mask:
+    """A seeded random mask with `mask`'s exact per-layer kept counts (random pruning at a ticket's layer-wise
+    sparsity): separates "which weights" from "how many per layer"."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for n in mask.names:
+        t = mask.tensors[n]
+        keep = torch.zeros(t.numel(), dtype=torch.bool)
+        keep[torch.randperm(t.numel(), generator=g)[: int(t.sum())]] = True
+        out[n] = keep.reshape(t.shape)
     return Mask(out)

@@ -148,6 +148,31 @@ def _progress_callback(total: int, concurrency: int):
     return Progress()
 
 
+def _imp_entry(config: dict) -> None:
+    from raydw.run.trials import imp_trial
+
+    imp_trial(config["job"])
+
+
+def _run_imp(spec: SweepSpec, store: Store, pres, stamp: str, out) -> None:
+    """One Ray Train IMP job per pre-training that lacks rounds, all in parallel; each stores its rounds as found."""
+    from raydw import tickets as tk
+
+    need = tk.imp_rounds_needed(spec.tickets)
+    cfgs = []
+    for p in pres:
+        pid, params = pretrained_id(p), tk.mask_params(spec.tickets, p.name)
+        have = tk.stored_imp_rounds(store, pid, params)
+        if all(k in have for k in range(1, need + 1)):
+            continue
+        out(f"  IMP {p.name}: rounds {sorted(have) or 'none'} stored, running to round {need}")
+        cfgs.append({"storage": store.uri, "pretrained_id": pid, "name": p.name, "params": params,
+                     "tickets": spec.tickets.model_dump(mode="json"), "resources": spec.resources.model_dump(),
+                     "torch_threads": spec.resources.torch_threads})
+    if cfgs:
+        _tune(_imp_entry, cfgs, f"{spec.name}-imp-{stamp}", store, max_concurrent(spec), [])
+
+
 def _pretrain_config(store: Store, spec: SweepSpec, p, data_root: str | None) -> dict:
     recipe = p.recipe.model_dump(mode="json")
     return {"storage": store.uri, "pretrained_id": pretrained_id(p), "name": p.name, "recipe": recipe,
@@ -197,6 +222,8 @@ def run_sweep(spec: SweepSpec, storage: str | None = None, address: str | None =
 
     # Stage 2: masks per pre-training, index sets per data fraction; computed once, stored as they appear.
     out("stage 2: tickets and data fractions")
+    if spec.tickets.method == "imp":
+        _run_imp(spec, store, pres, stamp, out)
     masks = {pretrained_id(p): tickets.ensure_masks(store, p, spec.tickets, log=out) for p in pres}
     index_ids: dict[tuple, str] = {}
     for c in todo:

@@ -7,6 +7,7 @@ the cell's `trials` row, `done` or `failed` with the error, whatever happened in
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import time
 
 import ray.train as train
@@ -15,7 +16,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from raydw.cells import Cell
 from raydw.provenance import versions
-from raydw.run.worker import cell_worker, pretrain_worker
+from raydw.run.worker import cell_worker, imp_worker, pretrain_worker
 from raydw.store import Store, config_json
 
 ERROR_CHARS = 4000  # the end of a traceback is what says what went wrong
@@ -81,3 +82,9 @@ def pretrain_trial(config: dict) -> None:
     _trainer(pretrain_worker, config, f"pretrain-{config['pretrained_id']}", store).fit()
     if store.get("pretrained", config["pretrained_id"]) is None:
         raise RuntimeError(f"pre-training {config['name']} finished without storing its weights")
+
+
+def imp_trial(config: dict) -> None:
+    store = Store(config["storage"])
+    key = hashlib.sha256(config_json(config["params"]).encode()).hexdigest()[:8]
+    _trainer(imp_worker, config, f"imp-{config['pretrained_id']}-{key}", store).fit()

@@ -151,3 +151,50 @@ def pretrain_worker(config: dict) -> None:
                "robust_acc": robust, "config": config["recipe_json"], "wall_s": time.time() - t0}
         save_pretrained(store, row, model.net)
     _report(rank, {"final": 1, "clean_acc": clean, "robust_acc": robust}, None)
+
+
+def imp_worker(config: dict) -> None:
+    """IMP for one pre-training on its source task: each round's mask goes to the store the moment it exists.
+
+    Resumable by round (a rerun starts after the last stored round) and within a round (the per-epoch
+    checkpoint holds the round and its training state).
+    """
+    from raydw.pruning.imp import fit_round, imp, spec_regime
+    from raydw.pruning.mask import Mask
+    from raydw.spec import ImpSpec, TicketSpec
+    from raydw.tickets import imp_rounds_needed, mask_row, stored_imp_rounds
+    from raydw.train.setup import load_pretrained
+
+    rank, world, device = _setup(config)
+    store = Store(config["storage"])
+    tickets = TicketSpec.model_validate(config["tickets"])
+    spec = tickets.imp or ImpSpec()
+    pid, name, params = config["pretrained_id"], config["name"], config["params"]
+    prow, net = load_pretrained(store, pid)
+    info = catalog.get(spec.dataset)
+    if prow["num_classes"] != info.num_classes:
+        raise ValueError(f"IMP re-trains {name} on {spec.dataset} ({info.num_classes} classes), but the model's head "
+                         f"has {prow['num_classes']}: tickets.imp.dataset must be the pre-training task")
+    model = Normalized(net, tuple(prow["mean"]), tuple(prow["std"])).to(device).to(memory_format=torch.channels_last)
+    data = load_data(spec.dataset, spec.root, "native", np.arange(info.pool), device, rank, world)
+    stored = stored_imp_rounds(store, pid, params)
+    start = None
+    if stored:
+        k = max(stored)
+        row = store.get("masks", stored[k]["mask_id"])
+        start = (k, Mask.unpack(row["bits"], row["layout"]))
+    ckpt = _resume_state()
+    mid = (ckpt["round"], ckpt["fit"]) if ckpt and start and ckpt.get("round") == start[0] else None
+
+    def on_round(k: int, mask) -> None:
+        if rank == 0 and k not in stored:
+            store.write_row("masks", mask_row(mask, name, pid, "imp", params, k, 1 - (1 - tickets.rate) ** k))
+        _report(rank, {"round": k, "sparsity": mask.sparsity()}, None)
+
+    def on_epoch(k: int, record: dict, state_fn) -> None:
+        _report(rank, {"round": k, **record}, {"round": k, "fit": state_fn()} if rank == 0 else None)
+
+    train_round = fit_round(model, data, spec_regime(spec, name), spec.seed, eval_attack=None,
+                            autocast=device.type == "cuda", ddp=_wrap(model, world, device), on_epoch=on_epoch, resume=mid)
+    imp(model.net, imp_rounds_needed(tickets), tickets.rate, train_round, tickets.prunable, start=start, on_round=on_round)
+    _report(rank, {"final": 1}, None)

