@@ -66,6 +66,7 @@ class Cell:
     data_fraction: float
     fraction_method: str
     seed: int
+    ticket_index: int  # which entry of the spec's `tickets` list (not part of the id)
     canonical: dict = field(repr=False, compare=False)
     regime_spec: dict = field(repr=False, compare=False)  # the resolved RegimeSpec for this dataset
 
@@ -103,9 +104,8 @@ def _method_identity(t, pretraining: str) -> dict:
 def expand(spec: SweepSpec) -> list[Cell]:
     cells: list[Cell] = []
     seen: set[str] = set()
-    t = spec.tickets
     eval_attack = spec.eval.attack.model_dump(mode="json", exclude_defaults=True)
-    for p in spec.pretrainings:
+    for p, (ti, t) in ((p, ti_t) for p in spec.pretrainings for ti_t in enumerate(spec.tickets)):
         pid, arch = pretrained_id(p), pretraining_arch(p)
         for rnd, target in t.levels():
             dense = rnd == 0 or target == 0.0
@@ -140,7 +140,7 @@ def expand(spec: SweepSpec) -> list[Cell]:
                                 target_sparsity=0.0 if dense else target, prunable=t.prunable,
                                 dataset=ds, protocol=spec.data.protocol, normalization=spec.data.normalization,
                                 regime=rname, regime_kind=r.kind, data_fraction=frac,
-                                fraction_method=spec.data.fraction_method, seed=seed, canonical=canon,
+                                fraction_method=spec.data.fraction_method, seed=seed, ticket_index=ti, canonical=canon,
                                 regime_spec=r.model_dump(mode="json"),
                             ))
     return cells

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from raydw.spec import SpecError, load_spec
+from raydw.store import StoreError
 
 DEMO = Path(__file__).resolve().parent / "sweeps" / "demo.yaml"
 
@@ -241,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except StoreError as e:  # not writable, or in use by another driver: nothing was run
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

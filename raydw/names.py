@@ -29,16 +29,19 @@ def check_spec(spec) -> list[str]:
                 problems.append(f"{where}.weights: unknown pre-trained entry {p.weights!r}; known: {sorted(model_catalog.PRETRAINED)} (or a local checkpoint path)")
         if p.arch is not None and p.arch not in model_catalog.ARCHS:
             problems.append(f"{where}.arch: unknown arch {p.arch!r}; known: {sorted(model_catalog.ARCHS)}")
-    imp = spec.tickets.imp
-    if imp is not None:
-        if imp.dataset not in data_catalog.DATASETS:
-            problems.append(f"tickets.imp.dataset: unknown dataset {imp.dataset!r}; known: {sorted(data_catalog.DATASETS)}")
-        names = {p.name for p in spec.pretrainings}
-        for n in imp.per_pretraining:
-            if n not in names:
-                problems.append(f"tickets.imp.per_pretraining.{n}: no pretraining named {n!r}; names: {sorted(names)}")
-    if spec.tickets.method == "import":
-        for p in spec.pretrainings:
-            if p.name not in spec.tickets.files:
-                problems.append(f"tickets.files: no mask file for pretraining {p.name!r} (method import needs one per pretraining)")
+    names = {p.name for p in spec.pretrainings}
+    for i, t in enumerate(spec.tickets):
+        where = f"tickets.{i}"
+        if t.imp is not None:
+            if t.imp.dataset not in data_catalog.DATASETS:
+                problems.append(f"{where}.imp.dataset: unknown dataset {t.imp.dataset!r}; known: {sorted(data_catalog.DATASETS)}")
+            for n in t.imp.per_pretraining:
+                if n not in names:
+                    problems.append(f"{where}.imp.per_pretraining.{n}: no pretraining named {n!r}; names: {sorted(names)}")
+        if t.method == "import":
+            for p in spec.pretrainings:
+                if p.name not in t.files:
+                    problems.append(f"{where}.files: no mask file for pretraining {p.name!r} (method import needs one per pretraining)")
+            if len(t.levels()) - int(t.include_dense) != 1:
+                problems.append(f"{where}: method import takes one level (the file's sparsity) in 'sparsities' or 'rounds'")
     return problems

@@ -217,12 +217,17 @@ class SweepSpec(_Spec):
     name: str = Field(description="sweep name, recorded in every trials row")
     storage: str = Field("./results", description="results store: local folder or file:// / s3:// URI")
     pretrainings: list[PretrainingSpec] = Field(min_length=1)
-    tickets: TicketSpec
+    tickets: list[TicketSpec] = Field(min_length=1, description="one ticket spec, or a list of them (e.g. omp, imp and random side by side); the dense level is shared")
     data: DataSpec
     regimes: dict[str, RegimeSpec] = Field(min_length=1, description="named fine-tuning regimes, e.g. standard and adversarial")
     eval: EvalSpec
     seeds: list[int] = Field(default_factory=lambda: [1], min_length=1, description="fine-tuning seeds (the paper: 1)")
     resources: ResourceSpec = Field(default_factory=ResourceSpec)
+
+    @field_validator("tickets", mode="before")
+    @classmethod
+    def _one_or_many(cls, v):
+        return [v] if isinstance(v, dict) else v
 
     @model_validator(mode="after")
     def _unique_names(self) -> "SweepSpec":
@@ -247,10 +252,13 @@ def _deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
+def _format_errors(err: ValidationError, source: str, single_tickets: bool = False) -> str:
     lines = [f"{source}: invalid sweep spec ({err.error_count()} problem{'s' if err.error_count() > 1 else ''})"]
     for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        loc = list(e["loc"])
+        if single_tickets and loc[:2] == ["tickets", 0]:  # the YAML had one mapping, not a list: say its path
+            loc = ["tickets", *loc[2:]]
+        path = ".".join(str(p) for p in loc) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field (misspelt?)"
@@ -266,7 +274,7 @@ def parse_spec(data: Any, source: str = "<spec>") -> SweepSpec:
     try:
         spec = SweepSpec.model_validate(data)
     except ValidationError as e:
-        raise SpecError(_format_errors(e, source)) from None
+        raise SpecError(_format_errors(e, source, isinstance(data.get("tickets"), dict))) from None
     # Names that need a registry are checked here too, so a typo fails before Ray starts.
     from raydw import names
 

@@ -115,9 +115,14 @@ class Store:
         """Fail fast, before any GPU time is spent, if the store cannot take a file."""
         try:
             self.write_bytes(("_probe", f".probe-{uuid.uuid4().hex}"), b"ok")
-            self.fs.delete_dir_contents(self.path("_probe"), missing_dir_ok=True)
+            self.fs.delete_dir(self.path("_probe"))
         except Exception as e:  # noqa: BLE001 - any failure here means the sweep cannot record results
             raise StoreError(f"results store {self.uri} is not writable: {e}") from None
+
+    # -- one sweep driver at a time ------------------------------------------------------------------
+    def lock(self, what: str) -> "StoreLock":
+        """Claim the store for one `raydw sweep` driver (see StoreLock for why a store-level lock)."""
+        return StoreLock(self, what)
 
     # -- atomic writes -------------------------------------------------------------------------------
     def write_bytes(self, parts: tuple[str, ...], data: bytes) -> str:
@@ -188,6 +193,81 @@ class Store:
     # -- weights ------------------------------------------------------------------------------------
     def weights_parts(self, pretrained_id: str) -> tuple[str, str]:
         return ("weights", f"{pretrained_id}.pt")
+
+
+class StoreLocked(StoreError):
+    pass
+
+
+class StoreLock:
+    """`locks/driver.json`, created exclusively: a second driver on the same store stops with a clear message.
+
+    Why one lock per store rather than per-cell claims: two drivers would otherwise both see a cell as missing
+    and both run it (the rows would not corrupt, being whole-file atomic writes, but GPU-hours would be spent
+    twice and the second write would silently replace the first). A lock left by a killed driver on this host is
+    detected (its pid is gone) and taken over; one from another host must be removed by hand, as the message says.
+    """
+
+    def __init__(self, store: Store, what: str):
+        self.store, self.what = store, what
+        self.path = store.path("locks", "driver.json")
+
+    def __enter__(self) -> "StoreLock":
+        import socket
+        import time
+
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "what": self.what, "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        self.store.fs.create_dir(self.store.path("locks"), recursive=True)
+        for _ in range(2):
+            try:
+                if self.store.local:
+                    fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                    with os.fdopen(fd, "w") as f:
+                        json.dump(me, f)
+                    return self
+                if not self.store.exists("locks", "driver.json"):  # object stores: best effort, no O_EXCL
+                    self.store.write_bytes(("locks", "driver.json"), json.dumps(me).encode())
+                    return self
+            except FileExistsError:
+                pass
+            holder = self._holder()
+            if holder and holder.get("host") == me["host"] and not _alive(holder.get("pid")):
+                self._remove()  # its driver was killed: take over
+                continue
+            raise StoreLocked(
+                f"results store {self.store.uri} is in use by another raydw driver (pid {holder.get('pid')} on "
+                f"{holder.get('host')}, {holder.get('what')}, since {holder.get('since')}). Wait for it to finish, or "
+                f"if that process is gone, delete {self.path}")
+        raise StoreLocked(f"could not take the lock {self.path}")
+
+    def __exit__(self, *exc) -> None:
+        holder = self._holder()
+        if holder and holder.get("pid") == os.getpid():
+            self._remove()
+
+    def _holder(self) -> dict:
+        try:
+            return json.loads(self.store.read_bytes("locks", "driver.json"))
+        except Exception:  # noqa: BLE001 - a half-read lock is treated as held by someone unknown
+            return {}
+
+    def _remove(self) -> None:
+        try:
+            self.store.fs.delete_file(self.path)
+        except (FileNotFoundError, OSError):
+            pass
+
+
+def _alive(pid) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def config_json(obj) -> str:

@@ -158,17 +158,18 @@ def _run_imp(spec: SweepSpec, store: Store, pres, stamp: str, out) -> None:
     """One Ray Train IMP job per pre-training that lacks rounds, all in parallel; each stores its rounds as found."""
     from raydw import tickets as tk
 
-    need = tk.imp_rounds_needed(spec.tickets)
     cfgs = []
-    for p in pres:
-        pid, params = pretrained_id(p), tk.mask_params(spec.tickets, p.name)
-        have = tk.stored_imp_rounds(store, pid, params)
-        if all(k in have for k in range(1, need + 1)):
-            continue
-        out(f"  IMP {p.name}: rounds {sorted(have) or 'none'} stored, running to round {need}")
-        cfgs.append({"storage": store.uri, "pretrained_id": pid, "name": p.name, "params": params,
-                     "tickets": spec.tickets.model_dump(mode="json"), "resources": spec.resources.model_dump(),
-                     "torch_threads": spec.resources.torch_threads})
+    for t in (t for t in spec.tickets if t.method == "imp"):
+        need = tk.imp_rounds_needed(t)
+        for p in pres:
+            pid, params = pretrained_id(p), tk.mask_params(t, p.name)
+            have = tk.stored_imp_rounds(store, pid, params)
+            if all(k in have for k in range(1, need + 1)):
+                continue
+            out(f"  IMP {p.name}: rounds {sorted(have) or 'none'} stored, running to round {need}")
+            cfgs.append({"storage": store.uri, "pretrained_id": pid, "name": p.name, "params": params,
+                         "tickets": t.model_dump(mode="json"), "resources": spec.resources.model_dump(),
+                         "torch_threads": spec.resources.torch_threads})
     if cfgs:
         _tune(_imp_entry, cfgs, f"{spec.name}-imp-{stamp}", store, max_concurrent(spec), [])
 
@@ -189,6 +190,11 @@ def run_sweep(spec: SweepSpec, storage: str | None = None, address: str | None =
     t0 = time.time()
     store = Store(storage or spec.storage)
     store.check_writable()
+    with store.lock(f"raydw sweep {spec.name}"):
+        return _run_locked(spec, store, address, data_root, out, t0)
+
+
+def _run_locked(spec: SweepSpec, store: Store, address: str | None, data_root: str | None, out, t0: float) -> Summary:
     cells, done = plan(spec, store)
     todo = [c for c in cells if c.cell_id not in done]
     out(f"sweep {spec.name}: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run; store {store.uri}")
@@ -222,9 +228,10 @@ def run_sweep(spec: SweepSpec, storage: str | None = None, address: str | None =
 
     # Stage 2: masks per pre-training, index sets per data fraction; computed once, stored as they appear.
     out("stage 2: tickets and data fractions")
-    if spec.tickets.method == "imp":
+    if any(t.method == "imp" for t in spec.tickets):
         _run_imp(spec, store, pres, stamp, out)
-    masks = {pretrained_id(p): tickets.ensure_masks(store, p, spec.tickets, log=out) for p in pres}
+    masks = {(pretrained_id(p), i): tickets.ensure_masks(store, p, t, log=out)
+             for p in pres for i, t in enumerate(spec.tickets)}
     index_ids: dict[tuple, str] = {}
     for c in todo:
         key = (c.dataset, c.data_fraction, c.fraction_method, c.seed if c.fraction_method == "stratified" else 0)
@@ -239,7 +246,7 @@ def run_sweep(spec: SweepSpec, storage: str | None = None, address: str | None =
     commit = git_commit()
     configs = []
     for c in todo:
-        m = None if c.ticket_method == "dense" else masks[c.pretrained_id][c.target_sparsity]
+        m = None if c.ticket_method == "dense" else masks[(c.pretrained_id, c.ticket_index)][c.target_sparsity]
         configs.append({
             "storage": store.uri, "sweep": spec.name, "cell": c.to_dict(),
             "mask_id": m["mask_id"] if m else None, "sparsity": m["sparsity"] if m else 0.0,

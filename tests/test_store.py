@@ -1,0 +1,83 @@
+"""The results store: fixed schemas, atomic whole-file writes, one driver at a time, clear errors."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from raydw import results
+from raydw.store import Store, StoreError, StoreLocked
+
+
+def _row(cid: str, status: str = "done", sa: float = 0.5) -> dict:
+    return {"cell_id": cid, "sweep": "t", "status": status, "sa": sa, "ra": 0.1, "dataset": "digits"}
+
+
+def test_rows_read_back_with_the_fixed_schema(tmp_path):
+    s = Store(str(tmp_path))
+    s.write_row("trials", _row("a"))
+    s.write_row("trials", _row("b", "failed"))
+    df = results.load(str(tmp_path))
+    assert list(df.cell_id) == ["a", "b"] and "wall_s" in df.columns and df.wall_s.isna().all()
+    assert s.done_cells() == {"a"}
+
+
+def test_rewriting_a_row_replaces_it_instead_of_duplicating(tmp_path):
+    s = Store(str(tmp_path))
+    s.write_row("trials", _row("a", "failed"))
+    s.write_row("trials", _row("a", "done", 0.9))
+    df = results.load(str(tmp_path))
+    assert len(df) == 1 and df.status[0] == "done" and df.sa[0] == 0.9
+
+
+def test_writes_leave_no_temporary_files(tmp_path):
+    s = Store(str(tmp_path))
+    for i in range(5):
+        s.write_row("trials", _row(f"c{i}"))
+    assert sorted(os.listdir(tmp_path / "trials")) == [f"c{i}.parquet" for i in range(5)]
+
+
+def test_empty_store_gives_an_empty_frame_with_columns(tmp_path):
+    df = results.load(str(tmp_path / "nothing"))
+    assert len(df) == 0 and "sa" in df.columns
+
+
+def test_unknown_table_names_the_valid_ones(tmp_path):
+    with pytest.raises(KeyError, match="trials"):
+        results.load(str(tmp_path), "trial")
+
+
+def test_file_uri_and_plain_path_are_the_same_store(tmp_path):
+    Store(f"file://{tmp_path}").write_row("trials", _row("a"))
+    assert list(results.load(str(tmp_path)).cell_id) == ["a"]
+
+
+def test_unwritable_store_fails_fast_with_the_uri(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(StoreError, match="not writable"):
+        Store(str(blocker / "store")).check_writable()
+
+
+def test_second_driver_on_the_same_store_is_refused_naming_the_holder(tmp_path):
+    s = Store(str(tmp_path))
+    with s.lock("first"):
+        with pytest.raises(StoreLocked, match=rf"pid {os.getpid()}.*first"):
+            with Store(str(tmp_path)).lock("second"):
+                pass
+    with s.lock("again"):  # released on exit
+        pass
+
+
+def test_lock_of_a_killed_driver_is_taken_over(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    import socket
+
+    (tmp_path / "locks").mkdir()
+    (tmp_path / "locks" / "driver.json").write_text(json.dumps(
+        {"pid": int(dead.stdout), "host": socket.gethostname(), "what": "killed", "since": "x"}))
+    with Store(str(tmp_path)).lock("new") as lk:
+        assert json.loads(open(lk.path).read())["pid"] == os.getpid()
