@@ -164,6 +164,15 @@ def cmd_data(a) -> int:
     return 1 if bad else 0
 
 
+def cmd_bench(a) -> int:
+    from raydw.bench import format_table, run, write_json
+
+    res = run(a.profile, steps=a.steps, batch=a.batch, device=a.device, warmup=a.warmup, threads=a.threads)
+    print(format_table(res))
+    print(f"wrote {write_json(res, a.json or f'bench-{a.profile}.json')}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="raydw", description="Double-win lottery ticket sweeps on Ray Tune + Ray Train")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -235,6 +244,16 @@ def main(argv: list[str] | None = None) -> int:
         d.add_argument("name", help="dataset (cifar10, cifar100, svhn, fashion_mnist, ...)")
         d.add_argument("--root", required=True, help="the folder data.root points to")
         d.set_defaults(fn=cmd_data)
+
+    s = sub.add_parser("bench", help="images/s of the reference recipe vs raydw's engine, side by side (docs/performance.md)")
+    s.add_argument("--profile", default="cpu", choices=["cpu", "gpu"], help="cpu: ResNet-18 at 32 px, minutes on a laptop; gpu: ResNet-50 at 224 px, batch 128")
+    s.add_argument("--steps", type=int, help="timed steps (batches) per row (default: the profile's)")
+    s.add_argument("--batch", type=int, help="batch size (default: the profile's)")
+    s.add_argument("--warmup", type=int, help="untimed warm-up steps per row, at least 1 (FLOPs are counted on them)")
+    s.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    s.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    s.add_argument("--json", help="write the table here too (default: bench-<profile>.json)")
+    s.set_defaults(fn=cmd_bench)
 
     a = ap.parse_args(argv)
     try:

@@ -98,12 +98,6 @@ def _tune(entry, configs: list[dict], name: str, store: Store, concurrency: int,
     tuner.fit()
 
 
-def _cell_entry(config: dict) -> None:
-    from raydw.run.trials import cell_trial
-
-    cell_trial(config["job"])
-
-
 def _pretrain_entry(config: dict) -> None:
     from raydw.run.trials import pretrain_trial
 
@@ -128,6 +122,14 @@ def _progress_callback(total: int, concurrency: int):
             self.n, self.t0 = 0, time.time()
 
         def on_trial_complete(self, iteration, trials, trial, **info):
+            kind, r = trial.config.get("kind", "cell"), trial.last_result or {}
+            if kind == "pretrain":
+                _say(f"pre-trained {trial.config['job']['name']}: source-task clean {_num(r.get('clean_acc')):.3f}, "
+                     f"robust {_num(r.get('robust_acc')):.3f}")
+            if kind == "imp":
+                _say(f"IMP {trial.config['job']['name']}: {'all rounds stored' if r.get('final') else 'FAILED (see the Ray logs)'}")
+            if kind != "cell":
+                return
             self.n += 1
             r = trial.last_result or {}
             c = trial.config["job"]["cell"]
@@ -146,32 +148,6 @@ def _progress_callback(total: int, concurrency: int):
             self.on_trial_complete(iteration, trials, trial)
 
     return Progress()
-
-
-def _imp_entry(config: dict) -> None:
-    from raydw.run.trials import imp_trial
-
-    imp_trial(config["job"])
-
-
-def _run_imp(spec: SweepSpec, store: Store, pres, stamp: str, out) -> None:
-    """One Ray Train IMP job per pre-training that lacks rounds, all in parallel; each stores its rounds as found."""
-    from raydw import tickets as tk
-
-    cfgs = []
-    for t in (t for t in spec.tickets if t.method == "imp"):
-        need = tk.imp_rounds_needed(t)
-        for p in pres:
-            pid, params = pretrained_id(p), tk.mask_params(t, p.name)
-            have = tk.stored_imp_rounds(store, pid, params)
-            if all(k in have for k in range(1, need + 1)):
-                continue
-            out(f"  IMP {p.name}: rounds {sorted(have) or 'none'} stored, running to round {need}")
-            cfgs.append({"storage": store.uri, "pretrained_id": pid, "name": p.name, "params": params,
-                         "tickets": t.model_dump(mode="json"), "resources": spec.resources.model_dump(),
-                         "torch_threads": spec.resources.torch_threads})
-    if cfgs:
-        _tune(_imp_entry, cfgs, f"{spec.name}-imp-{stamp}", store, max_concurrent(spec), [])
 
 
 def _pretrain_config(store: Store, spec: SweepSpec, p, data_root: str | None) -> dict:
@@ -202,62 +178,138 @@ def _run_locked(spec: SweepSpec, store: Store, address: str | None, data_root: s
         return _summary(spec, store, cells, 0, t0, out)
 
     from raydw import tickets
-    from raydw.provenance import git_commit
-    from raydw.train.setup import index_set
+    from raydw.run.pipeline import Job, StagedSearcher
 
     connect(address)
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     needed = {c.pretrained_id for c in todo}
     pres = [p for p in spec.pretrainings if pretrained_id(p) in needed]
+    jobs: list[Job] = []
 
-    # Stage 1: pre-trained weights (recipes train as Ray Train jobs, in parallel; files are registered).
-    recipes = [p for p in pres if p.recipe is not None and store.get("pretrained", pretrained_id(p)) is None]
-    if recipes:
-        out(f"stage 1: pre-training {len(recipes)} model(s) on Ray Train: {', '.join(p.name for p in recipes)}")
-        _tune(_pretrain_entry, [_pretrain_config(store, spec, p, data_root) for p in recipes],
-              f"{spec.name}-pretrain-{stamp}", store, max_concurrent(spec), [])
-        missing = [p.name for p in recipes if store.get("pretrained", pretrained_id(p)) is None]
-        if missing:
-            raise RuntimeError(f"pre-training failed for {missing}; see the Ray logs above")
+    # Stage 1: pre-trained weights. Files are registered now; recipes become Ray Train jobs.
     for p in pres:
+        pid = pretrained_id(p)
         if p.weights is not None:
             tickets.register_weights(store, p)
-        row = store.get("pretrained", pretrained_id(p))
-        out(f"  pre-trained {p.name}: {row['kind']} {row['arch']} on {row['dataset']}"
-            + (f", clean {row['clean_acc']:.3f} robust {row['robust_acc']:.3f}" if row.get("clean_acc") is not None else ""))
-
-    # Stage 2: masks per pre-training, index sets per data fraction; computed once, stored as they appear.
-    out("stage 2: tickets and data fractions")
-    if any(t.method == "imp" for t in spec.tickets):
-        _run_imp(spec, store, pres, stamp, out)
-    masks = {(pretrained_id(p), i): tickets.ensure_masks(store, p, t, log=out)
-             for p in pres for i, t in enumerate(spec.tickets)}
-    index_ids: dict[tuple, str] = {}
+        elif store.get("pretrained", pid) is None:
+            jobs.append(Job("pretrain", pid, f"pre-train {p.name}", lambda p=p: _pretrain_config(store, spec, p, data_root)))
+    # Stage 2: IMP jobs (one per pre-training and IMP spec, each storing its rounds as found), index sets.
+    for t in (t for t in spec.tickets if t.method == "imp"):
+        for p in pres:
+            cfg = _imp_config(store, spec, t, p)
+            if cfg is not None:
+                jobs.append(Job("imp", f"imp-{cfg['pretrained_id']}-{t.rate}", f"IMP {p.name}", lambda cfg=cfg: cfg,
+                                needs_pretrained=cfg["pretrained_id"]))
+    index_ids = _index_sets(store, todo)
+    # Stage 3: each cell starts as soon as its pre-trained model and its mask exist (an IMP round k cell does not
+    # wait for round k+1), all in one Tuner so Tune's concurrency covers every stage.
+    masks = _MaskBook(store, spec, out)
+    base = {"storage": store.uri, "sweep": spec.name, "eval_attack": spec.eval.attack.model_dump(mode="json"),
+            "resources": spec.resources.model_dump(), "torch_threads": spec.resources.torch_threads,
+            "data_root": data_root or spec.data.root, "git_commit": _commit()}
     for c in todo:
-        key = (c.dataset, c.data_fraction, c.fraction_method, c.seed if c.fraction_method == "stratified" else 0)
-        if key not in index_ids:
+        jobs.append(Job("cell", c.cell_id, c.label(), lambda c=c: {**base, **masks.cell_inputs(c), "cell": c.to_dict(),
+                                                                    "index_set_id": index_ids[_index_key(c)]},
+                        needs_pretrained=c.pretrained_id, needs_imp=masks.imp_need(c)))
+    conc = max_concurrent(spec)
+    out(f"running {sum(j.kind == 'cell' for j in jobs)} cells"
+        + "".join(f", {sum(j.kind == k for j in jobs)} {k} job(s)" for k in ("pretrain", "imp") if any(j.kind == k for j in jobs))
+        + f" on Ray Tune + Ray Train, {conc} at a time")
+    searcher = StagedSearcher(jobs, store)
+    _tune_jobs(searcher, f"{spec.name}-{dt.datetime.now():%Y%m%d-%H%M%S}", store, conc,
+               [_progress_callback(len(todo), conc)])
+    for j in searcher.blocked():
+        out(f"  not run: {j.label} ({j.why_blocked})")
+    return _summary(spec, store, cells, len(todo), t0, out)
+
+
+def _commit() -> str | None:
+    from raydw.provenance import git_commit
+
+    return git_commit()
+
+
+def _index_key(c: Cell) -> tuple:
+    return (c.dataset, c.data_fraction, c.fraction_method, c.seed if c.fraction_method == "stratified" else 0)
+
+
+def _index_sets(store: Store, todo: list[Cell]) -> dict[tuple, str]:
+    """Persist each data fraction's training indices once; every cell with the same key reuses them."""
+    from raydw.train.setup import index_set
+
+    ids: dict[tuple, str] = {}
+    for c in todo:
+        key = _index_key(c)
+        if key not in ids:
             iid, idx = index_set(*key)
             if store.get("index_sets", iid) is None:
                 store.write_row("index_sets", {"index_set_id": iid, "dataset": key[0], "fraction": key[1], "method": key[2],
                                                "seed": key[3], "n": len(idx), "indices": idx.tolist()})
-            index_ids[key] = iid
+            ids[key] = iid
+    return ids
 
-    # Stage 3: one Tune trial per missing cell, each a Ray Train run.
-    commit = git_commit()
-    configs = []
-    for c in todo:
-        m = None if c.ticket_method == "dense" else masks[(c.pretrained_id, c.ticket_index)][c.target_sparsity]
-        configs.append({
-            "storage": store.uri, "sweep": spec.name, "cell": c.to_dict(),
-            "mask_id": m["mask_id"] if m else None, "sparsity": m["sparsity"] if m else 0.0,
-            "index_set_id": index_ids[(c.dataset, c.data_fraction, c.fraction_method, c.seed if c.fraction_method == "stratified" else 0)],
-            "eval_attack": spec.eval.attack.model_dump(mode="json"), "resources": spec.resources.model_dump(),
-            "torch_threads": spec.resources.torch_threads, "data_root": data_root or spec.data.root, "git_commit": commit,
-        })
-    conc = max_concurrent(spec)
-    out(f"stage 3: {len(configs)} cells on Ray Tune + Ray Train, {conc} at a time")
-    _tune(_cell_entry, configs, f"{spec.name}-{stamp}", store, conc, [_progress_callback(len(configs), conc)])
-    return _summary(spec, store, cells, len(configs), t0, out)
+
+class _MaskBook:
+    """Which mask a cell uses: IMP rounds are looked up as their job stores them; omp/random/import masks are
+    computed in the driver the first time a cell of that (pre-training, ticket spec) is ready."""
+
+    def __init__(self, store: Store, spec: SweepSpec, out):
+        self.store, self.spec, self.out = store, spec, out
+        self.by_pair: dict[tuple, dict] = {}
+
+    def imp_need(self, c: Cell) -> tuple | None:
+        from raydw import tickets
+
+        t = self.spec.tickets[c.ticket_index]
+        if c.ticket_method != "imp":
+            return None
+        return (c.pretrained_id, tickets.mask_params(t, c.pretraining), c.ticket_round)
+
+    def cell_inputs(self, c: Cell) -> dict:
+        from raydw import tickets
+
+        if c.ticket_method == "dense":
+            return {"mask_id": None, "sparsity": 0.0}
+        t = self.spec.tickets[c.ticket_index]
+        if c.ticket_method == "imp":
+            row = tickets.stored_imp_rounds(self.store, c.pretrained_id, tickets.mask_params(t, c.pretraining))[c.ticket_round]
+        else:
+            key = (c.pretrained_id, c.ticket_index)
+            if key not in self.by_pair:
+                p = next(p for p in self.spec.pretrainings if p.name == c.pretraining)
+                self.by_pair[key] = tickets.ensure_masks(self.store, p, t, log=self.out)
+            row = self.by_pair[key][c.target_sparsity]
+        return {"mask_id": row["mask_id"], "sparsity": row["sparsity"]}
+
+
+def _imp_config(store: Store, spec: SweepSpec, t, p) -> dict | None:
+    from raydw import tickets as tk
+
+    need = tk.imp_rounds_needed(t)
+    pid, params = pretrained_id(p), tk.mask_params(t, p.name)
+    if all(k in tk.stored_imp_rounds(store, pid, params) for k in range(1, need + 1)):
+        return None
+    return {"storage": store.uri, "pretrained_id": pid, "name": p.name, "params": params,
+            "tickets": t.model_dump(mode="json"), "resources": spec.resources.model_dump(),
+            "torch_threads": spec.resources.torch_threads}
+
+
+def _tune_jobs(searcher, name: str, store: Store, concurrency: int, callbacks: list) -> None:
+    from ray import tune
+
+    tuner = tune.Tuner(
+        tune.with_resources(_job_entry, driver_resources()),
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, max_concurrent_trials=concurrency,
+                                    reuse_actors=True, trial_dirname_creator=lambda t: t.trial_id),
+        run_config=tune.RunConfig(name=name, storage_path=store.tune_path, verbose=0, callbacks=callbacks),
+    )
+    tuner.fit()
+
+
+def _job_entry(config: dict) -> None:
+    from raydw.run import trials
+
+    job = config["job"]
+    {"pretrain": trials.pretrain_trial, "imp": trials.imp_trial, "cell": trials.cell_trial}[config["kind"]](job)
 
 
 def _summary(spec: SweepSpec, store: Store, cells: list[Cell], ran: int, t0: float, out) -> Summary:

@@ -1,0 +1,104 @@
+"""Stage pipelining inside one Tuner: a Tune Searcher that releases each job as soon as its inputs exist.
+
+Pre-training recipes run first; an IMP job starts when its pre-trained model is stored; a cell starts when
+its pre-trained model and its mask are stored, so IMP round k's transfer cells run while round k+1 is being
+found (ray-notes section 11). The same mechanism can later choose cells adaptively.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ray.tune.search import Searcher
+
+from raydw.store import Store
+
+POLL_S = 0.5  # how often the store is asked again while jobs wait for inputs
+
+
+@dataclass
+class Job:
+    kind: str  # pretrain | imp | cell
+    key: str
+    label: str
+    build: Callable[[], dict]  # the trial config, built when the job is released (its mask exists by then)
+    needs_pretrained: str | None = None
+    needs_imp: tuple | None = None  # (pretrained_id, mask params, round)
+    why_blocked: str = field(default="", compare=False)
+
+
+class StagedSearcher(Searcher):
+    def __init__(self, jobs: list[Job], store: Store):
+        super().__init__()
+        self.pending = list(jobs)
+        self.running: dict[str, Job] = {}
+        self.store = store
+        self._seen_at = 0.0
+        self._pretrained: set[str] = set()
+        self._imp: dict[tuple, set[int]] = {}
+        self._failed: list[Job] = []
+
+    # Tune's Searcher API -------------------------------------------------------------------------
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True
+
+    def suggest(self, trial_id: str):
+        self._refresh()
+        for job in self.pending:
+            if self._ready(job):
+                self.pending.remove(job)
+                self.running[trial_id] = job
+                try:
+                    config = job.build()
+                except Exception as e:  # noqa: BLE001 - an input that cannot be built blocks this job only
+                    job.why_blocked = f"{type(e).__name__}: {e}"
+                    self.running.pop(trial_id)
+                    self._failed.append(job)
+                    continue
+                return {"kind": job.kind, "job": config}
+        if not self.running:  # nothing in flight can make a waiting job ready any more
+            for job in self.pending:
+                job.why_blocked = job.why_blocked or self._why(job)
+            return Searcher.FINISHED
+        return None
+
+    def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+        self.running.pop(trial_id, None)
+        self._seen_at = 0.0  # something finished: look at the store again at the next suggest
+
+    # readiness -------------------------------------------------------------------------------------
+    def blocked(self) -> list[Job]:
+        return [*self._failed, *self.pending]
+
+    def _refresh(self) -> None:
+        if time.monotonic() - self._seen_at < POLL_S:
+            return
+        self._seen_at = time.monotonic()
+        self._pretrained = set(self.store.names("pretrained"))
+        if any(j.needs_imp for j in self.pending):
+            t = self.store.read_table("masks", columns=["pretrained_id", "method", "params", "round"]).to_pylist()
+            self._imp = {}
+            for r in t:
+                if r["method"] == "imp":
+                    self._imp.setdefault((r["pretrained_id"], r["params"]), set()).add(r["round"])
+
+    def _ready(self, job: Job) -> bool:
+        if job.needs_pretrained and job.needs_pretrained not in self._pretrained:
+            return False
+        if job.needs_imp:
+            return job.needs_imp[2] in self._imp.get(_imp_key(job.needs_imp), set())
+        return True
+
+    def _why(self, job: Job) -> str:
+        if job.needs_pretrained and job.needs_pretrained not in self._pretrained:
+            return f"pre-trained model {job.needs_pretrained} was not stored (its pre-training failed?)"
+        if job.needs_imp:
+            return f"IMP round {job.needs_imp[2]} was not stored (its IMP job failed?)"
+        return "not released"
+
+
+def _imp_key(need: tuple) -> tuple:
+    import json
+
+    return (need[0], json.dumps(need[1], sort_keys=True))

@@ -1,0 +1,123 @@
+"""Tickets on Ray: IMP as a Ray Train job whose rounds feed transfer cells as they appear, random and
+imported masks side by side, and IMP resumed after its job is killed mid-round with no round computed twice."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from raydw import results
+from raydw.spec import parse_spec
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
+
+SPEC = """
+name: tickets
+pretrainings:
+  - name: ST
+    recipe: {kind: standard, arch: resnet_tiny, dataset: mnist5k, epochs: 1}
+tickets:
+  - method: imp
+    rounds: [1, 3]
+    imp: {dataset: mnist5k, epochs_per_round: 2, batch_size: 128, optimizer: {lr: 0.01, schedule: constant, weight_decay: 1.0e-4}}
+  - {method: random, sparsities: [0.5]}
+data: {datasets: [digits]}
+regimes:
+  standard: {kind: standard, epochs: 1, batch_size: 64, optimizer: {lr: 0.01}}
+eval: {attack: {eps: 0.1, step_size: 0.05, steps: 2}}
+resources: {max_concurrent_cells: 2}
+"""
+
+
+def _reference_mask_file(path: Path, sparsity: float) -> None:
+    """A checkpoint as the reference code saves it: torch prune hooks' weight_orig + weight_mask."""
+    import torch.nn.utils.prune as prune
+
+    from raydw.models.build import build_net
+
+    net = build_net("resnet_tiny", 10, 1)
+    convs = [(m, "weight") for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    prune.global_unstructured(convs, pruning_method=prune.L1Unstructured, amount=sparsity)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}}, path)
+
+
+@pytest.fixture(scope="module")
+def swept(ray_session, tmp_path_factory):
+    from raydw.run.sweep import run_sweep
+
+    tmp = tmp_path_factory.mktemp("tickets")
+    _reference_mask_file(tmp / "ticket.pth.tar", 0.6)
+    d = yaml.safe_load(SPEC)
+    # Long enough IMP rounds that the dense cell finishes while IMP still works on round 2.
+    d["tickets"][0]["imp"]["epochs_per_round"] = 5
+    d["tickets"].append({"method": "import", "sparsities": [0.6], "files": {"ST": str(tmp / "ticket.pth.tar")}})
+    store = str(tmp / "store")
+    summary = run_sweep(parse_spec(d), storage=store, out=lambda s: None)
+    return store, summary
+
+
+def test_every_method_produced_stored_masks_at_its_sparsity(swept):
+    store, summary = swept
+    masks = results.load(store, "masks")
+    imp = masks[masks.method == "imp"].sort_values("round")
+    assert list(imp["round"]) == [1, 2, 3]  # every round is stored, also the unrequested round 2
+    assert imp.sparsity.round(4).tolist() == [round(1 - 0.8 ** k, 4) for k in (1, 2, 3)]
+    assert masks[masks.method == "random"].sparsity.iloc[0] == pytest.approx(0.5, abs=1e-4)
+    assert masks[masks.method == "import"].sparsity.iloc[0] == pytest.approx(0.6, abs=1e-4)
+    assert masks.mask_id.is_unique
+
+
+def test_all_ticket_cells_finished_and_share_one_dense_baseline(swept):
+    store, summary = swept
+    df = results.load(store)
+    assert summary.done == summary.total == 5
+    assert sorted(df.ticket_method) == ["dense", "imp", "imp", "import", "random"]
+
+
+def test_round_one_cells_start_before_imp_has_found_round_three(swept):
+    store, _ = swept
+    df = results.load(store)
+    masks = results.load(store, "masks")
+    r1 = df[(df.ticket_method == "imp") & (df.ticket_round == 1)].iloc[0]
+    started = r1.finished_at - pd.to_timedelta(r1.wall_s, unit="s")
+    r3_id = masks[(masks.method == "imp") & (masks["round"] == 3)].mask_id.iloc[0]
+    r3_stored = pd.Timestamp(os.path.getmtime(Path(store) / "masks" / f"{r3_id}.parquet"), unit="s", tz="UTC")
+    assert started < r3_stored
+
+
+def test_imp_killed_mid_round_resumes_without_recomputing_a_round(tmp_path):
+    d = yaml.safe_load(SPEC)
+    d["tickets"] = [d["tickets"][0]]
+    d["tickets"][0]["imp"]["epochs_per_round"] = 3
+    spec, store = tmp_path / "spec.yaml", tmp_path / "store"
+    spec.write_text(yaml.safe_dump(d))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "raydw.cli", "sweep", str(spec), "--storage", str(store)]
+    first = subprocess.Popen(cmd, stdout=open(tmp_path / "1.log", "w"), stderr=subprocess.STDOUT, env=env)
+    deadline = time.time() + 400
+    while time.time() < deadline and first.poll() is None:
+        if (store / "masks").exists() and len(list((store / "masks").glob("*.parquet"))) >= 1:
+            break
+        time.sleep(0.2)
+    time.sleep(2)  # into round 1's re-training
+    assert first.poll() is None, (tmp_path / "1.log").read_text()[-3000:]
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(timeout=60)
+    before = {p.name: p.stat().st_mtime_ns for p in (store / "masks").glob("*.parquet")}
+    assert 1 <= len(before) < 3
+
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert second.returncode == 0, second.stdout[-3000:]
+    masks = results.load(str(store), "masks")
+    assert sorted(masks["round"]) == [1, 2, 3]
+    after = {p.name: p.stat().st_mtime_ns for p in (store / "masks").glob("*.parquet")}
+    assert all(after[n] == t for n, t in before.items())  # stored rounds were not computed again
+    assert (results.load(str(store)).status == "done").all()
