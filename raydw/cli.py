@@ -72,6 +72,13 @@ def cmd_results(a) -> int:
     return 0
 
 
+def cmd_spec_fields(a) -> int:
+    from raydw.spec import describe
+
+    print("\n".join(describe()))
+    return 0
+
+
 def cmd_models(a) -> int:
     from raydw.models.catalog import ARCHS, PRETRAINED
 
@@ -198,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--columns", help="comma-separated columns to show")
     s.add_argument("--out", help="write CSV (or Parquet, by extension) instead of printing")
     s.set_defaults(fn=cmd_results)
+
+    s = sub.add_parser("spec-fields", help="every field of a sweep spec with its type, default and help")
+    s.set_defaults(fn=cmd_spec_fields)
 
     s = sub.add_parser("models", help="list architectures and the pre-trained registry")
     s.set_defaults(fn=cmd_models)

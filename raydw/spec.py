@@ -300,3 +300,21 @@ def load_spec(path: str | Path) -> SweepSpec:
     except yaml.YAMLError as e:
         raise SpecError(f"{p}: not valid YAML: {e}") from None
     return parse_spec(data, str(p))
+
+
+def describe(model: type[BaseModel] = SweepSpec, prefix: str = "") -> list[str]:
+    """Every field of the spec with its type, default and help: `raydw spec-fields` prints it."""
+    out = []
+    for name, f in model.model_fields.items():
+        path = f"{prefix}{name}"
+        ann = f.annotation
+        default = "required" if f.is_required() else f"default {f.get_default(call_default_factory=True)!r}"
+        inner = [a for a in getattr(ann, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            inner = [ann]
+        tname = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+        shown = tname if not inner else (f"list of {inner[0].__name__}" if tname.startswith("list") else inner[0].__name__)
+        out.append(f"{path}: {shown} ({default})" + (f"\n    {f.description}" if f.description else ""))
+        for sub in inner:
+            out += describe(sub, f"{path}.")
+    return out

