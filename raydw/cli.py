@@ -72,6 +72,29 @@ def cmd_results(a) -> int:
     return 0
 
 
+def cmd_export_mask(a) -> int:
+    """The reference code's ticket format, so masks move between raydw stores and the reference scripts."""
+    import torch
+
+    from raydw.store import Store
+    from raydw.train.setup import load_mask, load_pretrained
+
+    store = Store(a.uri)
+    row = store.get("masks", a.mask_id)
+    if row is None:
+        raise SpecError(f"{a.uri}: no mask {a.mask_id!r}; see `raydw results {a.uri} --table masks`")
+    mask = load_mask(store, a.mask_id)
+    _, net = load_pretrained(store, row["pretrained_id"])
+    params = dict(net.named_parameters())
+    state = {k: v for k, v in net.state_dict().items() if k not in mask.tensors}
+    for n in mask.names:
+        state[f"{n}_orig"] = params[n].detach().clone()
+        state[f"{n}_mask"] = mask.tensors[n].float()
+    torch.save({"state_dict": state}, a.out)
+    print(f"wrote {a.out}: {row['method']} mask of {row['pretraining']}, sparsity {row['sparsity']:.4f}")
+    return 0
+
+
 def cmd_spec_fields(a) -> int:
     from raydw.spec import describe
 
@@ -205,6 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--columns", help="comma-separated columns to show")
     s.add_argument("--out", help="write CSV (or Parquet, by extension) instead of printing")
     s.set_defaults(fn=cmd_results)
+
+    s = sub.add_parser("export-mask", help="write a stored mask as a reference-format checkpoint (weight_orig + weight_mask)")
+    s.add_argument("uri", help="results store")
+    s.add_argument("mask_id")
+    s.add_argument("out", help="output .pth.tar")
+    s.set_defaults(fn=cmd_export_mask)
 
     s = sub.add_parser("spec-fields", help="every field of a sweep spec with its type, default and help")
     s.set_defaults(fn=cmd_spec_fields)
