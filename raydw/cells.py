@@ -105,6 +105,8 @@ def expand(spec: SweepSpec) -> list[Cell]:
     cells: list[Cell] = []
     seen: set[str] = set()
     eval_attack = spec.eval.attack.model_dump(mode="json", exclude_defaults=True)
+    if spec.eval.schedule != "paper":  # the paper's schedule keeps the original form, so its ids never moved
+        eval_attack = spec.eval.model_dump(mode="json", exclude_defaults=True)
     for p, (ti, t) in ((p, ti_t) for p in spec.pretrainings for ti_t in enumerate(spec.tickets)):
         pid, arch = pretrained_id(p), pretraining_arch(p)
         for rnd, target in t.levels():

@@ -197,7 +197,18 @@ class DataSpec(_Spec):
 class EvalSpec(_Spec):
     """Evaluation: SA is clean top-1; RA is top-1 under this attack on the eval-mode model."""
 
-    attack: AttackSpec = Field(description="the paper: PGD-20, eps 8/255, step 2/255, one random start")
+    attack: AttackSpec = Field(description="the paper: PGD-20, eps 8/255, step 2/255, one random start; used on the test set at the selected epochs, and for validation under schedule 'paper'")
+    schedule: Literal["paper", "fast"] = Field("paper", description="paper: SA and RA (this attack) on the whole validation split every epoch; fast: SA every epoch, RA by a cheaper PGD on a fixed validation subset every few epochs (docs/performance.md)")
+    fast_val_images: int = Field(1000, ge=1, description="fast: validation images for RA (the first N of the validation split)")
+    fast_ra_steps: int = Field(10, ge=1, description="fast: PGD steps of the validation RA (step size = 2.5 eps / steps)")
+    fast_ra_every: int = Field(5, ge=1, description="fast: validation RA every this many epochs (and at the last epoch)")
+
+    def val_schedule(self):
+        """None for the paper's schedule; else (every, attack, images) for the loop."""
+        if self.schedule == "paper":
+            return None
+        a = self.attack.model_copy(update={"steps": self.fast_ra_steps, "step_size": 2.5 * self.attack.eps / self.fast_ra_steps})
+        return (self.fast_ra_every, a, self.fast_val_images)
 
 
 class ResourceSpec(_Spec):

@@ -37,7 +37,7 @@ TRIALS = pa.schema([
     ("sa_at_ra_best", pa.float64()), ("ra_at_ra_best", pa.float64()), ("sa_last", pa.float64()), ("ra_last", pa.float64()),
     ("val_sa_best", pa.float64()), ("val_ra_best", pa.float64()),
     ("best_epoch_sa", pa.int64()), ("best_epoch_ra", pa.int64()), ("epochs", pa.int64()),
-    ("wall_s", pa.float64()), ("train_s", pa.float64()), ("device", pa.string()), ("node", pa.string()),
+    ("wall_s", pa.float64()), ("train_s", pa.float64()), ("fit_s", pa.float64()), ("device", pa.string()), ("node", pa.string()),
     ("workers", pa.int64()), ("amp", pa.string()),
     ("raydw_version", pa.string()), ("torch_version", pa.string()), ("ray_version", pa.string()), ("git_commit", pa.string()),
     ("config", pa.string()), ("finished_at", pa.timestamp("us", tz="UTC")),

@@ -102,3 +102,15 @@ def test_resume_from_a_state_continues_at_the_next_epoch(mnist):
     resumed = fit(c, None, mnist, _regime(epochs=2), EVAL, seed=3, resume=states[-1])
     assert [h["epoch"] for h in resumed.history] == [0, 1]
     assert resumed.history[1]["train_loss"] == pytest.approx(full.history[1]["train_loss"], rel=1e-4)
+
+
+def test_fast_schedule_validates_ra_only_every_k_epochs_on_a_subset(mnist):
+    torch.manual_seed(0)
+    model = Normalized(build_net("resnet_tiny", 10, 1), (0.131,), (0.308,))
+    cheap = AttackSpec(eps=0.1, step_size=0.05, steps=5)
+    out = fit(model, None, mnist, _regime(epochs=4), EVAL, seed=0, val_schedule=(3, cheap, 100))
+    ra = [h["val_ra"] for h in out.history]
+    assert not np.isnan(ra[0]) and np.isnan(ra[1]) and np.isnan(ra[2]) and not np.isnan(ra[3])  # 0, then last
+    assert all(not np.isnan(h["val_sa"]) for h in out.history)  # SA every epoch
+    assert out.best["ra"]["epoch"] in (0, 3)
+    assert not np.isnan(out.test["ra_at_ra_best"])  # the test set is still attacked with the full eval attack

@@ -203,7 +203,7 @@ def _run_locked(spec: SweepSpec, store: Store, address: str | None, data_root: s
     # Stage 3: each cell starts as soon as its pre-trained model and its mask exist (an IMP round k cell does not
     # wait for round k+1), all in one Tuner so Tune's concurrency covers every stage.
     masks = _MaskBook(store, spec, out)
-    base = {"storage": store.uri, "sweep": spec.name, "eval_attack": spec.eval.attack.model_dump(mode="json"),
+    base = {"storage": store.uri, "sweep": spec.name, "eval": spec.eval.model_dump(mode="json"),
             "resources": spec.resources.model_dump(), "torch_threads": spec.resources.torch_threads,
             "data_root": data_root or spec.data.root, "git_commit": _commit()}
     for c in todo:

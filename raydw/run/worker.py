@@ -99,9 +99,10 @@ def cell_worker(config: dict) -> None:
     store = Store(config["storage"])
     cell = Cell.from_dict(config["cell"])
     regime = cell.regime_obj()
-    from raydw.spec import AttackSpec
+    from raydw.spec import EvalSpec
 
-    eval_attack = AttackSpec.model_validate(config["eval_attack"])
+    ev = EvalSpec.model_validate(config["eval"])
+    eval_attack = ev.attack
     model, mask, _ = cell_model(store, cell, config["mask_id"])
     model = model.to(device).to(memory_format=torch.channels_last)
     bound = mask.bind(model.net) if mask is not None else None
@@ -116,13 +117,15 @@ def cell_worker(config: dict) -> None:
     autocast = device.type == "cuda"
     final: dict = {"final": 1, "device": device_name(device), "node": _node(), "workers": world,
                    "amp": "bf16" if autocast else "fp32", "train_images": data.train_images}
+    t_fit = time.perf_counter()
     try:
         out = fit(model, bound, data, regime, eval_attack, cell.seed, on_epoch=reporter, resume=resume,
-                  autocast=autocast, ddp=_wrap(model, world, device))
+                  autocast=autocast, ddp=_wrap(model, world, device), val_schedule=ev.val_schedule())
     except Diverged as e:  # deterministic: record it as the cell's failure instead of letting Train retry it
         reporter.final({**final, "status": "failed", "error": str(e)}, resume)
         return
-    final.update(status="done", error="", **out.test, train_s=out.train_s, epochs=len(out.history),
+    final.update(status="done", error="", **out.test, train_s=out.train_s, fit_s=time.perf_counter() - t_fit,
+                 epochs=len(out.history),
                  best_epoch_sa=out.best["sa"]["epoch"], best_epoch_ra=out.best["ra"]["epoch"],
                  val_sa_best=out.best["sa"]["value"], val_ra_best=out.best["ra"]["value"])
     reporter.final(final, resume)

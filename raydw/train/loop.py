@@ -85,12 +85,15 @@ def evaluate(model: nn.Module, split: Split, transform: Transform, attack: Attac
 
 def fit(model: nn.Module, mask: BoundMask | None, data: Data, regime: RegimeSpec, eval_attack: AttackSpec,
         seed: int, on_epoch: Callable[[dict, Callable[[], dict]], None] | None = None,
-        resume: dict | None = None, autocast: bool = False, ddp: nn.Module | None = None) -> Outcome:
+        resume: dict | None = None, autocast: bool = False, ddp: nn.Module | None = None,
+        val_schedule: tuple[int, AttackSpec, int] | None = None) -> Outcome:
     """Train `model` under `regime`; return its history, best epochs and test metrics.
 
     `model` is the plain (Normalized) module; `ddp` its DistributedDataParallel wrapper when there are
     several workers (attacks always run on the plain module: they need no gradient all-reduce).
     `on_epoch(record, state_fn)` is called after every epoch; `state_fn()` builds the resumable state.
+    `val_schedule=(every, attack, images)` validates RA with `attack` on the first `images` validation images
+    every `every` epochs (and at the last); None validates SA and RA with `eval_attack` on all of it every epoch.
     """
     dev = data.train.y.device
     fwd = ddp if ddp is not None else model
@@ -147,8 +150,16 @@ def fit(model: nn.Module, mask: BoundMask | None, data: Data, regime: RegimeSpec
         t1 = time.perf_counter()
         val_sa = val_ra = math.nan
         if epoch >= regime.val_start_epoch:
-            val_sa, val_ra = evaluate(model, data.val, data.transform, eval_attack if regime.validate_ra else None,
-                                      autocast=autocast, seed=seed)
+            if val_schedule is None:  # the paper's: SA and RA on the whole validation split, every epoch
+                val_sa, val_ra = evaluate(model, data.val, data.transform, eval_attack if regime.validate_ra else None,
+                                          autocast=autocast, seed=seed)
+            else:
+                every, ra_attack, images = val_schedule
+                val_sa, _ = evaluate(model, data.val, data.transform, None, autocast=autocast)
+                due = (epoch - regime.val_start_epoch) % every == 0 or epoch == regime.epochs - 1
+                if regime.validate_ra and due:
+                    sub = Split(data.val.x[:images], data.val.y[:images])
+                    _, val_ra = evaluate(model, sub, data.transform, ra_attack, autocast=autocast, seed=seed)
             # Strictly better only: ties keep the earlier epoch, as the paper's `>` comparison does.
             snapshot = None
             for key, v in (("sa", val_sa), ("ra", val_ra)):
