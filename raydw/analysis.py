@@ -80,7 +80,7 @@ def _summary(cells: pd.DataFrame, sa_col: str, ra_col: str) -> dict:
     if len(bad):
         # Any failed or stopped seed withholds the value: a mean over a different seed set is another estimate.
         row = bad.iloc[0]
-        problem = f"cell {row['status']}: {_first_line(row.get('error'))}" if row["status"] == "failed" else f"cell {row['status']}"
+        problem = f"cell {row['status']}: {_first_line(row.get('error'))}" if row["status"] in ("failed", "stopped") else f"cell {row['status']}"
     done = cells[cells["status"] == "done"]
     out = {"problem": problem, "n": len(done), "sparsity": done["sparsity"].mean() if "sparsity" in done else np.nan}
     for name, col in (("sa", sa_col), ("ra", ra_col)):
@@ -109,6 +109,9 @@ def _compare(ticket: dict | None, dense: dict | None, metric: str, tol: float, w
         return np.nan, np.nan, pd.NA, f"dense baseline {dense['problem']} ({where})"
     if ticket is None:
         return np.nan, dense[metric], pd.NA, f"ticket cell missing: {where}"
+    if ticket["problem"] and ticket["problem"].startswith("cell stopped"):
+        # Early stopping only stops a ticket that trails the dense model by more than its margin: a loss, said why.
+        return np.nan, dense[metric], False, f"{ticket['problem']} ({where}): counted as not matching"
     if ticket["problem"]:
         return np.nan, dense[metric], pd.NA, f"{ticket['problem']} ({where})"
     t, d = ticket[metric], dense[metric]

@@ -211,6 +211,21 @@ class EvalSpec(_Spec):
         return (self.fast_ra_every, a, self.fast_val_images)
 
 
+class EarlyStopSpec(_Spec):
+    """Double-win-aware early stopping: stop a ticket whose validation trails its dense model's at the same epoch."""
+
+    enabled: bool = Field(False, description="off for the paper's grid (fidelity); on in sweeps/paper-fast.yaml")
+    margin: float = Field(0.05, ge=0, le=1, description="stop when ticket val SA or RA < dense's - margin (accuracy in [0,1])")
+    grace_epochs: int | None = Field(None, ge=0, description="compare only from this epoch on; default: the regime's first lr milestone (its first decay), else half its epochs")
+    metrics: list[Literal["sa", "ra"]] = Field(default_factory=lambda: ["sa", "ra"], description="validation metrics compared")
+
+    def grace_for(self, regime: "RegimeSpec") -> int:
+        if self.grace_epochs is not None:
+            return self.grace_epochs
+        ms = sorted(regime.optimizer.milestones)
+        return ms[0] if regime.optimizer.schedule == "multistep" and ms else regime.epochs // 2
+
+
 class ResourceSpec(_Spec):
     """What one cell asks of the cluster."""
 
@@ -234,6 +249,7 @@ class SweepSpec(_Spec):
     eval: EvalSpec
     seeds: list[int] = Field(default_factory=lambda: [1], min_length=1, description="fine-tuning seeds (the paper: 1)")
     resources: ResourceSpec = Field(default_factory=ResourceSpec)
+    early_stop: EarlyStopSpec = Field(default_factory=EarlyStopSpec, description="stop tickets that clearly trail the dense model (status 'stopped')")
 
     @field_validator("tickets", mode="before")
     @classmethod

@@ -186,9 +186,11 @@ class Store:
             return None
         return self.read_table(table, [key]).to_pylist()[0]
 
-    def done_cells(self) -> set[str]:
+    def done_cells(self, include_stopped: bool = False) -> set[str]:
+        """Cells with a final row: `done`, and `stopped` ones while early stopping is on (else they rerun in full)."""
+        final = {"done", "stopped"} if include_stopped else {"done"}
         t = self.read_table("trials", columns=["cell_id", "status"])
-        return {c for c, s in zip(t.column("cell_id").to_pylist(), t.column("status").to_pylist()) if s == "done"}
+        return {c for c, s in zip(t.column("cell_id").to_pylist(), t.column("status").to_pylist()) if s in final}
 
     # -- weights ------------------------------------------------------------------------------------
     def weights_parts(self, pretrained_id: str) -> tuple[str, str]:

@@ -25,6 +25,7 @@ class Job:
     build: Callable[[], dict]  # the trial config, built when the job is released (its mask exists by then)
     needs_pretrained: str | None = None
     needs_imp: tuple | None = None  # (pretrained_id, mask params, round)
+    needs_cell: str | None = None  # a cell that must be done first (the dense baseline, for early stopping)
     why_blocked: str = field(default="", compare=False)
 
 
@@ -38,6 +39,7 @@ class StagedSearcher(Searcher):
         self._pretrained: set[str] = set()
         self._imp: dict[tuple, set[int]] = {}
         self._failed: list[Job] = []
+        self._done: set[str] = set()
 
     # Tune's Searcher API -------------------------------------------------------------------------
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
@@ -76,6 +78,8 @@ class StagedSearcher(Searcher):
             return
         self._seen_at = time.monotonic()
         self._pretrained = set(self.store.names("pretrained"))
+        if any(j.needs_cell for j in self.pending):
+            self._done = self.store.done_cells()
         if any(j.needs_imp for j in self.pending):
             t = self.store.read_table("masks", columns=["pretrained_id", "method", "params", "round"]).to_pylist()
             self._imp = {}
@@ -86,6 +90,8 @@ class StagedSearcher(Searcher):
     def _ready(self, job: Job) -> bool:
         if job.needs_pretrained and job.needs_pretrained not in self._pretrained:
             return False
+        if job.needs_cell and job.needs_cell not in self._done:
+            return False
         if job.needs_imp:
             return job.needs_imp[2] in self._imp.get(_imp_key(job.needs_imp), set())
         return True
@@ -95,6 +101,8 @@ class StagedSearcher(Searcher):
             return f"pre-trained model {job.needs_pretrained} was not stored (its pre-training failed?)"
         if job.needs_imp:
             return f"IMP round {job.needs_imp[2]} was not stored (its IMP job failed?)"
+        if job.needs_cell:
+            return f"its dense baseline {job.needs_cell} did not finish"
         return "not released"
 
 

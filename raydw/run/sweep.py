@@ -138,6 +138,8 @@ def _progress_callback(total: int, concurrency: int):
             if r.get("status") == "done":
                 ra = r.get("ra_at_ra_best") if r.get("ra_at_ra_best") is not None else r.get("ra_at_sa_best")
                 what = f"SA {_num(r.get('sa_at_sa_best')):.3f} RA {_num(ra):.3f}"
+            elif r.get("status") == "stopped":
+                what = f"stopped early: {str(r.get('error'))[:120]}"
             else:
                 what = f"FAILED: {str(r.get('error', 'see the trials row'))[:120]}"
             left = (time.time() - self.t0) / self.n * (total - self.n)
@@ -158,7 +160,14 @@ def _pretrain_config(store: Store, spec: SweepSpec, p, data_root: str | None) ->
 
 
 def plan(spec: SweepSpec, store: Store) -> tuple[list[Cell], set[str]]:
-    return expand(spec), store.done_cells()
+    return expand(spec), store.done_cells(include_stopped=spec.early_stop.enabled)
+
+
+def dense_of(cells: list[Cell]) -> dict[str, str]:
+    """ticket cell_id -> the cell_id of its dense baseline (same pre-training, dataset, regime, fraction, seed)."""
+    key = lambda c: (c.pretrained_id, c.dataset, c.regime, c.data_fraction, c.seed)  # noqa: E731
+    dense = {key(c): c.cell_id for c in cells if c.ticket_method == "dense"}
+    return {c.cell_id: dense[key(c)] for c in cells if c.ticket_method != "dense" and key(c) in dense}
 
 
 def run_sweep(spec: SweepSpec, storage: str | None = None, address: str | None = None, data_root: str | None = None,
@@ -206,10 +215,13 @@ def _run_locked(spec: SweepSpec, store: Store, address: str | None, data_root: s
     base = {"storage": store.uri, "sweep": spec.name, "eval": spec.eval.model_dump(mode="json"),
             "resources": spec.resources.model_dump(), "torch_threads": spec.resources.torch_threads,
             "data_root": data_root or spec.data.root, "git_commit": _commit()}
+    stop = _early_stop_plan(spec, cells)
     for c in todo:
-        jobs.append(Job("cell", c.cell_id, c.label(), lambda c=c: {**base, **masks.cell_inputs(c), "cell": c.to_dict(),
-                                                                    "index_set_id": index_ids[_index_key(c)]},
-                        needs_pretrained=c.pretrained_id, needs_imp=masks.imp_need(c)))
+        jobs.append(Job("cell", c.cell_id, c.label(),
+                        lambda c=c: {**base, **masks.cell_inputs(c), "cell": c.to_dict(), "early_stop": stop.get(c.cell_id),
+                                     "index_set_id": index_ids[_index_key(c)]},
+                        needs_pretrained=c.pretrained_id, needs_imp=masks.imp_need(c),
+                        needs_cell=stop[c.cell_id]["dense_cell_id"] if c.cell_id in stop else None))
     conc = max_concurrent(spec)
     out(f"running {sum(j.kind == 'cell' for j in jobs)} cells"
         + "".join(f", {sum(j.kind == k for j in jobs)} {k} job(s)" for k in ("pretrain", "imp") if any(j.kind == k for j in jobs))
@@ -220,6 +232,16 @@ def _run_locked(spec: SweepSpec, store: Store, address: str | None, data_root: s
     for j in searcher.blocked():
         out(f"  not run: {j.label} ({j.why_blocked})")
     return _summary(spec, store, cells, len(todo), t0, out)
+
+
+def _early_stop_plan(spec: SweepSpec, cells: list[Cell]) -> dict[str, dict]:
+    """Per ticket cell: its dense baseline (which then runs first) and when and how to compare against it."""
+    es = spec.early_stop
+    if not es.enabled:
+        return {}
+    by_id = {c.cell_id: c for c in cells}
+    return {cid: {"dense_cell_id": did, "margin": es.margin, "metrics": list(es.metrics),
+                  "grace": es.grace_for(by_id[cid].regime_obj())} for cid, did in dense_of(cells).items()}
 
 
 def _commit() -> str | None:

@@ -64,7 +64,7 @@ def cell_trial(config: dict) -> None:
         "index_set_id": config["index_set_id"], "wall_s": time.time() - t0, "git_commit": config.get("git_commit"),
         "config": config_json(cell.canonical), "finished_at": dt.datetime.now(dt.timezone.utc), **versions(),
     }
-    if row.get("status") == "done":
+    if row.get("status") in ("done", "stopped"):
         # The paper's early stopping: SA from the SA-best epoch, RA from the RA-best epoch. Without validation
         # RA (standard fine-tuning in the paper), RA is taken at the SA-best epoch.
         row["sa"] = row.get("sa_at_sa_best")

@@ -56,18 +56,46 @@ def _report(rank: int, metrics: dict, state: dict | None) -> None:
         train.report(_clean(metrics))
 
 
+class EarlyStopped(RuntimeError):
+    """This ticket trails its dense baseline by more than the spec's margin: stop and record why."""
+
+
+def _early_stop_check(store: Store, plan: dict | None):
+    """on_epoch hook: compare this epoch's validation with the dense cell's at the same epoch (from the store)."""
+    if not plan:
+        return lambda record: None
+
+    def check(record: dict) -> None:
+        if record["epoch"] < plan["grace"]:
+            return
+        dense = store.get("epochs", f"{plan['dense_cell_id']}.e{record['epoch']:04d}")
+        if dense is None:
+            return
+        for m in plan["metrics"]:
+            mine, ref = record.get(f"val_{m}"), dense.get(f"val_{m}")
+            if mine is None or ref is None or math.isnan(mine) or math.isnan(ref):
+                continue
+            if mine < ref - plan["margin"]:
+                raise EarlyStopped(f"stopped at epoch {record['epoch']}: validation {m.upper()} {mine:.4f} trails the dense "
+                                   f"model's {ref:.4f} by more than the margin {plan['margin']}")
+
+    return check
+
+
 class _Reporter:
     """on_epoch for the loop: epoch row to the store (rank 0), metrics + a checkpoint to Ray Train."""
 
-    def __init__(self, rank: int, extra_row: dict, store: Store | None, key: str | None):
+    def __init__(self, rank: int, extra_row: dict, store: Store | None, key: str | None, check=None):
         self.rank, self.extra, self.store, self.key, self.node = rank, extra_row, store, key, _node()
         self.state_fn = None
+        self.check = check or (lambda record: None)
 
     def __call__(self, record: dict, state_fn) -> None:
         self.state_fn = state_fn
         if self.rank == 0 and self.store is not None:
             self.store.write_row("epochs", {**record, **self.extra, "node": self.node}, name=f"{self.key}.e{record['epoch']:04d}")
         _report(self.rank, record, state_fn() if self.rank == 0 else None)
+        self.check(record)  # after the report: a stopped cell keeps its last epoch's checkpoint and row
 
     def final(self, metrics: dict, resume: dict | None) -> None:
         """The last report carries the final metrics in its checkpoint, so a restored finished run re-reports them."""
@@ -110,7 +138,7 @@ def cell_worker(config: dict) -> None:
     data = load_data(cell.dataset, config.get("data_root"), cell.protocol, idx, device, rank, world)
     resume = _resume_state()
     reporter = _Reporter(rank, {"cell_id": cell.cell_id, "resumed_from": 0 if resume is None else resume["epoch"] + 1},
-                         store, cell.cell_id)
+                         store, cell.cell_id, _early_stop_check(store, config.get("early_stop")))
     if resume is not None and "final" in resume:  # the run had finished; only its trials row was missing
         _report(rank, resume["final"], resume if rank == 0 else None)
         return
@@ -123,6 +151,9 @@ def cell_worker(config: dict) -> None:
                   autocast=autocast, ddp=_wrap(model, world, device), val_schedule=ev.val_schedule())
     except Diverged as e:  # deterministic: record it as the cell's failure instead of letting Train retry it
         reporter.final({**final, "status": "failed", "error": str(e)}, resume)
+        return
+    except EarlyStopped as e:
+        reporter.final({**final, "status": "stopped", "error": str(e), "fit_s": time.perf_counter() - t_fit}, resume)
         return
     final.update(status="done", error="", **out.test, train_s=out.train_s, fit_s=time.perf_counter() - t_fit,
                  epochs=len(out.history),

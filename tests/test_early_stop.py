@@ -1,0 +1,68 @@
+"""Double-win-aware early stopping: a ticket trailing its dense model past the grace period is stopped, said why,
+and counted as not matching by the verdicts."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from raydw.analysis import verdicts
+from raydw.run.worker import EarlyStopped, _early_stop_check
+from raydw.spec import EarlyStopSpec, OptimizerSpec, RegimeSpec
+from raydw.store import Store
+
+PLAN = {"dense_cell_id": "dense", "margin": 0.05, "metrics": ["sa", "ra"], "grace": 2}
+
+
+def _dense_epochs(store: Store, sa: float, ra: float, epochs: int = 5) -> None:
+    for e in range(epochs):
+        store.write_row("epochs", {"cell_id": "dense", "epoch": e, "val_sa": sa, "val_ra": ra}, name=f"dense.e{e:04d}")
+
+
+def test_a_trailing_ticket_is_stopped_after_the_grace_period(tmp_path):
+    store = Store(str(tmp_path))
+    _dense_epochs(store, 0.9, 0.5)
+    check = _early_stop_check(store, PLAN)
+    check({"epoch": 1, "val_sa": 0.1, "val_ra": 0.1})  # within grace: never stopped
+    with pytest.raises(EarlyStopped, match="epoch 2: validation SA 0.8000 trails the dense model's 0.9000"):
+        check({"epoch": 2, "val_sa": 0.8, "val_ra": 0.5})
+
+
+def test_a_ticket_within_the_margin_runs_on(tmp_path):
+    store = Store(str(tmp_path))
+    _dense_epochs(store, 0.9, 0.5)
+    check = _early_stop_check(store, PLAN)
+    for e in range(2, 5):
+        check({"epoch": e, "val_sa": 0.86, "val_ra": 0.46})
+
+
+def test_missing_validation_values_never_stop_a_cell(tmp_path):
+    store = Store(str(tmp_path))
+    _dense_epochs(store, 0.9, math.nan)
+    _early_stop_check(store, PLAN)({"epoch": 3, "val_sa": 0.88, "val_ra": 0.0})
+
+
+def test_grace_defaults_to_the_first_learning_rate_decay():
+    r = RegimeSpec(kind="standard", epochs=150, batch_size=64,
+                   optimizer=OptimizerSpec(lr=0.001, schedule="multistep", milestones=[100, 50]))
+    assert EarlyStopSpec(enabled=True).grace_for(r) == 50
+    cos = r.model_copy(update={"optimizer": OptimizerSpec(lr=0.01, schedule="cosine")})
+    assert EarlyStopSpec(enabled=True).grace_for(cos) == 75
+
+
+def test_verdicts_count_a_stopped_ticket_as_not_matching_and_say_why():
+    base = {"pretraining": "ST", "dataset": "digits", "seed": 1, "ticket_round": 0, "error": None}
+    rows = []
+    for method, s, status in (("dense", 0.0, "done"), ("omp", 0.5, "stopped")):
+        for regime, kind in (("standard", "standard"), ("adversarial", "adversarial")):
+            rows.append({**base, "cell_id": f"{method}-{regime}", "ticket_method": method, "target_sparsity": s,
+                         "sparsity": s, "regime": regime, "regime_kind": kind, "data_fraction": 1.0,
+                         "status": status if kind == "adversarial" else "done",
+                         "error": "stopped at epoch 3: validation RA ..." if (status == "stopped" and kind == "adversarial") else None,
+                         "sa": 0.9 if method == "dense" else 0.95, "ra": 0.5 if method == "dense" else None})
+    v = verdicts(pd.DataFrame(rows))
+    r = v.iloc[0]
+    assert bool(r.matching_sa_std) and not bool(r.matching_sa_adv) and not bool(r.double_win_strict)
+    assert not pd.isna(r.matching_sa_adv)  # a loss, not a missing value
+    assert "stopped" in r.reason and "counted as not matching" in r.reason
