@@ -57,6 +57,11 @@ def dry_run(spec: SweepSpec, storage: str) -> str:
     lines += ["", "cells per (pretraining, regime, fraction): " + ", ".join(f"{k[0]}/{k[1]}/{k[2]:g}: {v}" for k, v in sorted(by.items()))]
     epochs = sum(c.regime_spec["epochs"] for c in cells)
     lines.append(f"fine-tuning epochs in total: {epochs}")
+    from raydw.cost import plan_text
+
+    sched = spec.eval.val_schedule()
+    lines += ["", plan_text(cells, spec.eval.attack.steps,
+                            None if sched is None else (sched[0], sched[1].steps, sched[2]), done)]
     miss = missing_inputs(spec)
     lines += ["", "missing inputs:" if miss else "inputs: all present"] + [f"  {m}" for m in miss]
     return "\n".join(lines)
