@@ -342,12 +342,39 @@ def _summary(spec: SweepSpec, store: Store, cells: list[Cell], ran: int, t0: flo
     failed = sum(1 for s in status.values() if s == "failed")
     s = Summary(total=len(cells), done=done, failed=failed, ran=ran, storage=store.uri, wall_s=time.time() - t0)
     out(f"\n{done}/{len(cells)} cells done, {failed} failed, {len(cells) - done - failed} missing ({s.wall_s:.0f} s)")
+    if done:
+        out(_table(store, ids))
+        try:  # the report is a convenience here: a plotting problem must not turn a finished sweep into an error
+            from raydw.report import write_report
+
+            out(f"report: {write_report(store.uri, store.path('report'))}")
+        except Exception as e:  # noqa: BLE001
+            out(f"report: not written ({type(e).__name__}: {e}); try `raydw report {store.uri} --out DIR`")
     out(f"results: {store.uri}")
     out(f"  load:  python -c \"import raydw; print(raydw.results.load('{store.uri}').head())\"")
-    out(f"  print: raydw results {store.uri}")
+    out(f"  print: raydw results {store.uri}   verdicts: raydw verdicts {store.uri}")
     if failed:
         out("  failed cells are retried by running the same sweep again")
     return s
+
+
+def _table(store: Store, ids: set[str]) -> str:
+    """Test SA / RA (%) per pre-training and ticket level, one column per (regime, fraction), mean over seeds."""
+    import pandas as pd
+
+    from raydw.results import load
+
+    df = load(store.uri)
+    df = df[df.cell_id.isin(ids) & (df.status == "done")]
+    if not len(df):
+        return ""
+    df = df.assign(ticket=[("dense" if m == "dense" else f"{m} {s:.1%}") for m, s in zip(df.ticket_method, df.sparsity)],
+                   setting=[f"{r} f={f:g}" for r, f in zip(df.regime, df.data_fraction)])
+    g = df.groupby(["pretraining", "dataset", "ticket", "setting"])[["sa", "ra"]].mean().reset_index()
+    g["value"] = [f"{100 * a:.1f} / {100 * b:.1f}" for a, b in zip(g.sa, g.ra)]
+    t = g.pivot(index=["pretraining", "dataset", "ticket"], columns="setting", values="value").fillna("-")
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_rows", 200):
+        return f"\ntest SA / RA in % (mean over seeds; SA at the SA-best, RA at the RA-best epoch)\n{t.to_string()}\n"
 
 
 def run_pretraining(spec: SweepSpec, storage: str | None = None, address: str | None = None, out=print) -> None:
