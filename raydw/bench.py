@@ -31,6 +31,8 @@ KIND_HELP = {
 SYNTHETIC_NOTE = ("synthetic uint8 CIFAR-shaped images (random 32x32x3, random labels): "
                   "images/s does not depend on image content")
 EPS, STEP = 8 / 255, 2 / 255
+WORKERS, PREFETCH = 2, 4  # the reference's DataLoader: 2 workers x torch's default prefetch_factor 2
+LR = 0.01  # both recipes; momentum 0.9 and weight decay 5e-4 as the paper's scripts
 DATASET = "cifar10"  # its statistics and flip rule; the pixels are synthetic
 
 # Dense bf16 peaks by device-name substring (first match wins; unknown devices get no fraction).
@@ -54,13 +56,17 @@ class Profile:
     steps: int
     warmup: int
     sparsity: float  # a real (non-dense) mask, so both recipes pay their masking cost
+    threads: int | None  # torch intra-op threads; None: torch's default
 
 
 PROFILES = {
     # ResNet-18 at 32 px: the same kinds of layers and per-step overheads as ResNet-50, in minutes on 2 cores.
-    "cpu": Profile("resnet18", "native", 64, 6, 1, 0.8),
-    # The paper's setting: ResNet-50 at 224 px, the adversarial scripts' batch 128.
-    "gpu": Profile("resnet50", "paper", 128, 20, 3, 0.8),
+    # One thread, as a sweep's CPU worker (resources.torch_threads): on a shared machine two spinning
+    # OpenMP threads ran the same step 13x slower (measured 2026-11-25).
+    "cpu": Profile("resnet18", "native", 64, 6, 1, 0.8, 1),
+    # The paper's setting: ResNet-50 at 224 px, the adversarial scripts' batch 128. Warm-up 5 > the
+    # reference workers' 4 prefetched batches, so an augmentation-bound reference shows it in the timed steps.
+    "gpu": Profile("resnet50", "paper", 128, 20, 5, 0.8, None),
 }
 
 
@@ -122,15 +128,17 @@ def reference_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
 class PilImages(torch.utils.data.Dataset):
     """torchvision's CIFAR10.__getitem__: a PIL image per item, then the per-image transforms."""
 
-    def __init__(self, x_hwc: np.ndarray, y: np.ndarray, transform):
+    def __init__(self, x_hwc: np.ndarray, y: np.ndarray, transform, length: int | None = None):
         self.x, self.y, self.transform = x_hwc, y, transform
+        self.length = length or len(y)  # longer than the images: they repeat (content does not matter)
 
     def __len__(self) -> int:
-        return len(self.y)
+        return self.length
 
     def __getitem__(self, i):
         from PIL import Image
 
+        i %= len(self.y)
         return self.transform(Image.fromarray(self.x[i])), int(self.y[i])
 
 
@@ -144,10 +152,10 @@ def reference_transforms(protocol: str):
     return T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor()]), T.ToTensor()
 
 
-def reference_loader(x_hwc, y, transform, batch: int, shuffle: bool, device) -> torch.utils.data.DataLoader:
+def reference_loader(x_hwc, y, transform, batch: int, shuffle: bool, device, length: int | None = None):
     # dataset.py: num_workers=2, pin_memory=True (pinning only means something with a GPU).
-    return torch.utils.data.DataLoader(PilImages(x_hwc, y, transform), batch_size=batch, shuffle=shuffle,
-                                       num_workers=2, pin_memory=device.type == "cuda", drop_last=False)
+    return torch.utils.data.DataLoader(PilImages(x_hwc, y, transform, length), batch_size=batch, shuffle=shuffle,
+                                       num_workers=WORKERS, pin_memory=device.type == "cuda", drop_last=False)
 
 
 def reference_train_step(model, opt, x, y, attack_steps: int) -> None:
@@ -225,25 +233,30 @@ def _ref_batches(loader, dev):
         yield xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
 
 
-def _time_ref(kind: str, step, loader, prof: Profile, dev) -> Row:
-    """Warm-up steps (the first one counted by FlopCounterMode), then `steps` timed steps."""
+def _time_ref(kind: str, step, loader, prof: Profile, dev, warmup: int | None = None, steps: int | None = None) -> Row:
+    """Warm-up steps (the first one counted by FlopCounterMode), then timed steps.
+
+    The workers run ahead by up to PREFETCH batches, so a timed run of `steps` batches can be up to
+    PREFETCH/steps optimistic for the reference when its augmentation, not the model, is the bottleneck.
+    """
+    warmup, steps = warmup or prof.warmup, steps or prof.steps
     it = _ref_batches(loader, dev)  # workers start here, before the clock
     flops = _flops(lambda: step(*next(it)))
-    for _ in range(prof.warmup - 1):
+    for _ in range(warmup - 1):
         step(*next(it))
     _sync(dev)
     _reset_peak(dev)
     t0 = time.perf_counter()
-    for _ in range(prof.steps):
+    for _ in range(steps):
         step(*next(it))
     _sync(dev)
-    return Row(kind, "reference", prof.steps * prof.batch, time.perf_counter() - t0, flops / prof.batch, _peak_mib(dev))
+    return Row(kind, "reference", steps * prof.batch, time.perf_counter() - t0, flops / prof.batch, _peak_mib(dev))
 
 
 def reference_rows(net, mask, x_hwc, y_np, prof: Profile, dev, mean, std) -> dict:
     """kind -> a thunk that measures that row of the reference recipe."""
     model = reference_model(net, mask, mean, std, dev)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4, foreach=False)
+    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9, weight_decay=5e-4, foreach=False)
     train_tf, eval_tf = reference_transforms(prof.protocol)
     mk = lambda tf, shuffle: reference_loader(x_hwc, y_np, tf, prof.batch, shuffle, dev)  # noqa: E731
     return {
@@ -265,9 +278,17 @@ def _reference_cudnn():
         torch.backends.cudnn.deterministic = prev
 
 
+def _augment_steps(prof: Profile) -> tuple[int, int]:
+    """(warm-up, timed) batches of the augmentation rows: with nothing to compute, the consumer drains the
+    workers' prefetched batches in the warm-up, so the timed batches measure what the workers produce."""
+    return PREFETCH + 1, max(prof.steps, 8)
+
+
 def _augment_ref(x_hwc, y_np, prof: Profile, dev) -> Row:
     train_tf, _ = reference_transforms("paper")
-    row = _time_ref("augment_224", lambda x, y: None, reference_loader(x_hwc, y_np, train_tf, prof.batch, True, dev), prof, dev)
+    warm, timed = _augment_steps(prof)
+    loader = reference_loader(x_hwc, y_np, train_tf, prof.batch, True, dev, length=(warm + timed) * prof.batch)
+    row = _time_ref("augment_224", lambda x, y: None, loader, prof, dev, warm, timed)
     row.flops_per_image = None
     return row
 
@@ -280,9 +301,11 @@ def _regimes(batch: int):
 
     spec = load_spec(Path(__file__).resolve().parent / "sweeps" / "paper.yaml")
     cut = {"epochs": 1, "batch_size": batch, "val_start_epoch": 1, "validate_ra": False, "per_dataset": {}}
+    # lr 0.01 for both recipes: it changes no cost, and random labels at the paper's 0.1 could diverge.
+    std, adv = (r.model_copy(update={**cut, "optimizer": r.optimizer.model_copy(update={"lr": LR})})
+                for r in (spec.regimes["standard"], spec.regimes["adversarial"]))
     tail = AttackSpec(eps=EPS, step_size=STEP, steps=1)  # fit's closing test on one image: cheap, untimed
-    return spec.regimes["standard"].model_copy(update=cut), spec.regimes["adversarial"].model_copy(update=cut), \
-        spec.eval.attack, tail
+    return std, adv, spec.eval.attack, tail
 
 
 def _data(x, y, n: int, transform):
@@ -325,16 +348,18 @@ def _augment_raydw(x, prof: Profile, dev) -> Row:
     from raydw.data.device import Transform
 
     tf, gen = Transform(DATASET, "paper", 32), torch.Generator(device="cpu").manual_seed(0)
-    batches = [x[i * prof.batch:(i + 1) * prof.batch] for i in range(prof.warmup + prof.steps)]
-    for xb in batches[:prof.warmup]:
+    warm, timed = _augment_steps(prof)
+    starts = [(i * prof.batch) % (len(x) - prof.batch + 1) for i in range(warm + timed)]
+    batches = [x[s:s + prof.batch] for s in starts]
+    for xb in batches[:warm]:
         tf.train(xb, gen)
     _sync(dev)
     _reset_peak(dev)
     t0 = time.perf_counter()
-    for xb in batches[prof.warmup:]:
+    for xb in batches[warm:]:
         tf.train(xb, gen)
     _sync(dev)
-    return Row("augment_224", "raydw", prof.steps * prof.batch, time.perf_counter() - t0, None, _peak_mib(dev))
+    return Row("augment_224", "raydw", timed * prof.batch, time.perf_counter() - t0, None, _peak_mib(dev))
 
 
 def raydw_rows(net, mask, x, y, prof: Profile, dev, mean, std) -> dict:
@@ -381,12 +406,17 @@ def device_label(dev: torch.device) -> str:
     return f"CPU: {model} ({os.cpu_count()} cores)"
 
 
+def _sig(v: float, digits: int = 5) -> float:
+    """Significant digits, not decimals: a CPU smoke test measures fractions of an image per second."""
+    return float(f"{v:.{digits}g}")
+
+
 def _row_dict(r: Row, spec_peak, measured_peak) -> dict:
     tflops = r.flops_per_image * r.images_per_s / 1e12 if r.flops_per_image is not None else None
     return {"kind": r.kind, "recipe": r.recipe, "images": r.images, "seconds": round(r.seconds, 4),
-            "images_per_s": round(r.images_per_s, 2),
+            "images_per_s": _sig(r.images_per_s),
             "gflop_per_image": None if r.flops_per_image is None else round(r.flops_per_image / 1e9, 4),
-            "achieved_tflops": None if tflops is None else round(tflops, 4),
+            "achieved_tflops": None if tflops is None else _sig(tflops),
             "frac_of_spec_bf16_peak": None if tflops is None or spec_peak is None else round(tflops / spec_peak[0], 4),
             "frac_of_measured_bf16_peak": None if tflops is None or measured_peak is None else round(tflops / measured_peak[0], 4),
             "peak_mem_mib": round(r.peak_mem_mib, 1)}
@@ -403,10 +433,10 @@ def run(profile: str = "cpu", steps: int | None = None, batch: int | None = None
 
     base = PROFILES[profile]
     prof = Profile(base.arch, base.protocol, batch or base.batch, steps or base.steps,
-                   max(1, warmup if warmup is not None else base.warmup), base.sparsity)
+                   max(1, warmup if warmup is not None else base.warmup), base.sparsity, threads or base.threads)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if threads:
-        torch.set_num_threads(threads)
+    if prof.threads:
+        torch.set_num_threads(prof.threads)
     info = catalog.get(DATASET)
     torch.manual_seed(seed)
     net = build_net(prof.arch, info.num_classes)
@@ -443,7 +473,7 @@ def run(profile: str = "cpu", steps: int | None = None, batch: int | None = None
                              "measured": None if measured_peak is None else {"tflops": measured_peak[0], "source": measured_peak[1]}},
         "kinds": KIND_HELP,
         "rows": [_row_dict(r, spec_peak, measured_peak) for r in rows],
-        "ratio_raydw_over_reference": {k: round(by[k, "raydw"].images_per_s / by[k, "reference"].images_per_s, 3)
+        "ratio_raydw_over_reference": {k: _sig(by[k, "raydw"].images_per_s / by[k, "reference"].images_per_s)
                                        for k in KINDS},
     }
 

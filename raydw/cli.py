@@ -303,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as e:  # not writable, or in use by another driver: nothing was run
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except BrokenPipeError:  # `raydw ... | head`: the reader left, nothing is wrong
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

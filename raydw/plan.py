@@ -46,7 +46,13 @@ def dry_run(spec: SweepSpec, storage: str) -> str:
     r = spec.resources
     lines = [f"sweep {spec.name}: {len(cells)} cells ({len(done & {c.cell_id for c in cells})} done) -> store {store.uri}",
              f"each cell: {r.workers_per_cell} Ray Train worker(s) x ({r.cpus_per_worker} CPU, {r.gpus_per_worker} GPU)"
-             + (f", at most {r.max_concurrent_cells} at once" if r.max_concurrent_cells else ""), ""]
+             + (f", at most {r.max_concurrent_cells} at once" if r.max_concurrent_cells else "")]
+    if spec.search.mode == "extreme":
+        lines.append(f"search: extreme ({spec.search.rule} rule, verify {spec.search.verify}): the table is the full grid; "
+                     "dense cells run first, then only the ticket levels the search asks for (docs/search.md)")
+    if spec.early_stop.enabled:
+        lines.append(f"early stopping: tickets trailing their dense model by > {spec.early_stop.margin} after the grace period stop")
+    lines.append("")
     hdr = f"{'cell_id':16s}  {'pretraining':11s} {'ticket':7s} {'sparsity':>8s}  {'dataset':9s} {'regime':12s} {'fraction':>8s} {'seed':>4s} {'epochs':>6s}  status"
     lines += [hdr, "-" * len(hdr)]
     for c in cells:

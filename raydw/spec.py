@@ -226,6 +226,14 @@ class EarlyStopSpec(_Spec):
         return ms[0] if regime.optimizer.schedule == "multistep" and ms else regime.epochs // 2
 
 
+class SearchSpec(_Spec):
+    """Which ticket levels run: the full grid, or an adaptive search for each group's extreme double-win level."""
+
+    mode: Literal["grid", "extreme"] = Field("grid", description="grid: every level; extreme: dense first, then the levels raydw.search proposes per (pre-training, dataset, fraction, ticket spec) from finished verdicts (docs/search.md)")
+    verify: Literal["none", "full"] = Field("none", description="extreme: afterwards run the remaining levels too, to test the answer")
+    rule: Literal["strict", "loose"] = Field("strict", description="the double-win rule whose verdicts steer the search")
+
+
 class ResourceSpec(_Spec):
     """What one cell asks of the cluster."""
 
@@ -249,6 +257,7 @@ class SweepSpec(_Spec):
     eval: EvalSpec
     seeds: list[int] = Field(default_factory=lambda: [1], min_length=1, description="fine-tuning seeds (the paper: 1)")
     resources: ResourceSpec = Field(default_factory=ResourceSpec)
+    search: SearchSpec = Field(default_factory=SearchSpec, description="full grid or adaptive search over sparsity levels")
     early_stop: EarlyStopSpec = Field(default_factory=EarlyStopSpec, description="stop tickets that clearly trail the dense model (status 'stopped')")
 
     @field_validator("tickets", mode="before")

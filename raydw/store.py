@@ -69,8 +69,16 @@ PRETRAINED = pa.schema([
     ("weights_sha256", pa.string()), ("config", pa.string()), ("wall_s", pa.float64()),
 ])
 
-SCHEMAS = {"trials": TRIALS, "epochs": EPOCHS, "masks": MASKS, "index_sets": INDEX_SETS, "pretrained": PRETRAINED}
-KEYS = {"trials": "cell_id", "masks": "mask_id", "index_sets": "index_set_id", "pretrained": "pretrained_id"}
+SEARCHES = pa.schema([
+    ("search_id", pa.string()), ("sweep", pa.string()), ("pretraining", pa.string()), ("dataset", pa.string()),
+    ("data_fraction", pa.float64()), ("ticket_method", pa.string()), ("rule", pa.string()), ("verify", pa.string()),
+    ("levels", pa.string()), ("levels_run", pa.string()), ("verdicts", pa.string()),
+    ("max_win", pa.float64()), ("max_contig_win", pa.float64()), ("consistent", pa.bool_()), ("unknown", pa.string()),
+    ("done", pa.bool_()), ("cells_run", pa.int64()), ("cells_saved", pa.int64()), ("state", pa.string()),
+])
+
+SCHEMAS = {"trials": TRIALS, "epochs": EPOCHS, "masks": MASKS, "index_sets": INDEX_SETS, "pretrained": PRETRAINED, "searches": SEARCHES}
+KEYS = {"searches": "search_id", "trials": "cell_id", "masks": "mask_id", "index_sets": "index_set_id", "pretrained": "pretrained_id"}
 
 
 class StoreError(RuntimeError):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,7 +17,9 @@ from raydw.spec import load_spec
 from raydw.status import summary
 from raydw.store import Store
 
-DEMO_STORE = Path("/tmp/demo1")
+# A store written by a real demo run, when one is named (`RAYDW_DEMO_STORE=results/demo pytest ...`). CI runs the
+# report on the real store of tests/test_sweep_ray.py instead; this one checks the full demo grid by hand.
+DEMO_STORE = Path(os.environ.get("RAYDW_DEMO_STORE", "/nonexistent"))
 
 
 def put(store: Store, pre: str, k: int, regime: str, frac: float, sa: float, ra: float | None,
@@ -78,12 +81,13 @@ def test_the_report_of_an_empty_store_still_shows_the_status(tmp_path):
 
 def test_the_report_of_the_demo_store_shows_every_pretraining(tmp_path):
     if not (DEMO_STORE / "trials").is_dir():
-        pytest.skip(f"no demo store at {DEMO_STORE} (run `raydw sweep --storage {DEMO_STORE}` to make one)")
+        pytest.skip("set RAYDW_DEMO_STORE to a demo store (after `raydw sweep`) to check its report")
     shutil.copytree(DEMO_STORE / "trials", tmp_path / "demo" / "trials")  # the report reads trials only
     index = write_report(str(tmp_path / "demo"), tmp_path / "report")
     text = index.read_text()
     assert all(p.stat().st_size > 10_000 for p in pngs_referenced(index))
-    assert all(f"<td class=''>{p}</td>" in text for p in ("ST", "FAT", "AT")) and "27 done, 0 failed" in text
+    done = len([r for r in (tmp_path / "demo" / "trials").iterdir()])
+    assert all(f"<td class=''>{p}</td>" in text for p in ("ST", "FAT", "AT")) and f"{done} done, 0 failed" in text
 
 
 def test_the_report_renders_in_headless_chromium(hand_store, tmp_path):
@@ -118,7 +122,7 @@ def test_status_with_a_spec_counts_missing_cells_and_estimates_time_left(tmp_pat
     for c in cells[:3]:
         store.write_row("trials", {**{k: v for k, v in c.to_dict().items() if k not in ("canonical", "regime_spec", "arch",
                                                                                          "pretrained_id", "prunable", "protocol",
-                                                                                         "normalization", "fraction_method")},
+                                                                                         "normalization", "fraction_method", "ticket_index")},
                                    "pretrained_id": c.pretrained_id, "status": "done", "wall_s": 30.0, "workers": 1, "device": "cpu"})
     text = summary(store.uri, DEMO)
     # 24 cells left; settings without a done cell fall back to the overall mean of 30 s: 24 x 30 s = 12 min.

@@ -26,12 +26,14 @@ class Job:
     needs_pretrained: str | None = None
     needs_imp: tuple | None = None  # (pretrained_id, mask params, round)
     needs_cell: str | None = None  # a cell that must be done first (the dense baseline, for early stopping)
+    gated: bool = False  # released only when the adaptive search asks for its level
     why_blocked: str = field(default="", compare=False)
 
 
 class StagedSearcher(Searcher):
-    def __init__(self, jobs: list[Job], store: Store):
+    def __init__(self, jobs: list[Job], store: Store, gate=None):
         super().__init__()
+        self.gate = gate  # raydw.run.adaptive.LevelGate for `search: extreme`
         self.pending = list(jobs)
         self.running: dict[str, Job] = {}
         self.store = store
@@ -70,14 +72,14 @@ class StagedSearcher(Searcher):
         self._seen_at = 0.0  # something finished: look at the store again at the next suggest
 
     # readiness -------------------------------------------------------------------------------------
-    def blocked(self) -> list[Job]:
-        return [*self._failed, *self.pending]
 
     def _refresh(self) -> None:
         if time.monotonic() - self._seen_at < POLL_S:
             return
         self._seen_at = time.monotonic()
         self._pretrained = set(self.store.names("pretrained"))
+        if self.gate is not None:
+            self.gate.update()
         if any(j.needs_cell for j in self.pending):
             self._done = self.store.done_cells()
         if any(j.needs_imp for j in self.pending):
@@ -92,9 +94,19 @@ class StagedSearcher(Searcher):
             return False
         if job.needs_cell and job.needs_cell not in self._done:
             return False
+        if job.gated and not self.gate.allows(job.key):
+            return False
         if job.needs_imp:
             return job.needs_imp[2] in self._imp.get(_imp_key(job.needs_imp), set())
         return True
+
+    def skipped(self) -> list[Job]:
+        """Cells the adaptive search did not need."""
+        return [j for j in self.pending if j.gated and not self.gate.allows(j.key)]
+
+    def blocked(self) -> list[Job]:
+        skipped = {id(j) for j in self.skipped()} if self.gate is not None else set()
+        return [*self._failed, *(j for j in self.pending if id(j) not in skipped)]
 
     def _why(self, job: Job) -> str:
         if job.needs_pretrained and job.needs_pretrained not in self._pretrained:

@@ -20,6 +20,7 @@ from raydw.store import Store, config_json
 # and a toy cell pays ~6 s more (ray-notes sections 3 and 9). 0.2 s costs nothing measurable.
 RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
 DRIVER_RESOURCE = "TRAIN_DRIVER"
+AUTOSCALE_CELLS = 4  # cells started on a cluster that has no fitting node yet (the autoscaler's demand signal)
 
 
 @dataclass
@@ -79,6 +80,12 @@ def max_concurrent(spec: SweepSpec) -> int:
     n = int(total.get("CPU", 1) // (r.workers_per_cell * r.cpus_per_worker))
     if r.gpus_per_worker > 0:
         n = min(n, int(total.get("GPU", 0) // (r.workers_per_cell * r.gpus_per_worker)))
+    if n < 1 and total.get(DRIVER_RESOURCE, 0) >= 1:
+        # An autoscaling cluster (cluster.yaml) starts without GPU nodes: pending cells are the demand that makes
+        # the autoscaler add them, so start some instead of refusing.
+        print(f"warning: the cluster has no node that fits a cell yet ({dict(total)}); starting {AUTOSCALE_CELLS} cells so "
+              "the autoscaler adds nodes (set resources.max_concurrent_cells to choose)", file=sys.stderr)
+        return AUTOSCALE_CELLS
     if n < 1:
         raise RuntimeError(f"the cluster ({dict(total)}) cannot fit one cell of {r.workers_per_cell} workers x "
                            f"{r.cpus_per_worker} CPU / {r.gpus_per_worker} GPU")
@@ -216,21 +223,35 @@ def _run_locked(spec: SweepSpec, store: Store, address: str | None, data_root: s
             "resources": spec.resources.model_dump(), "torch_threads": spec.resources.torch_threads,
             "data_root": data_root or spec.data.root, "git_commit": _commit()}
     stop = _early_stop_plan(spec, cells)
+    gate = None
+    if spec.search.mode == "extreme":
+        from raydw.run.adaptive import LevelGate
+
+        gate = LevelGate(spec, cells, store)
     for c in todo:
         jobs.append(Job("cell", c.cell_id, c.label(),
                         lambda c=c: {**base, **masks.cell_inputs(c), "cell": c.to_dict(), "early_stop": stop.get(c.cell_id),
                                      "index_set_id": index_ids[_index_key(c)]},
                         needs_pretrained=c.pretrained_id, needs_imp=masks.imp_need(c),
-                        needs_cell=stop[c.cell_id]["dense_cell_id"] if c.cell_id in stop else None))
+                        needs_cell=stop[c.cell_id]["dense_cell_id"] if c.cell_id in stop else None,
+                        gated=gate is not None and c.ticket_method != "dense"))
     conc = max_concurrent(spec)
     out(f"running {sum(j.kind == 'cell' for j in jobs)} cells"
         + "".join(f", {sum(j.kind == k for j in jobs)} {k} job(s)" for k in ("pretrain", "imp") if any(j.kind == k for j in jobs))
         + f" on Ray Tune + Ray Train, {conc} at a time")
-    searcher = StagedSearcher(jobs, store)
+    searcher = StagedSearcher(jobs, store, gate)
     _tune_jobs(searcher, f"{spec.name}-{dt.datetime.now():%Y%m%d-%H%M%S}", store, conc,
                [_progress_callback(len(todo), conc)])
     for j in searcher.blocked():
         out(f"  not run: {j.label} ({j.why_blocked})")
+    if gate is not None:
+        gate.update()
+        rows = gate.rows(spec.name)
+        for r in rows:
+            store.write_row("searches", r)
+            out(f"  search {r['pretraining']} {r['dataset']} f={r['data_fraction']:g} {r['ticket_method']}: levels run "
+                f"{r['levels_run']}, extreme double-win {r['max_win']} (contiguous {r['max_contig_win']}), "
+                f"{r['cells_saved']} cells saved{'' if r['consistent'] else ', NOT monotone'}")
     return _summary(spec, store, cells, len(todo), t0, out)
 
 
@@ -344,12 +365,15 @@ def _summary(spec: SweepSpec, store: Store, cells: list[Cell], ran: int, t0: flo
     out(f"\n{done}/{len(cells)} cells done, {failed} failed, {len(cells) - done - failed} missing ({s.wall_s:.0f} s)")
     if done:
         out(_table(store, ids))
-        try:  # the report is a convenience here: a plotting problem must not turn a finished sweep into an error
-            from raydw.report import write_report
+        if not store.local:  # an object store: write the report where the user reads it
+            out(f"report: raydw report {store.uri} --out report/")
+        else:
+            try:  # the report is a convenience here: a plotting problem must not turn a finished sweep into an error
+                from raydw.report import write_report
 
-            out(f"report: {write_report(store.uri, store.path('report'))}")
-        except Exception as e:  # noqa: BLE001
-            out(f"report: not written ({type(e).__name__}: {e}); try `raydw report {store.uri} --out DIR`")
+                out(f"report: {write_report(store.uri, store.path('report'))}")
+            except Exception as e:  # noqa: BLE001
+                out(f"report: not written ({type(e).__name__}: {e}); try `raydw report {store.uri} --out DIR`")
     out(f"results: {store.uri}")
     out(f"  load:  python -c \"import raydw; print(raydw.results.load('{store.uri}').head())\"")
     out(f"  print: raydw results {store.uri}   verdicts: raydw verdicts {store.uri}")

@@ -1,0 +1,97 @@
+"""`search: extreme` in a sweep: one ExtremeSearch per group decides which ticket cells are released.
+
+A group is (pre-training, dataset, adversarial data fraction, ticket spec); its levels are the ticket spec's
+sparsities. A level's verdict is the strict (or loose) double-win verdict of its cells against the dense cells,
+computed by raydw.analysis once all of them have a final row. Ray-free apart from being driven by the pipeline
+Searcher; resumes from the verdicts already in the store, never repeating a cell.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pandas as pd
+
+from raydw.cells import Cell
+from raydw.search import ExtremeSearch
+from raydw.spec import SweepSpec
+from raydw.store import Store
+
+FINAL = ("done", "failed", "stopped")
+
+
+class LevelGate:
+    def __init__(self, spec: SweepSpec, cells: list[Cell], store: Store):
+        self.spec, self.store = spec, store
+        self.rule, self.verify = spec.search.rule, spec.search.verify
+        self.groups: dict[tuple, dict] = {}
+        dense = {(c.pretrained_id, c.dataset, c.regime, c.data_fraction, c.seed): c.cell_id
+                 for c in cells if c.ticket_method == "dense"}
+        tickets = [c for c in cells if c.ticket_method != "dense"]
+        for c in (c for c in tickets if c.regime_kind == "adversarial"):
+            key = (c.pretraining, c.dataset, c.data_fraction, c.ticket_index)
+            g = self.groups.setdefault(key, {"levels": sorted({x.target_sparsity for x in tickets if x.ticket_index == c.ticket_index}),
+                                             "method": c.ticket_method, "cells": {}})
+            g["cells"].setdefault(c.target_sparsity, set()).add(c.cell_id)
+        # Standard-FT cells of a level belong to every fraction group of their (pre-training, dataset, ticket spec);
+        # the dense cells a level is compared with must be final too before its verdict counts.
+        for c in tickets:
+            for key, g in self.groups.items():
+                if (key[0], key[1], key[3]) == (c.pretraining, c.dataset, c.ticket_index):
+                    if c.regime_kind == "standard" or c.data_fraction == key[2]:
+                        g["cells"].setdefault(c.target_sparsity, set()).add(c.cell_id)
+                        d = dense.get((c.pretrained_id, c.dataset, c.regime, c.data_fraction, c.seed))
+                        if d:
+                            g.setdefault("dense", set()).add(d)
+        self.released: set[str] = set()
+        for g in self.groups.values():
+            g["search"] = ExtremeSearch(g["levels"], verify=self.verify)
+        self.update()
+
+    def allows(self, cell_id: str) -> bool:
+        return cell_id in self.released
+
+    def update(self) -> None:
+        """Record the verdicts of levels whose cells are all final, then release the levels the searches propose."""
+        trials = self.store.read_table("trials").to_pandas()
+        status = dict(zip(trials.cell_id, trials.status))
+        verdicts = self._verdicts(trials)
+        for key, g in self.groups.items():
+            s: ExtremeSearch = g["search"]
+            for level, ids in g["cells"].items():
+                if all(status.get(i) in FINAL for i in ids | g.get("dense", set())):
+                    try:  # a bool may replace an unknown (a retried cell); the search ignores a repeat
+                        s.record(level, verdicts.get((key[0], key[1], key[2], g["method"], round(level, 9))))
+                    except ValueError:
+                        pass  # a verdict that changed after a rerun: keep the first, as the search saw it
+            for level in s.propose():
+                self.released |= g["cells"][level]
+
+    def _verdicts(self, trials: pd.DataFrame) -> dict[tuple, bool | None]:
+        from raydw.analysis import verdicts
+
+        done = trials[trials.status.isin(FINAL)]
+        if not len(done) or not (done.ticket_method != "dense").any():
+            return {}
+        v = verdicts(done, rule=self.rule)
+        col = f"double_win_{self.rule}"
+        return {(r.pretraining, r.dataset, r.data_fraction, r.ticket_method, round(r.target_sparsity, 9)):
+                (None if pd.isna(r[col]) else bool(r[col])) for _, r in v.iterrows()}
+
+    def rows(self, sweep: str) -> list[dict]:
+        out = []
+        for key, g in self.groups.items():
+            s: ExtremeSearch = g["search"]
+            a = s.answer()
+            ran = {i for lvl in a["run"] for i in g["cells"][lvl]}
+            all_ids = set().union(*g["cells"].values())
+            ident = json.dumps([key[0], key[1], key[2], key[3], g["method"], self.rule, self.verify])
+            out.append({"search_id": hashlib.sha256(ident.encode()).hexdigest()[:16], "sweep": sweep,
+                        "pretraining": key[0], "dataset": key[1], "data_fraction": key[2], "ticket_method": g["method"],
+                        "rule": self.rule, "verify": self.verify, "levels": json.dumps(g["levels"]),
+                        "levels_run": json.dumps(a["run"]), "verdicts": json.dumps(s.state().get("verdicts", {}), default=str),
+                        "max_win": a["max_win"], "max_contig_win": a["max_contig_win"], "consistent": a["consistent"],
+                        "unknown": json.dumps(a["unknown"]), "done": a["done"], "cells_run": len(ran),
+                        "cells_saved": len(all_ids - ran - self.released), "state": json.dumps(s.state(), default=str)})
+        return out
+
