@@ -64,8 +64,9 @@ class LevelGate:
                         s.record(level, verdicts.get((key[0], key[1], key[2], g["method"], round(level, 9))))
                     except ValueError:
                         pass  # a verdict that changed after a rerun: keep the first, as the search saw it
-            for level in s.propose():
-                self.released |= g["cells"][level]
+            if not s.in_flight:  # one level at a time per group: speculative levels would spend the savings
+                for level in s.propose():
+                    self.released |= g["cells"][level]
 
     def _verdicts(self, trials: pd.DataFrame) -> dict[tuple, bool | None]:
         from raydw.analysis import verdicts

@@ -6,6 +6,7 @@ row run again (missing and failed ones), and a half-done cell's Train run contin
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import os
 import sys
@@ -249,9 +250,11 @@ def _run_locked(spec: SweepSpec, store: Store, address: str | None, data_root: s
         rows = gate.rows(spec.name)
         for r in rows:
             store.write_row("searches", r)
-            out(f"  search {r['pretraining']} {r['dataset']} f={r['data_fraction']:g} {r['ticket_method']}: levels run "
-                f"{r['levels_run']}, extreme double-win {r['max_win']} (contiguous {r['max_contig_win']}), "
-                f"{r['cells_saved']} cells saved{'' if r['consistent'] else ', NOT monotone'}")
+            pct = lambda v: "none" if v is None else f"{v:.1%}"  # noqa: E731
+            run = ", ".join(pct(v) for v in json.loads(r["levels_run"]))
+            out(f"  search {r['pretraining']} {r['dataset']} f={r['data_fraction']:g} {r['ticket_method']} ({r['rule']}): "
+                f"levels run {run}; extreme double-win {pct(r['max_win'])} (contiguous {pct(r['max_contig_win'])}); "
+                f"{r['cells_saved']} cells saved{'' if r['consistent'] else '; NOT monotone'}")
     return _summary(spec, store, cells, len(todo), t0, out)
 
 
