@@ -255,7 +255,8 @@ def _run_locked(spec: SweepSpec, store: Store, address: str | None, data_root: s
             out(f"  search {r['pretraining']} {r['dataset']} f={r['data_fraction']:g} {r['ticket_method']} ({r['rule']}): "
                 f"levels run {run}; extreme double-win {pct(r['max_win'])} (contiguous {pct(r['max_contig_win'])}); "
                 f"{r['cells_saved']} cells saved{'' if r['consistent'] else '; NOT monotone'}")
-    return _summary(spec, store, cells, len(todo), t0, out)
+    skipped = len(searcher.skipped()) if gate is not None else 0
+    return _summary(spec, store, cells, len(todo) - skipped, t0, out, skipped)
 
 
 def _early_stop_plan(spec: SweepSpec, cells: list[Cell]) -> dict[str, dict]:
@@ -358,14 +359,15 @@ def _job_entry(config: dict) -> None:
     {"pretrain": trials.pretrain_trial, "imp": trials.imp_trial, "cell": trials.cell_trial}[config["kind"]](job)
 
 
-def _summary(spec: SweepSpec, store: Store, cells: list[Cell], ran: int, t0: float, out) -> Summary:
+def _summary(spec: SweepSpec, store: Store, cells: list[Cell], ran: int, t0: float, out, skipped: int = 0) -> Summary:
     ids = {c.cell_id for c in cells}
     t = store.read_table("trials", columns=["cell_id", "status"]).to_pylist()
     status = {r["cell_id"]: r["status"] for r in t if r["cell_id"] in ids}
     done = sum(1 for s in status.values() if s == "done")
     failed = sum(1 for s in status.values() if s == "failed")
     s = Summary(total=len(cells), done=done, failed=failed, ran=ran, storage=store.uri, wall_s=time.time() - t0)
-    out(f"\n{done}/{len(cells)} cells done, {failed} failed, {len(cells) - done - failed} missing ({s.wall_s:.0f} s)")
+    out(f"\n{done}/{len(cells)} cells done, {failed} failed, {len(cells) - done - failed} missing"
+        + (f" ({skipped} not needed by the extreme search)" if skipped else "") + f" ({s.wall_s:.0f} s)")
     if done:
         out(_table(store, ids))
         if not store.local:  # an object store: write the report where the user reads it
