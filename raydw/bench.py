@@ -259,10 +259,13 @@ def reference_rows(net, mask, x_hwc, y_np, prof: Profile, dev, mean, std) -> dic
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9, weight_decay=5e-4, foreach=False)
     train_tf, eval_tf = reference_transforms(prof.protocol)
     mk = lambda tf, shuffle: reference_loader(x_hwc, y_np, tf, prof.batch, shuffle, dev)  # noqa: E731
+    std_step = lambda x, y: reference_train_step(model, opt, x, y, 0)  # noqa: E731
+    adv_step = lambda x, y: reference_train_step(model, opt, x, y, 10)  # noqa: E731
+    eval_step = lambda x, y: reference_eval_step(model, x, y)  # noqa: E731
     return {
-        "standard": lambda: _time_ref("standard", lambda x, y: reference_train_step(model, opt, x, y, 0), mk(train_tf, True), prof, dev),
-        "pgd10_train": lambda: _time_ref("pgd10_train", lambda x, y: reference_train_step(model, opt, x, y, 10), mk(train_tf, True), prof, dev),
-        "pgd20_eval": lambda: _time_ref("pgd20_eval", lambda x, y: reference_eval_step(model, x, y), mk(eval_tf, False), prof, dev),
+        "standard": lambda: _time_ref("standard", std_step, mk(train_tf, True), prof, dev),
+        "pgd10_train": lambda: _time_ref("pgd10_train", adv_step, mk(train_tf, True), prof, dev),
+        "pgd20_eval": lambda: _time_ref("pgd20_eval", eval_step, mk(eval_tf, False), prof, dev),
         "augment_224": lambda: _augment_ref(x_hwc, y_np, prof, dev),
     }
 
@@ -465,6 +468,8 @@ def run(profile: str = "cpu", steps: int | None = None, batch: int | None = None
                      "sgd_foreach": {"reference": False, "raydw": True},
                      "mask": {"reference": "torch.nn.utils.prune CustomFromMask hooks", "raydw": "BoundMask foreach ops"},
                      "cudnn_deterministic": {"reference": True, "raydw": bool(torch.backends.cudnn.deterministic)},
+                     # torch defaults, both recipes: the reference's "fp32" convs run as TF32 on Ampere and later.
+                     "tf32": {"cudnn": bool(torch.backends.cudnn.allow_tf32), "matmul": bool(torch.backends.cuda.matmul.allow_tf32)},
                      "load_average_1min": {"before": round(load_before[0], 2), "after": round(load_after[0], 2),
                                            "cores": os.cpu_count()},
                      "peak_memory": "torch.cuda.max_memory_allocated per row" if dev.type == "cuda"
