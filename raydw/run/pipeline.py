@@ -67,6 +67,12 @@ class StagedSearcher(Searcher):
             return Searcher.FINISHED
         return None
 
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to save: a rerun rebuilds every job's state from the store (rerun is resume)."""
+
+    def restore(self, checkpoint_path: str) -> None:
+        """See save()."""
+
     def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
         self.running.pop(trial_id, None)
         self._seen_at = 0.0  # something finished: look at the store again at the next suggest
