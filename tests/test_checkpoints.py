@@ -243,3 +243,32 @@ def test_missing_inputs_names_cache_path_and_command(tmp_path, monkeypatch):
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "resnet50.tv_in1k.pt").touch()
     assert len(missing_inputs(load_spec(tmp_path / "s.yaml"))) == 2
+
+
+def test_a_sweep_names_a_local_checkpoint_and_the_store_keeps_it_weights_only(tmp_path, r18):
+    """The driver's stage 1 for `weights: PATH, arch: ...`: strict conversion into the store, reused by every cell."""
+    from raydw.spec import PretrainingSpec
+    from raydw.store import Store
+    from raydw.tickets import register_weights
+    from raydw.train.setup import load_pretrained
+
+    path = tmp_path / "fast.pth.tar"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in r18.items()}, "epoch": 15, "arch": "resnet18"}, path)
+    store = Store(str(tmp_path / "store"))
+    row = register_weights(store, PretrainingSpec(name="FAT", weights=str(path), arch="resnet18"))
+    assert row["arch"] == "resnet18" and row["num_classes"] == 1000 and "sha256" in row["source"]
+    again = register_weights(store, PretrainingSpec(name="FAT", weights=str(path), arch="resnet18"))
+    assert again["pretrained_id"] == row["pretrained_id"]  # registered once
+    _, net = load_pretrained(store, row["pretrained_id"])
+    assert torch.equal(net.state_dict()["conv1.weight"], r18["conv1.weight"])
+    torch.load(store.path(*store.weights_parts(row["pretrained_id"])), weights_only=True)
+
+
+def test_a_sweep_naming_a_registry_entry_without_its_file_says_how_to_fetch_it(tmp_path, monkeypatch):
+    from raydw.spec import PretrainingSpec
+    from raydw.store import Store
+    from raydw.tickets import register_weights
+
+    monkeypatch.setattr(catalog, "MODEL_CACHE", tmp_path / "cache")
+    with pytest.raises(FileNotFoundError, match="raydw fetch resnet50.tv_in1k"):
+        register_weights(Store(str(tmp_path / "s")), PretrainingSpec(name="ST", weights="resnet50.tv_in1k"))
