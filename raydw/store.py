@@ -121,9 +121,10 @@ class Store:
 
     def check_writable(self) -> None:
         """Fail fast, before any GPU time is spent, if the store cannot take a file."""
-        try:
-            self.write_bytes(("_probe", f".probe-{uuid.uuid4().hex}"), b"ok")
-            self.fs.delete_dir(self.path("_probe"))
+        try:  # a hidden file of its own at the root: concurrent drivers never remove each other's probe
+            name = f".probe-{uuid.uuid4().hex}"
+            self.write_bytes((name,), b"ok")
+            self.fs.delete_file(self.path(name))
         except Exception as e:  # noqa: BLE001 - any failure here means the sweep cannot record results
             raise StoreError(f"results store {self.uri} is not writable: {e}") from None
 

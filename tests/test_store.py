@@ -81,3 +81,12 @@ def test_lock_of_a_killed_driver_is_taken_over(tmp_path):
         {"pid": int(dead.stdout), "host": socket.gethostname(), "what": "killed", "since": "x"}))
     with Store(str(tmp_path)).lock("new") as lk:
         assert json.loads(open(lk.path).read())["pid"] == os.getpid()
+
+
+def test_probing_writability_leaves_nothing_and_survives_concurrent_probes(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    s = Store(str(tmp_path))
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: s.check_writable(), range(32)))
+    assert os.listdir(tmp_path) == []
