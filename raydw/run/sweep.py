@@ -150,9 +150,11 @@ def _progress_callback(total: int, concurrency: int):
                 what = f"stopped early: {str(r.get('error'))[:120]}"
             else:
                 what = f"FAILED: {str(r.get('error', 'see the trials row'))[:120]}"
-            left = (time.time() - self.t0) / self.n * (total - self.n)
+            if self.n == 1:  # pace from the first finished cell on: pre-training and start-up are not per cell
+                self.t0 = time.time()
+            left = (time.time() - self.t0) / max(self.n - 1, 1) * (total - self.n) if self.n > 1 else None
             _say(f"[{self.n}/{total}] {label}: {what}" + (f" ({took:.0f} s)" if took else "") +
-                (f", ~{left / 60:.1f} min left" if self.n < total else ""))
+                (f", ~{left / 60:.1f} min left" if left is not None and self.n < total else ""))
 
         def on_trial_error(self, iteration, trials, trial, **info):
             self.on_trial_complete(iteration, trials, trial)
