@@ -125,6 +125,7 @@ def fit(model: nn.Module, mask: BoundMask | None, data: Data, regime: RegimeSpec
         attack_gen.manual_seed(seed * 104_729 + epoch)
         model.train()
         sums = torch.zeros(3, device=dev, dtype=torch.float64)  # loss*n, correct, n: read once per epoch
+        seen = 0  # images this rank trained on, counted on the host: no per-step host-to-device copy
         for xb, yb in epoch_batches(data.train, max(1, regime.batch_size // _world()), seed, epoch):
             x = data.transform.train(xb, train_gen)
             if attack is not None:  # the paper trains on the adversarial examples only
@@ -139,10 +140,12 @@ def fit(model: nn.Module, mask: BoundMask | None, data: Data, regime: RegimeSpec
             opt.step()
             if mask is not None:
                 mask.apply_()  # masked weights are exactly zero after every step
-            sums += torch.stack([loss.detach().double() * len(yb), (logits.argmax(1) == yb).sum().double(),
-                                 torch.tensor(len(yb), device=dev, dtype=torch.float64)])
+            sums[0] += loss.detach().double() * len(yb)
+            sums[1] += (logits.argmax(1) == yb).sum()
+            seen += len(yb)
         lr = opt.param_groups[0]["lr"]
         sched.step()
+        sums[2] = seen
         loss_sum, correct, n = _all_sum(sums).tolist()
         if not math.isfinite(loss_sum):
             raise Diverged(f"training loss is {loss_sum / max(n, 1)} at epoch {epoch} (lr {lr})")
