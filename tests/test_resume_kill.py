@@ -1,6 +1,7 @@
 """Rerun is resume: kill the `raydw sweep` process by PID mid-run, run it again, get every cell exactly once."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -26,6 +27,16 @@ def _visible(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith(".")) if folder.exists() else []
 
 
+def _registered_checkpoint(store: Path) -> bool:
+    for snap in (store / "train").glob("cell-*/checkpoint_manager_snapshot.json"):
+        try:
+            if json.loads(snap.read_text()).get("latest_checkpoint_result"):
+                return True
+        except (OSError, ValueError):  # being written
+            pass
+    return False
+
+
 def test_killed_sweep_resumes_without_duplicates(tmp_path, tiny_spec_text):
     d = yaml.safe_load(tiny_spec_text)
     d["regimes"]["standard"]["epochs"] = 4
@@ -36,9 +47,11 @@ def test_killed_sweep_resumes_without_duplicates(tmp_path, tiny_spec_text):
 
     first = _sweep(spec, store, tmp_path / "first.log")
     deadline = time.time() + 400
-    # Kill once the first cell has stored an epoch but before any cell is complete.
+    # Kill once the first cell has stored an epoch and Train's controller has registered its checkpoint (the
+    # snapshot a restored run reads), but before any cell is complete. Without the second condition the kill
+    # can land between the report and the registration, and the cell rightly restarts from scratch.
     while time.time() < deadline and first.poll() is None:
-        if _visible(store / "epochs") and not _visible(store / "trials"):
+        if _visible(store / "epochs") and not _visible(store / "trials") and _registered_checkpoint(store):
             break
         time.sleep(0.2)
     assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]

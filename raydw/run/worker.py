@@ -92,9 +92,11 @@ class _Reporter:
 
     def __call__(self, record: dict, state_fn) -> None:
         self.state_fn = state_fn
+        # Checkpoint first, row second: an epoch row in the store then means its checkpoint was persisted, so
+        # a killed sweep that shows epoch k resumes at k+1 (once Train's controller has registered it).
+        _report(self.rank, record, state_fn() if self.rank == 0 else None)
         if self.rank == 0 and self.store is not None:
             self.store.write_row("epochs", {**record, **self.extra, "node": self.node}, name=f"{self.key}.e{record['epoch']:04d}")
-        _report(self.rank, record, state_fn() if self.rank == 0 else None)
         self.check(record)  # after the report: a stopped cell keeps its last epoch's checkpoint and row
 
     def final(self, metrics: dict, resume: dict | None) -> None:
