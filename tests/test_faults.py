@@ -76,6 +76,29 @@ def _wait(cond, timeout: float, what: str, poll: float = 0.1):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def _ray_diagnostics() -> str:
+    """What Ray holds when a sweep is stuck: resources, placement groups, live actors (best effort)."""
+    import ray
+
+    lines = []
+    try:
+        lines.append(f"available: {ray.available_resources()}  total: {ray.cluster_resources()}")
+        lines.append("nodes: " + ", ".join(f"{n['NodeManagerAddress']} alive={n['Alive']}" for n in ray.nodes()))
+        for pg_id, pg in ray.util.placement_group_table().items():
+            if pg.get("state") != "REMOVED":
+                lines.append(f"pg {pg_id[:8]} {pg.get('state')} {pg.get('bundles')} on {pg.get('bundles_to_node_id')}")
+    except Exception as e:  # noqa: BLE001 - diagnostics only
+        lines.append(f"(resources/pgs unavailable: {e})")
+    try:
+        from ray.util.state import list_actors
+
+        for a in list_actors(filters=[("state", "!=", "DEAD")], limit=200):
+            lines.append(f"actor {a.class_name} {a.state} node={str(a.node_id)[:8]} job={a.job_id}")
+    except Exception as e:  # noqa: BLE001
+        lines.append(f"(actors unavailable: {e})")
+    return "\n".join(lines)
+
+
 class _SweepThread(threading.Thread):
     """run_sweep in this process (it joins the Ray this test module started) so the test can inject faults."""
 
@@ -93,7 +116,8 @@ class _SweepThread(threading.Thread):
 
     def finish(self, timeout: float):
         self.join(timeout)
-        assert not self.is_alive(), f"sweep still running after {timeout} s:\n" + "\n".join(self.lines)
+        assert not self.is_alive(), (f"sweep still running after {timeout} s:\n" + "\n".join(self.lines)
+                                     + "\n--- Ray state ---\n" + _ray_diagnostics())
         if self.error is not None:
             raise self.error
         return self.summary
@@ -252,12 +276,12 @@ def first_sweep(cluster, tmp_path_factory):
     t0 = time.time()
     sw = _SweepThread(_spec(epochs=3, concurrent=2, extra_regimes=BOOM), store)
     sw.start()
-    summary = sw.finish(270)
+    summary = sw.finish(480)
     return store, summary, time.time() - t0
 
 
 # ------------------------------------------------------------------------------------------------ faults
-@pytest.mark.timeout(330)
+@pytest.mark.timeout(600)
 def test_a_sweep_spreads_its_cells_over_both_worker_nodes(cluster, first_sweep):
     store, summary, wall = first_sweep
     assert summary.total == 4 and summary.done == 2 and summary.failed == 2
@@ -285,19 +309,19 @@ def test_a_diverging_cell_is_recorded_failed_while_the_others_finish(first_sweep
             f"{failed.wall_s.max():.0f} s with '{failed.error.iloc[0][:60]}'; the 2 other cells done; no retries")
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(720)
 def test_a_killed_train_worker_resumes_its_cell_from_the_last_epoch(cluster, first_sweep, tmp_path):
     epochs = 6
     store = _seeded_store(first_sweep[0], tmp_path / "store")
     sw = _SweepThread(_spec(epochs=epochs, concurrent=2), store)
     sw.start()
-    cell, ip = _wait(lambda: _cell_with_epochs(store, 2), 150, "a cell with two epoch rows")
+    cell, ip = _wait(lambda: _cell_with_epochs(store, 2), 240, "a cell with two epoch rows")
     pids = _wait(lambda: _our_train_workers(ip), 20, f"the Train worker on {ip}")
     assert len(pids) == 1, pids  # one CPU per node: one Train worker
     before = _visible(Path(store) / "epochs")
     t_fault = time.time()
     os.kill(pids[0], signal.SIGKILL)
-    sw.finish(180)
+    sw.finish(420)
     _check_exactly_once(store, 2, epochs=epochs)
     took, rerun, start = _recovery(store, cell, t_fault, before)
     ep = results.load(store, "epochs")
@@ -309,11 +333,7 @@ def test_a_killed_train_worker_resumes_its_cell_from_the_last_epoch(cluster, fir
             f"fault -> first new epoch row {took:.1f} s")
 
 
-@pytest.mark.timeout(240)
-@pytest.mark.skipif(os.environ.get("CI") == "true",
-                    reason="on a fresh-clone CI run the rerun after killing a driver that had joined the cluster did not finish "
-                           "in 180 s (the killed driver's Train runs seem to keep the workers' CPUs; see docs/reliability.md); "
-                           "run it by hand with `pytest tests/test_faults.py -k killed_sweep`")
+@pytest.mark.timeout(720)
 def test_a_killed_sweep_driver_is_resumed_by_a_rerun_on_the_cluster(cluster, first_sweep, tmp_path):
     epochs = 6
     store = _seeded_store(first_sweep[0], tmp_path / "store")
@@ -321,7 +341,7 @@ def test_a_killed_sweep_driver_is_resumed_by_a_rerun_on_the_cluster(cluster, fir
     first = _cli_sweep(d, f"file://{store}", cluster.address, tmp_path / "first.log")  # the file:// form of the URI
     try:
         ep_dir = Path(store) / "epochs"
-        _wait(lambda: first.poll() is not None or _cell_with_epochs(store, 2), 150, "a cell with two epoch rows")
+        _wait(lambda: first.poll() is not None or _cell_with_epochs(store, 2), 240, "a cell with two epoch rows")
         assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
         before = _visible(ep_dir)
         t_fault = time.time()
@@ -334,7 +354,10 @@ def test_a_killed_sweep_driver_is_resumed_by_a_rerun_on_the_cluster(cluster, fir
     t_rerun = time.time()
     second = _cli_sweep(d, f"file://{store}", cluster.address, tmp_path / "second.log")
     try:
-        rc = second.wait(180)
+        rc = second.wait(420)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the rerun did not finish in 420 s:\n" + (tmp_path / "second.log").read_text()[-3000:]
+                             + "\n--- Ray state ---\n" + _ray_diagnostics()) from None
     finally:
         if second.poll() is None:
             second.kill()
@@ -355,10 +378,7 @@ def test_a_killed_sweep_driver_is_resumed_by_a_rerun_on_the_cluster(cluster, fir
             f"Train start-up), rerun total {time.time() - t_rerun:.0f} s")
 
 
-@pytest.mark.timeout(240)
-@pytest.mark.skipif(os.environ.get("CI") == "true",
-                    reason="timed out in CI right after the driver-kill test above left the cluster busy; the lock itself is "
-                           "tested without a cluster in tests/test_store.py; run by hand with `-k second_sweep`")
+@pytest.mark.timeout(720)
 def test_a_second_sweep_on_the_same_store_is_refused_naming_the_lock_holder(cluster, first_sweep, tmp_path):
     store = _seeded_store(first_sweep[0], tmp_path / "store")
     d = _spec(epochs=2, concurrent=2)
@@ -373,7 +393,7 @@ def test_a_second_sweep_on_the_same_store_is_refused_naming_the_lock_holder(clus
         out = (tmp_path / f"{loser}.log").read_text()
         assert procs[loser].returncode == 3, out[-2000:]
         assert f"is in use by another raydw driver (pid {procs[winner].pid} on {socket.gethostname()}" in out, out[-2000:]
-        assert procs[winner].wait(180) == 0, (tmp_path / f"{winner}.log").read_text()[-3000:]
+        assert procs[winner].wait(420) == 0, (tmp_path / f"{winner}.log").read_text()[-3000:]
         _check_exactly_once(store, 2, epochs=2)
         assert not (Path(store) / "locks" / "driver.json").exists()  # released at the end
         _record(f"two sweeps on one store: the second exits 3 after {refused_after:.1f} s naming the holder "
@@ -385,11 +405,7 @@ def test_a_second_sweep_on_the_same_store_is_refused_naming_the_lock_holder(clus
                 p.wait(30)
 
 
-@pytest.mark.timeout(240)
-@pytest.mark.skipif(os.environ.get("CI") == "true",
-                    reason="intermittent: on one of three fresh-clone runs the sweep did not finish within 200 s after the "
-                           "node was removed (cause not found yet; see docs/reliability.md); run it by hand with "
-                           "`pytest tests/test_faults.py -k removed`")
+@pytest.mark.timeout(720)
 def test_a_removed_worker_node_has_its_cell_rescheduled_on_the_other(cluster, first_sweep, tmp_path):
     epochs = 6
     store = _seeded_store(first_sweep[0], tmp_path / "store")
@@ -397,13 +413,13 @@ def test_a_removed_worker_node_has_its_cell_rescheduled_on_the_other(cluster, fi
     sw.start()
     ep_dir = Path(store) / "epochs"
 
-    victim_cell, victim_ip = _wait(lambda: _cell_with_epochs(store, 2), 150, "a cell with two epoch rows")
+    victim_cell, victim_ip = _wait(lambda: _cell_with_epochs(store, 2), 240, "a cell with two epoch rows")
     survivors = set(cluster.workers) - {victim_ip}
     before = _visible(ep_dir)
     t_fault = time.time()
     cluster.remove_worker(victim_ip)
     try:
-        sw.finish(200)
+        sw.finish(420)
         _check_exactly_once(store, 2, epochs=epochs)
         took, rerun, start = _recovery(store, victim_cell, t_fault, before)
         assert start >= 1 and rerun <= 1
