@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from raydw.cells import expand
+from raydw.cells import expand, tune_groups
 from raydw.data import catalog as data_catalog
 from raydw.models.catalog import PRETRAINED
 from raydw.spec import SweepSpec
@@ -41,8 +41,10 @@ def missing_inputs(spec: SweepSpec) -> list[str]:
 
 def dry_run(spec: SweepSpec, storage: str) -> str:
     store = Store(storage)
-    cells = expand(spec)
-    done = store.done_cells() if Path(store.root).exists() or not store.local else set()
+    exists = Path(store.root).exists() or not store.local
+    recipes = store.recipes() if spec.tune.enabled and exists else {}
+    cells = expand(spec, recipes)
+    done = store.done_cells() if exists else set()
     r = spec.resources
     lines = [f"sweep {spec.name}: {len(cells)} cells ({len(done & {c.cell_id for c in cells})} done) -> store {store.uri}",
              f"each cell: {r.workers_per_cell} Ray Train worker(s) x ({r.cpus_per_worker} CPU, {r.gpus_per_worker} GPU)"
@@ -52,13 +54,15 @@ def dry_run(spec: SweepSpec, storage: str) -> str:
                      "dense cells run first, then only the ticket levels the search asks for (docs/search.md)")
     if spec.early_stop.enabled:
         lines.append(f"early stopping: tickets trailing their dense model by > {spec.early_stop.margin} after the grace period stop")
+    if spec.tune.enabled:
+        lines += _tune_lines(spec, store, recipes, exists)
     lines.append("")
     hdr = f"{'cell_id':16s}  {'pretraining':11s} {'ticket':7s} {'sparsity':>8s}  {'dataset':9s} {'regime':12s} {'fraction':>8s} {'seed':>4s} {'epochs':>6s}  status"
     lines += [hdr, "-" * len(hdr)]
     for c in cells:
         lines.append(f"{c.cell_id:16s}  {c.pretraining:11s} {c.ticket_method:7s} {c.target_sparsity:8.4f}  {c.dataset:9s} "
                      f"{c.regime:12s} {c.data_fraction:8g} {c.seed:4d} {c.regime_spec['epochs']:6d}  "
-                     f"{'done' if c.cell_id in done else 'todo'}")
+                     f"{'done' if c.cell_id in done else 'tune first' if c.tune_id and not c.recipe_id else 'todo'}")
     by = Counter((c.pretraining, c.regime, c.data_fraction) for c in cells)
     lines += ["", "cells per (pretraining, regime, fraction): " + ", ".join(f"{k[0]}/{k[1]}/{k[2]:g}: {v}" for k, v in sorted(by.items()))]
     epochs = sum(c.regime_spec["epochs"] for c in cells)
@@ -71,3 +75,34 @@ def dry_run(spec: SweepSpec, storage: str) -> str:
     miss = missing_inputs(spec)
     lines += ["", "missing inputs:" if miss else "inputs: all present"] + [f"  {m}" for m in miss]
     return "\n".join(lines)
+
+
+def _tune_lines(spec: SweepSpec, store: Store, recipes: dict, exists: bool) -> list[str]:
+    """Which dense recipes are tuned (stored) and which are still to tune, with their stored trial counts."""
+    import json
+
+    t = spec.tune
+    groups = tune_groups(spec)
+    todo = [g for g in groups if g.tune_id not in recipes]
+    trials: dict[str, int] = {}
+    if exists and todo:
+        tab = store.read_table("trials", columns=["phase", "tune_id"]).to_pylist()
+        for r in tab:
+            if r["phase"] == "tune":
+                trials[r["tune_id"]] = trials.get(r["tune_id"], 0) + 1
+    rows = {r["tune_id"]: r for r in store.read_table("recipes").to_pylist()} if exists and recipes else {}
+    out = [f"tune: {len(groups)} dense recipe(s) (pre-training, dataset, regime, fraction), {len(groups) - len(todo)} tuned "
+           f"(stored), {len(todo)} to tune first: Optuna TPE (seed {t.seed}, {t.n_startup()} random startup trials), "
+           f"{t.num_samples} dense trials each over {sorted(t.space.fields())}; the chosen recipe is then held fixed for "
+           "the group's dense cell and every ticket (docs/tuning.md)"]
+    for g in groups:
+        if g.tune_id in recipes:
+            r = rows.get(g.tune_id, {})
+            out.append(f"  tuned   {g.label()}: {json.dumps(recipes[g.tune_id], sort_keys=True)} ({g.metric} "
+                       f"{r.get('value', float('nan')):.3f}, {r.get('trials')} trials)")
+        else:
+            out.append(f"  to tune {g.label()}: {trials.get(g.tune_id, 0)} of {t.num_samples} trials stored, maximize {g.metric}")
+    if todo:
+        out.append("  cells marked 'tune first' are listed with their regime as written: their ids (and epochs, where tuned) "
+                   "are known only once their recipe is chosen")
+    return out

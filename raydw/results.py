@@ -6,13 +6,27 @@ import pandas as pd
 from raydw.store import SCHEMAS, Store
 
 TABLES = tuple(SCHEMAS)
+PHASES = ("main", "tune")
 
 
-def load(uri: str = "./results", table: str = "trials", columns: list[str] | None = None) -> pd.DataFrame:
-    """One table of the store as a DataFrame (an empty frame with the table's columns if nothing is stored yet)."""
+def load(uri: str = "./results", table: str = "trials", columns: list[str] | None = None,
+         phase: str | None = "main") -> pd.DataFrame:
+    """One table of the store as a DataFrame (an empty frame with the table's columns if nothing is stored yet).
+
+    trials only: `phase` picks the rows: "main" (the default: the sweep's cells; rows written before the column
+    existed count as main), "tune" (tuning trials of dense recipes, docs/tuning.md), or None (every row).
+    """
     if table not in SCHEMAS:
         raise KeyError(f"unknown table {table!r}; known: {list(TABLES)}")
-    df = Store(uri).read_table(table, columns=columns).to_pandas()
+    if phase is not None and phase not in PHASES:
+        raise ValueError(f"phase {phase!r} is not one of {list(PHASES)} or None (all rows)")
+    by_phase = table == "trials" and phase is not None
+    read = columns if columns is None or not by_phase or "phase" in columns else [*columns, "phase"]
+    df = Store(uri).read_table(table, columns=read).to_pandas()
+    if by_phase:
+        df = df[df["phase"].fillna("main") == phase].reset_index(drop=True)
+        if columns is not None and "phase" not in columns:
+            df = df.drop(columns=["phase"])
     if table == "epochs" and len(df):
         df = df.sort_values(["cell_id", "epoch"], ignore_index=True)
     return df

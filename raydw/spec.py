@@ -234,6 +234,104 @@ class SearchSpec(_Spec):
     rule: Literal["strict", "loose"] = Field("strict", description="the double-win rule whose verdicts steer the search")
 
 
+TUNE_FIELDS = ("lr", "weight_decay", "attack_step_size", "epochs")
+_TUNE_KINDS = {"lr": ("loguniform", "uniform", "choice"), "weight_decay": ("loguniform", "uniform", "choice"),
+               "attack_step_size": ("loguniform", "uniform", "choice"), "epochs": ("int", "choice")}
+
+
+class DistSpec(_Spec):
+    """One search distribution, sampled by Optuna (seeded random for the startup trials, TPE after them)."""
+
+    kind: Literal["loguniform", "uniform", "int", "choice"] = Field(description="loguniform / uniform: a float in [low, high] (log-uniform for scales such as lr); int: an integer in [low, high], both ends included; choice: one of values")
+    low: float | None = Field(None, description="lower end, included, in the tuned field's unit (lr: learning rate; weight_decay: L2 coefficient; attack_step_size: [0,1] pixels, e.g. 1/255; epochs: epochs)")
+    high: float | None = Field(None, description="upper end, included, same unit as low")
+    values: list[float] | None = Field(None, description="choice: the candidates (same unit as low)")
+
+    _num = field_validator("low", "high", mode="before")(classmethod(lambda cls, v: _number(v)))
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _nums(cls, v):
+        return [_number(x) for x in v] if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def _shape(self) -> "DistSpec":
+        if self.kind == "choice":
+            if not self.values:
+                raise ValueError("kind choice needs a non-empty 'values' list (and no low/high)")
+            if self.low is not None or self.high is not None:
+                raise ValueError("kind choice takes 'values', not low/high")
+            return self
+        if self.low is None or self.high is None or self.values is not None:
+            raise ValueError(f"kind {self.kind} needs 'low' and 'high' (and no 'values')")
+        if not self.low < self.high:
+            raise ValueError(f"low must be < high, got low {self.low}, high {self.high}")
+        if self.kind == "loguniform" and self.low <= 0:
+            raise ValueError(f"loguniform needs low > 0, got {self.low}")
+        if self.kind == "int" and (self.low != int(self.low) or self.high != int(self.high)):
+            raise ValueError(f"kind int needs whole-number low and high, got {self.low}, {self.high}")
+        return self
+
+    def points(self) -> list[float]:
+        """The values a check must hold for: the ends, or every choice."""
+        return list(self.values) if self.kind == "choice" else [self.low, self.high]
+
+
+class TuneSpaceSpec(_Spec):
+    """What the dense recipe search varies; fields left out keep the regime's own value."""
+
+    lr: DistSpec | None = Field(None, description="initial learning rate of the regime's optimizer (> 0); kind loguniform, uniform or choice")
+    weight_decay: DistSpec | None = Field(None, description="the optimizer's L2 coefficient (>= 0); kind loguniform, uniform or choice")
+    attack_step_size: DistSpec | None = Field(None, description="training attack step size in [0,1] pixel units (adversarial regimes only); kind loguniform, uniform or choice")
+    epochs: DistSpec | None = Field(None, description="fine-tuning epochs (whole numbers >= 1); kind int or choice. Multistep milestones are kept as written (absolute epochs)")
+
+    @field_validator(*TUNE_FIELDS, mode="after")
+    @classmethod
+    def _fits_field(cls, d: DistSpec | None, info):
+        if d is None:
+            return d
+        name = info.field_name
+        if d.kind not in _TUNE_KINDS[name]:
+            raise ValueError(f"{name} takes kind {' or '.join(_TUNE_KINDS[name])}, got {d.kind!r}")
+        pts = d.points()
+        if name == "lr" and min(pts) <= 0:
+            raise ValueError(f"lr values must be > 0, got {pts}")
+        if name == "weight_decay" and min(pts) < 0:
+            raise ValueError(f"weight_decay values must be >= 0, got {pts}")
+        if name == "attack_step_size" and not all(0 < v <= 1 for v in pts):
+            raise ValueError(f"attack_step_size values lie in (0, 1] ([0,1] pixel units), got {pts}")
+        if name == "epochs" and not all(v >= 1 and v == int(v) for v in pts):
+            raise ValueError(f"epochs values are whole numbers >= 1, got {pts}")
+        return d
+
+    def fields(self) -> dict[str, DistSpec]:
+        return {k: getattr(self, k) for k in TUNE_FIELDS if getattr(self, k) is not None}
+
+
+class TuneSpec(_Spec):
+    """Optuna-tuned dense baselines (docs/tuning.md): per (pre-training, dataset, regime, fraction) the dense model's
+    recipe is searched with Ray Tune's OptunaSearch (TPE, seeded), then held fixed for the dense cell and every ticket."""
+
+    enabled: bool = Field(False, description="off: every cell uses its regime as written (the paper)")
+    num_samples: int = Field(8, ge=1, description="trials per group (pre-training, dataset, regime, data fraction): the budget; each trial is one dense fine-tuning run")
+    seed: int = Field(0, description="seed of Optuna's TPESampler (its startup trials and its proposals)")
+    startup_trials: int | None = Field(None, ge=1, description="seeded random trials before TPE models the results; default min(10, max(1, num_samples // 2))")
+    space: TuneSpaceSpec = Field(default_factory=TuneSpaceSpec, description="search distributions; at least one entry when enabled")
+    metric: Literal["auto", "val_sa", "val_ra"] = Field("auto", description="a trial's score, maximized: the best validation-epoch value (val_sa_best / val_ra_best, accuracy in [0,1] on the validation split, never test) of its dense run; auto: val_sa for standard regimes, val_ra for adversarial ones")
+    regimes: list[str] | None = Field(None, description="regimes to tune (default: all); the others keep their recipe as written")
+
+    def metric_for(self, kind: str) -> str:
+        if self.metric != "auto":
+            return self.metric
+        return "val_ra" if kind == "adversarial" else "val_sa"
+
+    def n_startup(self) -> int:
+        return self.startup_trials if self.startup_trials is not None else min(10, max(1, self.num_samples // 2))
+
+    def tuned_regimes(self, all_regimes) -> list[str]:
+        return [r for r in all_regimes if self.regimes is None or r in self.regimes]
+
+
 class ResourceSpec(_Spec):
     """What one cell asks of the cluster."""
 
@@ -259,6 +357,7 @@ class SweepSpec(_Spec):
     resources: ResourceSpec = Field(default_factory=ResourceSpec)
     search: SearchSpec = Field(default_factory=SearchSpec, description="full grid or adaptive search over sparsity levels")
     early_stop: EarlyStopSpec = Field(default_factory=EarlyStopSpec, description="stop tickets that clearly trail the dense model (status 'stopped')")
+    tune: TuneSpec = Field(default_factory=TuneSpec, description="Optuna-tuned dense baselines: tune each setting's dense recipe, then hold it fixed for its tickets (docs/tuning.md)")
 
     @field_validator("tickets", mode="before")
     @classmethod
@@ -275,7 +374,35 @@ class SweepSpec(_Spec):
             for ds in r.per_dataset:
                 if ds not in self.data.datasets:
                     raise ValueError(f"regimes.{rname}.per_dataset names '{ds}', which is not in data.datasets {self.data.datasets}")
+        if self.tune.enabled:
+            self._check_tune()
         return self
+
+    def _check_tune(self) -> None:
+        t = self.tune
+        fields = t.space.fields()
+        if not fields:
+            raise ValueError(f"tune.space: give at least one of {list(TUNE_FIELDS)} to search")
+        for r in t.regimes or []:
+            if r not in self.regimes:
+                raise ValueError(f"tune.regimes names '{r}', which is not a regime; regimes: {sorted(self.regimes)}")
+        if self.search.mode != "grid":
+            raise ValueError("tune with search.mode 'extreme' is not supported (the search's verdicts would see the tuning "
+                             "trials); use search.mode 'grid', or tune in a sweep of its own first")
+        for rname in t.tuned_regimes(self.regimes):
+            for ds in self.data.datasets:
+                r = self.regimes[rname].for_dataset(ds)
+                where = f"regime '{rname}'" + (f" on {ds}" if len(self.data.datasets) > 1 else "")
+                if "attack_step_size" in fields and r.kind != "adversarial":
+                    adv = sorted(n for n, x in self.regimes.items() if x.kind == "adversarial")
+                    raise ValueError(f"tune.space.attack_step_size: {where} is kind standard and has no attack; set tune.regimes "
+                                     f"to adversarial regimes only (here: {adv}) or drop attack_step_size")
+                if t.metric_for(r.kind) == "val_ra" and not r.validate_ra:
+                    raise ValueError(f"tune.metric: {where} scores trials by val_ra, but it has validate_ra: false; "
+                                     "choose metric val_sa or turn validate_ra on")
+                if "epochs" in fields and min(fields["epochs"].points()) <= r.val_start_epoch:
+                    raise ValueError(f"tune.space.epochs: {where} validates from epoch {r.val_start_epoch} (val_start_epoch); "
+                                     f"every epochs value must exceed it, got {fields['epochs'].points()}")
 
 
 def _deep_merge(base: dict, over: dict) -> dict:

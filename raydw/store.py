@@ -7,6 +7,7 @@ folder or a glob such as `trials/*.parquet` directly):
     masks/<mask_id>.parquet               one row per mask, bit-packed
     index_sets/<index_set_id>.parquet     the training indices of one data fraction
     pretrained/<pretrained_id>.parquet    one row per pre-trained model; weights in weights/<pretrained_id>.pt
+    recipes/<tune_id>.parquet             one row per tuned dense recipe (docs/tuning.md)
     train/, tune/                          Ray Train checkpoints and Ray Tune state
 A write goes to a hidden temporary name and is renamed into place (POSIX) or is one whole-object PUT (object
 stores), so a reader never sees half a file and concurrent cells never share a file. Torch-free.
@@ -41,6 +42,9 @@ TRIALS = pa.schema([
     ("workers", pa.int64()), ("amp", pa.string()),
     ("raydw_version", pa.string()), ("torch_version", pa.string()), ("ray_version", pa.string()), ("git_commit", pa.string()),
     ("config", pa.string()), ("finished_at", pa.timestamp("us", tz="UTC")),
+    # Tuning (docs/tuning.md): "main" for the sweep's cells, "tune" for tuning trials; null in rows written before
+    # the column existed, read as "main". recipe_id / tune_id: the tuned recipe a cell ran with and its group.
+    ("phase", pa.string()), ("recipe_id", pa.string()), ("tune_id", pa.string()),
 ])
 
 EPOCHS = pa.schema([
@@ -77,8 +81,18 @@ SEARCHES = pa.schema([
     ("done", pa.bool_()), ("cells_run", pa.int64()), ("cells_saved", pa.int64()), ("state", pa.string()),
 ])
 
-SCHEMAS = {"trials": TRIALS, "epochs": EPOCHS, "masks": MASKS, "index_sets": INDEX_SETS, "pretrained": PRETRAINED, "searches": SEARCHES}
-KEYS = {"searches": "search_id", "trials": "cell_id", "masks": "mask_id", "index_sets": "index_set_id", "pretrained": "pretrained_id"}
+RECIPES = pa.schema([
+    ("tune_id", pa.string()), ("sweep", pa.string()), ("pretraining", pa.string()), ("pretrained_id", pa.string()),
+    ("dataset", pa.string()), ("regime", pa.string()), ("regime_kind", pa.string()), ("data_fraction", pa.float64()),
+    ("recipe", pa.string()), ("recipe_id", pa.string()), ("metric", pa.string()), ("value", pa.float64()),
+    ("trials", pa.int64()), ("failed", pa.int64()), ("best_cell_id", pa.string()), ("sampler", pa.string()),
+    ("optuna_seed", pa.int64()), ("startup_trials", pa.int64()), ("space", pa.string()), ("base_regime", pa.string()),
+    ("optuna_version", pa.string()), ("finished_at", pa.timestamp("us", tz="UTC")),
+])
+
+SCHEMAS = {"trials": TRIALS, "epochs": EPOCHS, "masks": MASKS, "index_sets": INDEX_SETS, "pretrained": PRETRAINED, "searches": SEARCHES,
+           "recipes": RECIPES}
+KEYS = {"recipes": "tune_id", "searches": "search_id", "trials": "cell_id", "masks": "mask_id", "index_sets": "index_set_id", "pretrained": "pretrained_id"}
 
 
 class StoreError(RuntimeError):
@@ -200,6 +214,11 @@ class Store:
         final = {"done", "stopped"} if include_stopped else {"done"}
         t = self.read_table("trials", columns=["cell_id", "status"])
         return {c for c, s in zip(t.column("cell_id").to_pylist(), t.column("status").to_pylist()) if s in final}
+
+    def recipes(self) -> dict[str, dict]:
+        """tune_id -> the tuned recipe (a dict) of every group tuned in this store."""
+        t = self.read_table("recipes", columns=["tune_id", "recipe"]).to_pylist()
+        return {r["tune_id"]: json.loads(r["recipe"]) for r in t}
 
     # -- weights ------------------------------------------------------------------------------------
     def weights_parts(self, pretrained_id: str) -> tuple[str, str]:

@@ -169,8 +169,11 @@ def _pretrain_config(store: Store, spec: SweepSpec, p, data_root: str | None) ->
             "torch_threads": spec.resources.torch_threads, "data_root": data_root or spec.data.root}
 
 
-def plan(spec: SweepSpec, store: Store) -> tuple[list[Cell], set[str]]:
-    return expand(spec), store.done_cells(include_stopped=spec.early_stop.enabled)
+def plan(spec: SweepSpec, store: Store, recipes: dict[str, dict] | None = None) -> tuple[list[Cell], set[str]]:
+    """The cells (with the stored tuned recipes applied, `tune:` on) and the ids already final in the store."""
+    if recipes is None and spec.tune.enabled:
+        recipes = store.recipes()
+    return expand(spec, recipes), store.done_cells(include_stopped=spec.early_stop.enabled)
 
 
 def dense_of(cells: list[Cell]) -> dict[str, str]:
@@ -189,28 +192,72 @@ def run_sweep(spec: SweepSpec, storage: str | None = None, address: str | None =
         return _run_locked(spec, store, address, data_root, out, t0)
 
 
-def _run_locked(spec: SweepSpec, store: Store, address: str | None, data_root: str | None, out, t0: float) -> Summary:
-    cells, done = plan(spec, store)
-    todo = [c for c in cells if c.cell_id not in done]
-    out(f"sweep {spec.name}: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run; store {store.uri}")
-    if not todo:
-        return _summary(spec, store, cells, 0, t0, out)
-
+def _pretrain_jobs(spec: SweepSpec, store: Store, needed: set[str], data_root: str | None) -> list:
+    """Stage 1: pre-trained weights. Files are registered now; recipes not yet stored become Ray Train jobs."""
     from raydw import tickets
-    from raydw.run.pipeline import Job, StagedSearcher
+    from raydw.run.pipeline import Job
 
-    connect(address)
-    needed = {c.pretrained_id for c in todo}
-    pres = [p for p in spec.pretrainings if pretrained_id(p) in needed]
-    jobs: list[Job] = []
-
-    # Stage 1: pre-trained weights. Files are registered now; recipes become Ray Train jobs.
-    for p in pres:
+    jobs = []
+    for p in (p for p in spec.pretrainings if pretrained_id(p) in needed):
         pid = pretrained_id(p)
         if p.weights is not None:
             tickets.register_weights(store, p)
         elif store.get("pretrained", pid) is None:
             jobs.append(Job("pretrain", pid, f"pre-train {p.name}", lambda p=p: _pretrain_config(store, spec, p, data_root)))
+    return jobs
+
+
+def _base_config(spec: SweepSpec, store: Store, data_root: str | None) -> dict:
+    return {"storage": store.uri, "sweep": spec.name, "eval": spec.eval.model_dump(mode="json"),
+            "resources": spec.resources.model_dump(), "torch_threads": spec.resources.torch_threads,
+            "data_root": data_root or spec.data.root, "git_commit": _commit()}
+
+
+def _tune_stage(spec: SweepSpec, store: Store, address: str | None, data_root: str | None, out) -> dict[str, dict]:
+    """`tune:` on: tune every group without a stored recipe (its pre-trained model first), then return all recipes."""
+    from raydw.cells import tune_groups
+
+    recipes = store.recipes()
+    pending = [g for g in tune_groups(spec) if g.tune_id not in recipes]
+    if not pending:
+        return recipes
+    from raydw.run.pipeline import StagedSearcher
+    from raydw.run.tuning import run_tuning
+
+    out(f"tune: {len(pending)} dense recipe(s) to tune first, {spec.tune.num_samples} Optuna trials each "
+        "(the chosen recipe is then held fixed for the dense cell and every ticket of its group)")
+    connect(address)
+    conc = max_concurrent(spec)
+    jobs = _pretrain_jobs(spec, store, {g.base.pretrained_id for g in pending}, data_root)
+    if jobs:
+        _tune_jobs(StagedSearcher(jobs, store), f"{spec.name}-pretrain-{dt.datetime.now():%Y%m%d-%H%M%S}", store, conc,
+                   [_progress_callback(0, conc)])
+    ready = set(store.names("pretrained"))
+    for g in (g for g in pending if g.base.pretrained_id not in ready):
+        out(f"  not tuned: {g.label()} (pre-trained model {g.base.pretrained_id} was not stored; its pre-training failed?)")
+    pending = [g for g in pending if g.base.pretrained_id in ready]
+    run_tuning(spec, store, pending, _base_config(spec, store, data_root), _index_sets(store, [g.base for g in pending]),
+               conc, out)
+    return store.recipes()
+
+
+def _run_locked(spec: SweepSpec, store: Store, address: str | None, data_root: str | None, out, t0: float) -> Summary:
+    recipes = _tune_stage(spec, store, address, data_root, out) if spec.tune.enabled else None
+    cells, done = plan(spec, store, recipes)
+    # A tuned group without a recipe (its pre-training failed, or every tuning trial did) does not run untuned.
+    waiting = {c.cell_id for c in cells if c.tune_id is not None and c.recipe_id is None}
+    todo = [c for c in cells if c.cell_id not in done and c.cell_id not in waiting]
+    out(f"sweep {spec.name}: {len(cells)} cells, {len(cells) - len(todo) - len(waiting)} already done, {len(todo)} to run"
+        + (f", {len(waiting)} without a tuned recipe (not run)" if waiting else "") + f"; store {store.uri}")
+    if not todo:
+        return _summary(spec, store, cells, 0, t0, out, not_run=waiting)
+
+    from raydw.run.pipeline import Job, StagedSearcher
+
+    connect(address)
+    needed = {c.pretrained_id for c in todo}
+    pres = [p for p in spec.pretrainings if pretrained_id(p) in needed]
+    jobs: list[Job] = _pretrain_jobs(spec, store, needed, data_root)
     # Stage 2: IMP jobs (one per pre-training and IMP spec, each storing its rounds as found), index sets.
     for t in (t for t in spec.tickets if t.method == "imp"):
         for p in pres:
@@ -222,10 +269,8 @@ def _run_locked(spec: SweepSpec, store: Store, address: str | None, data_root: s
     # Stage 3: each cell starts as soon as its pre-trained model and its mask exist (an IMP round k cell does not
     # wait for round k+1), all in one Tuner so Tune's concurrency covers every stage.
     masks = _MaskBook(store, spec, out)
-    base = {"storage": store.uri, "sweep": spec.name, "eval": spec.eval.model_dump(mode="json"),
-            "resources": spec.resources.model_dump(), "torch_threads": spec.resources.torch_threads,
-            "data_root": data_root or spec.data.root, "git_commit": _commit()}
-    stop = _early_stop_plan(spec, cells)
+    base = _base_config(spec, store, data_root)
+    stop = _early_stop_plan(spec, [c for c in cells if c.cell_id not in waiting])
     gate = None
     if spec.search.mode == "extreme":
         from raydw.run.adaptive import LevelGate
@@ -258,7 +303,7 @@ def _run_locked(spec: SweepSpec, store: Store, address: str | None, data_root: s
                 f"levels run {run}; extreme double-win {pct(r['max_win'])} (contiguous {pct(r['max_contig_win'])}); "
                 f"{r['cells_saved']} cells saved{'' if r['consistent'] else '; NOT monotone'}")
     skipped = len(searcher.skipped()) if gate is not None else 0
-    return _summary(spec, store, cells, len(todo) - skipped, t0, out, skipped)
+    return _summary(spec, store, cells, len(todo) - skipped, t0, out, skipped, not_run=waiting)
 
 
 def _early_stop_plan(spec: SweepSpec, cells: list[Cell]) -> dict[str, dict]:
@@ -361,15 +406,19 @@ def _job_entry(config: dict) -> None:
     {"pretrain": trials.pretrain_trial, "imp": trials.imp_trial, "cell": trials.cell_trial}[config["kind"]](job)
 
 
-def _summary(spec: SweepSpec, store: Store, cells: list[Cell], ran: int, t0: float, out, skipped: int = 0) -> Summary:
-    ids = {c.cell_id for c in cells}
+def _summary(spec: SweepSpec, store: Store, cells: list[Cell], ran: int, t0: float, out, skipped: int = 0,
+             not_run: set[str] = frozenset()) -> Summary:
+    ids = {c.cell_id for c in cells} - set(not_run)  # cells waiting for a tuned recipe count as missing
     t = store.read_table("trials", columns=["cell_id", "status"]).to_pylist()
     status = {r["cell_id"]: r["status"] for r in t if r["cell_id"] in ids}
     done = sum(1 for s in status.values() if s == "done")
     failed = sum(1 for s in status.values() if s == "failed")
     s = Summary(total=len(cells), done=done, failed=failed, ran=ran, storage=store.uri, wall_s=time.time() - t0)
     out(f"\n{done}/{len(cells)} cells done, {failed} failed, {len(cells) - done - failed} missing"
-        + (f" ({skipped} not needed by the extreme search)" if skipped else "") + f" ({s.wall_s:.0f} s)")
+        + (f" ({skipped} not needed by the extreme search)" if skipped else "")
+        + (f" ({len(not_run)} without a tuned recipe)" if not_run else "") + f" ({s.wall_s:.0f} s)")
+    if spec.tune.enabled:
+        out(_recipes_text(store, cells))
     if done:
         out(_table(store, ids))
         if not store.local:  # an object store: write the report where the user reads it
@@ -387,6 +436,19 @@ def _summary(spec: SweepSpec, store: Store, cells: list[Cell], ran: int, t0: flo
     if failed:
         out("  failed cells are retried by running the same sweep again")
     return s
+
+
+def _recipes_text(store: Store, cells: list[Cell]) -> str:
+    """The tuned recipes the cells used, one line per group."""
+    rows = {r["tune_id"]: r for r in store.read_table("recipes").to_pylist()}
+    used = sorted({c.tune_id for c in cells if c.tune_id in rows}, key=lambda t: (rows[t]["pretraining"], rows[t]["regime"],
+                                                                                 -rows[t]["data_fraction"]))
+    lines = [f"tuned dense recipes (Optuna TPE; held fixed for every ticket of the group): {len(used)}"]
+    for t in used:
+        r = rows[t]
+        lines.append(f"  {r['pretraining']} {r['dataset']} {r['regime']} f={r['data_fraction']:g}: {r['recipe']} "
+                     f"({r['metric']} {r['value']:.3f}, best of {r['trials']} trials; recipe_id {r['recipe_id']})")
+    return "\n".join(lines)
 
 
 def _table(store: Store, ids: set[str]) -> str:

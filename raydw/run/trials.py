@@ -38,7 +38,8 @@ def _trainer(loop, config: dict, name: str, store: Store) -> TorchTrainer:
             failure_config=train.FailureConfig(max_failures=res["max_failures"]),
             # One checkpoint per run: a ResNet-50 state with momentum and two best copies is ~400 MB.
             checkpoint_config=train.CheckpointConfig(num_to_keep=1),
-            callbacks=[TuneReportCallback()],
+            # A tuning trial reports its one score itself, after its row is stored (raydw.run.tuning).
+            callbacks=[TuneReportCallback()] if config.get("report_to_tune", True) else [],
         ),
     )
 
@@ -58,7 +59,7 @@ def cell_trial(config: dict) -> None:
         **{k: getattr(cell, k) for k in ("cell_id", "pretraining", "pretrained_id", "arch", "ticket_method",
                                          "ticket_round", "target_sparsity", "prunable", "dataset", "protocol",
                                          "normalization", "regime", "regime_kind", "data_fraction",
-                                         "fraction_method", "seed")},
+                                         "fraction_method", "seed", "phase", "tune_id", "recipe_id")},
         **{k: v for k, v in m.items() if k in _TRIAL_METRICS},
         "sweep": config["sweep"], "mask_id": config["mask_id"], "sparsity": config["sparsity"],
         "index_set_id": config["index_set_id"], "wall_s": time.time() - t0, "git_commit": config.get("git_commit"),

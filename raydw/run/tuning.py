@@ -1,0 +1,183 @@
+"""Optuna-tuned dense baselines (docs/tuning.md): one Ray Tune Tuner with OptunaSearch (TPE, seeded) per group.
+
+A group is (pre-training, dataset, regime, data fraction) (`raydw.cells.TuneGroup`). Each tuning trial is the
+group's dense cell run with a candidate recipe, exactly like a sweep cell: a Tune trial that drives one Ray Train
+`TorchTrainer` (`raydw.run.trials.cell_trial`), whose `trials` row is stored with `phase = "tune"`. The trial then
+reports one score to Tune, the dense run's best validation-epoch value (val_sa_best or val_ra_best; a failed run
+scores 0). When the budget is spent, the best done trial's recipe is written to the `recipes` table; the sweep
+then runs the dense cell and every ticket of the group with it (the fair protocol: tickets never get a tuned
+recipe of their own).
+
+Rerun is resume: stored tuning trials are handed to Optuna as evaluated points (never run again) and only the rest
+of the budget runs; a group with a stored recipe is never tuned again.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import time
+
+from raydw.cells import Cell, TuneGroup
+from raydw.spec import DistSpec, SweepSpec
+from raydw.store import Store, config_json
+
+OBJECTIVE = "objective"  # what a tuning trial reports to Tune (maximized)
+FAILED_SCORE = 0.0  # a failed (e.g. diverged) trial scores the worst accuracy
+
+
+def stored_trials(store: Store, tune_id: str) -> list[dict]:
+    """The group's tuning trials already in the store: cell_id, status, recipe, val_sa_best, val_ra_best, finished_at."""
+    t = store.read_table("trials", columns=["cell_id", "status", "phase", "tune_id", "config", "val_sa_best",
+                                            "val_ra_best", "finished_at"]).to_pylist()
+    out = []
+    for r in t:
+        if r["phase"] == "tune" and r["tune_id"] == tune_id:
+            r["recipe"] = json.loads(r["config"])["tune_trial"]["recipe"]
+            out.append(r)
+    return sorted(out, key=lambda r: (r["finished_at"] is None, r["finished_at"] or 0, r["cell_id"]))
+
+
+def score(row: dict | None, metric: str) -> float:
+    """A trial's score: its best validation-epoch value of the metric, FAILED_SCORE if it did not finish."""
+    v = None if row is None or row.get("status") != "done" else row.get(f"{metric}_best")
+    return FAILED_SCORE if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def choose(rows: list[dict], metric: str) -> dict | None:
+    """The best done trial (highest score; a tie keeps the earlier trial), or None when none finished."""
+    best = None
+    for r in rows:  # in finishing order: `>` keeps the earlier of two equal scores
+        if r["status"] == "done" and (best is None or score(r, metric) > score(best, metric)):
+            best = r
+    return best
+
+
+def optuna_space(spec: SweepSpec) -> dict:
+    import optuna.distributions as od
+
+    def dist(name: str, d: DistSpec):
+        if d.kind == "choice":
+            return od.CategoricalDistribution([int(v) for v in d.values] if name == "epochs" else list(d.values))
+        if d.kind == "int":
+            return od.IntDistribution(int(d.low), int(d.high))
+        return od.FloatDistribution(d.low, d.high, log=d.kind == "loguniform")
+
+    return {k: dist(k, d) for k, d in spec.tune.space.fields().items()}
+
+
+def run_tuning(spec: SweepSpec, store: Store, groups: list[TuneGroup], job: dict, index_ids: dict, concurrency: int,
+               out=print) -> dict[str, dict]:
+    """Tune each group that has no stored recipe; returns tune_id -> its recipes row (None where every trial failed)."""
+    from raydw.run.sweep import _index_key
+
+    chosen: dict[str, dict] = {}
+    for g in groups:
+        rows = stored_trials(store, g.tune_id)
+        left = spec.tune.num_samples - len(rows)
+        out(f"tune {g.label()}: {len(rows)} of {spec.tune.num_samples} trials stored, {max(left, 0)} to run "
+            f"(Optuna TPE, seed {spec.tune.seed}, {spec.tune.n_startup()} random startup trials; maximize {g.metric})")
+        if left > 0:
+            _tune_one(spec, store, g, rows, left, {**job, "index_set_id": index_ids[_index_key(g.base)]}, concurrency)
+            rows = stored_trials(store, g.tune_id)
+        chosen[g.tune_id] = write_recipe(spec, store, g, rows, out)
+    return chosen
+
+
+def write_recipe(spec: SweepSpec, store: Store, g: TuneGroup, rows: list[dict], out=print) -> dict | None:
+    import optuna
+
+    best = choose(rows, g.metric)
+    if best is None:
+        out(f"  {g.label()}: every tuning trial failed; no recipe, so the group's cells do not run (see "
+            f"raydw.results.load(uri, phase='tune'); change tune.space, which makes a new group, to tune again)")
+        return None
+    from raydw.cells import normalize_recipe, recipe_id
+
+    rec = normalize_recipe(best["recipe"])
+    row = {"tune_id": g.tune_id, "sweep": spec.name, "pretraining": g.base.pretraining, "pretrained_id": g.base.pretrained_id,
+           "dataset": g.base.dataset, "regime": g.base.regime, "regime_kind": g.base.regime_kind,
+           "data_fraction": g.base.data_fraction, "recipe": config_json(rec), "recipe_id": recipe_id(rec),
+           "metric": g.metric, "value": score(best, g.metric), "trials": len(rows),
+           "failed": sum(r["status"] != "done" for r in rows), "best_cell_id": best["cell_id"], "sampler": "TPESampler",
+           "optuna_seed": spec.tune.seed, "startup_trials": spec.tune.n_startup(),
+           "space": config_json(spec.tune.space.model_dump(mode="json", exclude_none=True)),
+           "base_regime": config_json(g.base.regime_spec), "optuna_version": optuna.__version__,
+           "finished_at": dt.datetime.now(dt.timezone.utc)}
+    store.write_row("recipes", row)
+    out(f"  {g.label()}: recipe {row['recipe']} ({g.metric} {row['value']:.3f}, best of {len(rows)} trials"
+        + (f", {row['failed']} failed" if row["failed"] else "") + f"); recipe_id {row['recipe_id']}")
+    return row
+
+
+def _tune_one(spec: SweepSpec, store: Store, g: TuneGroup, rows: list[dict], left: int, job: dict, concurrency: int) -> None:
+    import optuna
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    from raydw.run.sweep import driver_resources
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per study created; progress comes from _progress
+    space = optuna_space(spec)
+    # Stored trials are told to Optuna as finished (never run again), so TPE continues from them.
+    points = [{k: r["recipe"][k] for k in space} for r in rows]
+    searcher = OptunaSearch(space=space, metric=OBJECTIVE, mode="max",
+                            sampler=optuna.samplers.TPESampler(seed=spec.tune.seed, n_startup_trials=spec.tune.n_startup()),
+                            points_to_evaluate=points or None,
+                            evaluated_rewards=[score(r, g.metric) for r in rows] or None)
+    tuner = tune.Tuner(
+        tune.with_resources(_trial_entry, driver_resources()),
+        param_space={"job": job, "group": {"tune_id": g.tune_id, "metric": g.metric, "base": g.base.to_dict()},
+                     "fields": sorted(space)},
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=left, max_concurrent_trials=concurrency,
+                                    reuse_actors=True, trial_dirname_creator=lambda t: t.trial_id),
+        run_config=tune.RunConfig(name=f"{spec.name}-tune-{g.tune_id}-{dt.datetime.now():%Y%m%d-%H%M%S}",
+                                  storage_path=store.tune_path, verbose=0,
+                                  callbacks=[_progress(g, spec.tune.num_samples, len(rows))]),
+    )
+    tuner.fit()
+
+
+def _trial_entry(config: dict) -> None:
+    from ray import tune
+
+    tune.report(run_candidate(config))
+
+
+def run_candidate(config: dict) -> dict:
+    """One tuning trial: the group's dense cell with the sampled recipe, run by cell_trial; returns its score."""
+    from raydw.run.trials import cell_trial
+
+    gd = config["group"]
+    g = TuneGroup(gd["tune_id"], gd["metric"], Cell.from_dict(gd["base"]))
+    cell = g.trial_cell({k: config[k] for k in config["fields"]})
+    store = Store(config["job"]["storage"])
+    row = store.get("trials", cell.cell_id)
+    if row is None or row.get("status") != "done":  # the same candidate twice (a choice space) runs once
+        cell_trial({**config["job"], "cell": cell.to_dict(), "mask_id": None, "sparsity": 0.0, "early_stop": None,
+                    "report_to_tune": False})
+        row = store.get("trials", cell.cell_id)
+    return {OBJECTIVE: score(row, g.metric), "status": (row or {}).get("status") or "failed", "cell_id": cell.cell_id,
+            "error": str((row or {}).get("error") or "")[-300:]}
+
+
+def _progress(g: TuneGroup, budget: int, stored: int):
+    from ray.tune import Callback
+
+    class Progress(Callback):
+        def __init__(self):
+            self.n, self.t0 = stored, time.time()
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.n += 1
+            r = trial.last_result or {}
+            rec = ", ".join(f"{k}={trial.config[k]:.4g}" for k in trial.config.get("fields", []))
+            what = (f"{g.metric} {r[OBJECTIVE]:.3f}" if r.get("status") == "done"
+                    else f"FAILED ({str(r.get('error') or 'see its trials row')[:120]}), scored {FAILED_SCORE}")
+            took = r.get("time_total_s")
+            print(f"  [tune {self.n}/{budget}] {g.label()}: {rec} -> {what}" + (f" ({took:.0f} s)" if took else ""), flush=True)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.on_trial_complete(iteration, trials, trial)
+
+    return Progress()
