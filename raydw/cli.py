@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from raydw.spec import SpecError, load_spec
-from raydw.store import StoreError
+from raydw.store import SCHEMAS, StoreError
 
 DEMO = Path(__file__).resolve().parent / "sweeps" / "demo.yaml"
 
@@ -40,12 +40,41 @@ def cmd_pretrain(a) -> int:
     return 0
 
 
+PHASES = {"main": "main", "tune": "tune", "all": None}  # --phase -> raydw.results.load(phase=...)
+TRIALS_COLUMNS = ["cell_id", "pretraining", "ticket_method", "sparsity", "dataset", "regime", "data_fraction", "seed",
+                  "status", "sa", "ra", "best_epoch_sa", "best_epoch_ra", "wall_s"]
+TUNE_COLUMNS = ["cell_id", "pretraining", "dataset", "regime", "data_fraction", "seed", "status", "recipe", "val_sa_best",
+                "val_ra_best", "tune_id", "recipe_id", "wall_s"]
+TABLE_COLUMNS = {  # default columns of the other tables: the long JSON / binary ones are left to --columns
+    "masks": lambda cols: [c for c in cols if c not in ("bits", "layout", "layer_density")],
+    "recipes": lambda cols: [c for c in ["tune_id", "pretraining", "dataset", "regime", "data_fraction", "recipe", "metric",
+                                         "value", "trials", "failed", "recipe_id", "sweep"] if c in cols],
+    "searches": lambda cols: [c for c in cols if c != "state"],
+}
+
+
+def _trial_recipe(config) -> str | None:
+    """A tuning trial's candidate recipe, from its stored config (canonical `tune_trial.recipe`)."""
+    import json
+
+    try:
+        rec = json.loads(config).get("tune_trial", {}).get("recipe")
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return json.dumps(rec, sort_keys=True, separators=(",", ":")) if rec is not None else None
+
+
 def cmd_results(a) -> int:
     import pandas as pd
 
     from raydw.results import load
 
-    df = load(a.uri, a.table)
+    if a.phase is not None and a.table != "trials":
+        raise SpecError(f"--phase applies to --table trials only (tuning trials are trials rows); got --table {a.table}")
+    phase = a.phase or "main"
+    df = load(a.uri, a.table, **({"phase": PHASES[phase]} if a.table == "trials" else {}))
+    if a.table == "trials" and phase != "main" and "config" in df.columns:
+        df = df.assign(recipe=[_trial_recipe(c) for c in df["config"]])  # the candidate a tuning trial ran
     for f in a.where or []:
         k, _, v = f.partition("=")
         if k not in df.columns:
@@ -58,17 +87,19 @@ def cmd_results(a) -> int:
             raise SpecError(f"--columns: unknown {bad}; columns: {list(df.columns)}")
         df = df[cols]
     elif a.table == "trials":
-        df = df[[c for c in ["cell_id", "pretraining", "ticket_method", "sparsity", "dataset", "regime", "data_fraction",
-                             "seed", "status", "sa", "ra", "best_epoch_sa", "best_epoch_ra", "wall_s"] if c in df.columns]]
-    elif a.table == "masks":
-        df = df.drop(columns=["bits", "layout", "layer_density"])
+        cols = TUNE_COLUMNS if phase == "tune" else TRIALS_COLUMNS + (["phase"] if phase == "all" else []) + \
+            (["recipe_id"] if "recipe_id" in df.columns and df["recipe_id"].notna().any() else [])
+        df = df[[c for c in cols if c in df.columns]]
+    elif a.table in TABLE_COLUMNS:
+        df = df[TABLE_COLUMNS[a.table](list(df.columns))]
     if a.out:
         (df.to_parquet if a.out.endswith(".parquet") else df.to_csv)(a.out, index=False)
         print(f"wrote {len(df)} rows to {a.out}")
         return 0
     with pd.option_context("display.max_rows", 500, "display.width", 200, "display.max_columns", 50,
-                           "display.float_format", "{:.4f}".format):
-        print(df.to_string(index=False) if len(df) else f"(no rows in {a.table})")
+                           "display.max_colwidth", 80, "display.float_format", "{:.4f}".format):
+        what = a.table + (f" (phase {phase})" if a.table == "trials" and phase != "main" else "")
+        print(df.to_string(index=False) if len(df) else f"(no rows in {what})")
     return 0
 
 
@@ -221,9 +252,15 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--address")
     s.set_defaults(fn=cmd_pretrain)
 
-    s = sub.add_parser("results", help="print or export a table of a results store")
+    s = sub.add_parser("results", help="print or export a table of a results store",
+                       description="Print or export one table of a results store (docs/results-schema.md). "
+                                   "Tuning trials: --phase tune; tuned recipes: --table recipes (docs/tuning.md).")
     s.add_argument("uri", nargs="?", default="./results")
-    s.add_argument("--table", default="trials", choices=["trials", "epochs", "masks", "index_sets", "pretrained"])
+    s.add_argument("--table", default="trials", choices=list(SCHEMAS), metavar="TABLE",
+                   help=f"one of {', '.join(SCHEMAS)} (default: trials)")
+    s.add_argument("--phase", choices=list(PHASES), metavar="PHASE",
+                   help="trials only: main (default: the sweep's cells), tune (tuning trials of dense recipes, with the "
+                        "candidate recipe) or all")
     s.add_argument("--where", action="append", metavar="COL=VALUE", help="keep rows whose column equals the value")
     s.add_argument("--columns", help="comma-separated columns to show")
     s.add_argument("--out", help="write CSV (or Parquet, by extension) instead of printing")
@@ -250,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
 
     s = sub.add_parser("status", help="cells done / failed / missing, compute spent, time left")
     s.add_argument("uri", nargs="?", default="./results")
-    s.add_argument("--spec", help="sweep YAML (or 'demo'/'paper'): also count missing cells and estimate time left")
+    s.add_argument("--spec", help="sweep YAML (or 'demo'/'paper'): also count missing cells and estimate time left; "
+                                  "with tune: on, the stored tuned recipes are applied and cells waiting for one are shown")
     s.set_defaults(fn=cmd_status)
 
     s = sub.add_parser("report", help="write an HTML report (plots, verdicts, extreme sparsities, status)")

@@ -1,6 +1,8 @@
 """Where a sweep stands: cells done, failed, stopped and missing, compute spent and an estimate of time left.
 
-Reads the trials table and, given a spec, the cells it expands to. Torch- and Ray-free, safe to run while a sweep writes.
+Reads the trials table (the sweep's `main` rows; tuning trials are counted apart) and, given a spec, the cells it
+expands to, with the store's tuned recipes applied as `raydw sweep` plans them (docs/tuning.md). Torch- and
+Ray-free, safe to run while a sweep writes.
 """
 from __future__ import annotations
 
@@ -24,6 +26,13 @@ class SweepStatus:
     mean_wall_s: float  # per done cell
     left_s: float | None  # serial wall seconds for the cells not yet done
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (cell_id, label, first error line)
+    # Tuning (spec with `tune:` on; docs/tuning.md). None / 0 without a spec or with tuning off.
+    groups: int | None = None  # tuned groups of the spec
+    groups_tuned: int = 0  # ... with a stored recipe
+    groups_spent: int = 0  # ... without a recipe although their whole budget of trials is stored (every trial failed)
+    tune_trials: int = 0  # tuning trials (phase "tune") stored for the spec's groups
+    tune_budget: int = 0  # num_samples x groups
+    waiting: int = 0  # spec cells waiting for their group's tuned recipe ("tune first"; counted in missing)
 
 
 def _label(r: dict) -> str:
@@ -56,16 +65,41 @@ def _estimate_left(todo, done: pd.DataFrame) -> float | None:
     return float(sum(by.get((c.regime, c.data_fraction), overall) for c in todo))
 
 
+def _tuning(uri: str, spec, recipes: dict[str, dict]) -> dict:
+    """Counts of the spec's tuning groups: tuned, spent without a recipe, and their stored tuning trials."""
+    from raydw.cells import tune_groups
+
+    groups = tune_groups(spec)
+    ids = {g.tune_id for g in groups}
+    tt = load(uri, "trials", columns=["tune_id"], phase="tune")
+    per = tt[tt["tune_id"].isin(ids)]["tune_id"].value_counts()
+    n = spec.tune.num_samples
+    return {"groups": len(groups), "groups_tuned": sum(g.tune_id in recipes for g in groups),
+            "groups_spent": sum(g.tune_id not in recipes and int(per.get(g.tune_id, 0)) >= n for g in groups),
+            "tune_trials": int(per.sum()), "tune_budget": n * len(groups)}
+
+
 def collect(uri: str, spec=None) -> SweepStatus:
-    """The numbers behind `summary`; `spec` is a SweepSpec or a path to one."""
+    """The numbers behind `summary`; `spec` is a SweepSpec or a path to one.
+
+    With `tune:` on, the cells are planned as `raydw sweep` plans them: the store's tuned recipes applied. A cell
+    whose group has no recipe yet is counted as missing and waiting ("tune first"): its id is not known until the
+    recipe is, so a row under its untuned id (an untuned run of the same grid) is not taken for it.
+    """
     df = load(uri, "trials")
-    cells = None
+    cells, tune = None, {}
     if spec is not None:
         from raydw.cells import expand
         from raydw.spec import load_spec
+        from raydw.store import Store
 
-        cells = expand(load_spec(spec) if not hasattr(spec, "pretrainings") else spec)
-        ids = {c.cell_id for c in cells}
+        spec = load_spec(spec) if not hasattr(spec, "pretrainings") else spec
+        recipes = Store(uri).recipes() if spec.tune.enabled else {}  # as raydw.run.sweep.plan does
+        cells = expand(spec, recipes)
+        waiting = [c for c in cells if c.tune_id and not c.recipe_id]
+        if spec.tune.enabled:
+            tune = {**_tuning(uri, spec, recipes), "waiting": len(waiting)}
+        ids = {c.cell_id for c in cells} - {c.cell_id for c in waiting}
         outside = int((~df["cell_id"].isin(ids)).sum())
         df = df[df["cell_id"].isin(ids)]
     counts = df["status"].value_counts()
@@ -81,7 +115,7 @@ def collect(uri: str, spec=None) -> SweepStatus:
         outside_spec=outside if cells is not None else 0,
         hours=_hours(df), mean_wall_s=float(done["wall_s"].mean()) if len(done) else float("nan"),
         left_s=_estimate_left(todo, done) if cells is not None else None,
-        failures=[(r["cell_id"], _label(r), _first_line(r.get("error"), r["status"])) for r in bad],
+        failures=[(r["cell_id"], _label(r), _first_line(r.get("error"), r["status"])) for r in bad], **tune,
     )
 
 
@@ -102,6 +136,18 @@ def render(st: SweepStatus, uri: str) -> str:
     lines = [head]
     if st.outside_spec:
         lines.append(f"  ({st.outside_spec} rows in the store belong to cells outside this spec; not counted)")
+    if st.groups is not None:
+        to_tune = st.groups - st.groups_tuned - st.groups_spent
+        line = (f"tune: {st.groups} dense recipe group(s), {st.groups_tuned} tuned (recipe stored), {to_tune} still to "
+                f"tune; {st.tune_trials} of {st.tune_budget} tuning trials stored")
+        if st.groups_spent:
+            line += (f"; {st.groups_spent} group(s) spent their budget without a recipe (every trial failed): their cells "
+                     "do not run, change tune.space to tune again")
+        lines.append(line)
+        if st.waiting:
+            lines.append(f"  {st.waiting} of the missing cells are waiting for a tuned recipe (tune first): their ids are "
+                         "known once it is chosen; `raydw sweep SPEC --dry-run` lists them")
+        lines.append(f"  tuning trials: raydw results {uri} --phase tune   recipes: raydw results {uri} --table recipes")
     spent = ", ".join(f"{h:.3f} {k}-hours" for k, h in sorted(st.hours.items())) or "nothing yet"
     lines.append(f"compute spent: {spent} (sum of wall_s x workers)")
     if st.done:
