@@ -29,7 +29,7 @@ def cmd_sweep(a) -> int:
     from raydw.run.sweep import run_sweep
 
     s = run_sweep(spec, storage=a.storage, address=a.address, data_root=a.data_root)
-    return 0 if s.done == s.total else 1
+    return 0 if s.complete else 1  # stopped early / not needed by the search are outcomes the spec asked for
 
 
 def cmd_pretrain(a) -> int:

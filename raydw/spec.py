@@ -340,6 +340,7 @@ class ResourceSpec(_Spec):
     cpus_per_worker: float = Field(1, gt=0, description="CPUs per Train worker")
     max_concurrent_cells: int | None = Field(None, ge=1, description="cells running at once; default: as many as the cluster's CPUs/GPUs fit")
     max_failures: int = Field(2, ge=0, description="Ray Train restarts of a cell's workers after a crash (each resumes from the last epoch)")
+    cells_per_run: int = Field(1, ge=1, description="cells run one after another in one Ray Train run (a 'pack'): the run's start-up (~7-15 s) is paid once per pack; worth it when cells take under a few minutes (docs/performance.md)")
     torch_threads: int = Field(1, ge=1, description="intra-op threads per CPU worker")
 
 

@@ -66,3 +66,24 @@ def test_verdicts_count_a_stopped_ticket_as_not_matching_and_say_why():
     assert bool(r.matching_sa_std) and not bool(r.matching_sa_adv) and not bool(r.double_win_strict)
     assert not pd.isna(r.matching_sa_adv)  # a loss, not a missing value
     assert "stopped" in r.reason and "counted as not matching" in r.reason
+
+
+def test_a_stopped_cells_row_keeps_its_epochs_and_best_validation(tmp_path):
+    from raydw.run.worker import _stopped_fields
+
+    store = Store(str(tmp_path))
+    vals = [(0.5, 0.2), (0.7, math.nan), (0.7, 0.3)]  # a tie on SA: the first epoch wins, as in the loop
+    for e, (sa, ra) in enumerate(vals):
+        store.write_row("epochs", {"cell_id": "t", "epoch": e, "val_sa": sa, "val_ra": ra}, name=f"t.e{e:04d}")
+    f = _stopped_fields(store, "t", 2)
+    assert f == {"epochs": 3, "val_sa_best": 0.7, "best_epoch_sa": 1, "val_ra_best": 0.3, "best_epoch_ra": 2}
+
+
+def test_a_sweep_whose_cells_are_done_or_stopped_is_complete():
+    from raydw.run.sweep import Summary
+
+    s = Summary(total=27, done=18, failed=0, ran=27, storage="x", wall_s=1.0, stopped=9)
+    assert s.complete  # `raydw sweep` exits 0: stopping is what the spec asked for
+    assert Summary(total=27, done=12, failed=0, ran=12, storage="x", wall_s=1.0, skipped=15).complete
+    assert not Summary(total=27, done=18, failed=1, ran=27, storage="x", wall_s=1.0, stopped=8).complete
+    assert not Summary(total=27, done=18, failed=0, ran=18, storage="x", wall_s=1.0).complete  # 9 missing

@@ -15,6 +15,7 @@ from ray.tune.search import Searcher
 from raydw.store import Store
 
 POLL_S = 0.5  # how often the store is asked again while jobs wait for inputs
+PACK_SHARED = ("storage", "resources", "torch_threads", "sweep")  # what a packed Train run needs besides its cells
 
 
 @dataclass
@@ -31,11 +32,12 @@ class Job:
 
 
 class StagedSearcher(Searcher):
-    def __init__(self, jobs: list[Job], store: Store, gate=None):
+    def __init__(self, jobs: list[Job], store: Store, gate=None, cells_per_run: int = 1):
         super().__init__()
         self.gate = gate  # raydw.run.adaptive.LevelGate for `search: extreme`
+        self.cells_per_run = cells_per_run  # > 1: ready cells are packed into one Train run (a "pack" trial)
         self.pending = list(jobs)
-        self.running: dict[str, Job] = {}
+        self.running: dict[str, list[Job]] = {}
         self.store = store
         self._seen_at = 0.0
         self._pretrained: set[str] = set()
@@ -49,18 +51,27 @@ class StagedSearcher(Searcher):
 
     def suggest(self, trial_id: str):
         self._refresh()
-        for job in self.pending:
-            if self._ready(job):
-                self.pending.remove(job)
-                self.running[trial_id] = job
-                try:
-                    config = job.build()
-                except Exception as e:  # noqa: BLE001 - an input that cannot be built blocks this job only
-                    job.why_blocked = f"{type(e).__name__}: {e}"
-                    self.running.pop(trial_id)
-                    self._failed.append(job)
-                    continue
+        pack: list[tuple[Job, dict]] = []
+        for job in list(self.pending):
+            if not self._ready(job) or (pack and job.kind != "cell"):
+                continue
+            self.pending.remove(job)
+            try:
+                config = job.build()
+            except Exception as e:  # noqa: BLE001 - an input that cannot be built blocks this job only
+                job.why_blocked = f"{type(e).__name__}: {e}"
+                self._failed.append(job)
+                continue
+            if job.kind != "cell" or self.cells_per_run == 1:
+                self.running[trial_id] = [job]
                 return {"kind": job.kind, "job": config}
+            pack.append((job, config))
+            if len(pack) == self.cells_per_run:
+                break
+        if pack:
+            self.running[trial_id] = [j for j, _ in pack]
+            cfgs = [c for _, c in pack]
+            return {"kind": "pack", "job": {k: cfgs[0][k] for k in PACK_SHARED if k in cfgs[0]} | {"cells": cfgs}}
         if not self.running:  # nothing in flight can make a waiting job ready any more
             for job in self.pending:
                 job.why_blocked = job.why_blocked or self._why(job)

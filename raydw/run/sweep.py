@@ -32,6 +32,13 @@ class Summary:
     ran: int
     storage: str
     wall_s: float
+    stopped: int = 0  # early stopping, by design (spec.early_stop)
+    skipped: int = 0  # not needed by the extreme search, by design
+
+    @property
+    def complete(self) -> bool:
+        """Every cell has its final state: done, or stopped / skipped as the spec asked. Failed or missing: not."""
+        return self.done + self.stopped + self.skipped == self.total
 
 
 def connect(address: str | None, verbose: bool = False) -> None:
@@ -136,13 +143,19 @@ def _progress_callback(total: int, concurrency: int):
                      f"robust {_num(r.get('robust_acc')):.3f}")
             if kind == "imp":
                 _say(f"IMP {trial.config['job']['name']}: {'all rounds stored' if r.get('final') else 'FAILED (see the Ray logs)'}")
+            if kind == "pack":  # one line per packed cell, from the rows its workers stored
+                store = Store(trial.config["job"]["storage"])
+                for c in trial.config["job"]["cells"]:
+                    row = store.get("trials", c["cell"]["cell_id"]) or {"status": "failed", "error": "no trials row"}
+                    self._line(Cell.from_dict(c["cell"]).label(), row, row.get("wall_s"))
+                return
             if kind != "cell":
                 return
-            self.n += 1
             r = trial.last_result or {}
-            c = trial.config["job"]["cell"]
-            label = Cell.from_dict(c).label()
-            took = r.get("time_total_s")
+            self._line(Cell.from_dict(trial.config["job"]["cell"]).label(), r, r.get("time_total_s"))
+
+        def _line(self, label: str, r: dict, took) -> None:
+            self.n += 1
             if r.get("status") == "done":
                 ra = r.get("ra_at_ra_best") if r.get("ra_at_ra_best") is not None else r.get("ra_at_sa_best")
                 what = f"SA {_num(r.get('sa_at_sa_best')):.3f} RA {_num(ra):.3f}"
@@ -287,7 +300,7 @@ def _run_locked(spec: SweepSpec, store: Store, address: str | None, data_root: s
     out(f"running {sum(j.kind == 'cell' for j in jobs)} cells"
         + "".join(f", {sum(j.kind == k for j in jobs)} {k} job(s)" for k in ("pretrain", "imp") if any(j.kind == k for j in jobs))
         + f" on Ray Tune + Ray Train, {conc} at a time")
-    searcher = StagedSearcher(jobs, store, gate)
+    searcher = StagedSearcher(jobs, store, gate, cells_per_run=spec.resources.cells_per_run)
     _tune_jobs(searcher, f"{spec.name}-{dt.datetime.now():%Y%m%d-%H%M%S}", store, conc,
                [_progress_callback(len(todo), conc)])
     for j in searcher.blocked():
@@ -403,7 +416,8 @@ def _job_entry(config: dict) -> None:
     from raydw.run import trials
 
     job = config["job"]
-    {"pretrain": trials.pretrain_trial, "imp": trials.imp_trial, "cell": trials.cell_trial}[config["kind"]](job)
+    {"pretrain": trials.pretrain_trial, "imp": trials.imp_trial, "cell": trials.cell_trial,
+     "pack": trials.pack_trial}[config["kind"]](job)
 
 
 def _summary(spec: SweepSpec, store: Store, cells: list[Cell], ran: int, t0: float, out, skipped: int = 0,
@@ -413,9 +427,12 @@ def _summary(spec: SweepSpec, store: Store, cells: list[Cell], ran: int, t0: flo
     status = {r["cell_id"]: r["status"] for r in t if r["cell_id"] in ids}
     done = sum(1 for s in status.values() if s == "done")
     failed = sum(1 for s in status.values() if s == "failed")
-    s = Summary(total=len(cells), done=done, failed=failed, ran=ran, storage=store.uri, wall_s=time.time() - t0)
-    out(f"\n{done}/{len(cells)} cells done, {failed} failed, {len(cells) - done - failed} missing"
-        + (f" ({skipped} not needed by the extreme search)" if skipped else "")
+    stopped = sum(1 for s in status.values() if s == "stopped")
+    s = Summary(total=len(cells), done=done, failed=failed, ran=ran, storage=store.uri, wall_s=time.time() - t0,
+                stopped=stopped, skipped=skipped)
+    out(f"\n{done}/{len(cells)} cells done, {failed} failed" + (f", {stopped} stopped early" if stopped else "")
+        + (f", {skipped} not needed by the extreme search" if skipped else "")
+        + f", {len(cells) - done - failed - stopped - skipped} missing"
         + (f" ({len(not_run)} without a tuned recipe)" if not_run else "") + f" ({s.wall_s:.0f} s)")
     if spec.tune.enabled:
         out(_recipes_text(store, cells))

@@ -6,7 +6,6 @@ the cell's `trials` row, `done` or `failed` with the error, whatever happened in
 """
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import time
 
@@ -15,11 +14,9 @@ from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from raydw.cells import Cell
-from raydw.provenance import versions
-from raydw.run.worker import cell_worker, imp_worker, pretrain_worker
+from raydw.run import rows
+from raydw.run.worker import cell_worker, imp_worker, pack_worker, pretrain_worker
 from raydw.store import Store, config_json
-
-ERROR_CHARS = 4000  # the end of a traceback is what says what went wrong
 
 
 def _trainer(loop, config: dict, name: str, store: Store) -> TorchTrainer:
@@ -52,30 +49,33 @@ def cell_trial(config: dict) -> None:
         result = _trainer(cell_worker, config, f"cell-{cell.cell_id}", store).fit()
         m = dict(result.metrics or {})
         if m.get("final") != 1:
-            m = {"status": "failed", "error": "the Train run ended without its final report"}
+            m = rows.failed("the Train run ended without its final report")
     except Exception as e:  # noqa: BLE001 - any failure becomes the cell's recorded status
-        m = {"status": "failed", "error": f"{type(e).__name__}: {e}"[-ERROR_CHARS:]}
-    row = {
-        **{k: getattr(cell, k) for k in ("cell_id", "pretraining", "pretrained_id", "arch", "ticket_method",
-                                         "ticket_round", "target_sparsity", "prunable", "dataset", "protocol",
-                                         "normalization", "regime", "regime_kind", "data_fraction",
-                                         "fraction_method", "seed", "phase", "tune_id", "recipe_id")},
-        **{k: v for k, v in m.items() if k in _TRIAL_METRICS},
-        "sweep": config["sweep"], "mask_id": config["mask_id"], "sparsity": config["sparsity"],
-        "index_set_id": config["index_set_id"], "wall_s": time.time() - t0, "git_commit": config.get("git_commit"),
-        "config": config_json(cell.canonical), "finished_at": dt.datetime.now(dt.timezone.utc), **versions(),
-    }
-    if row.get("status") in ("done", "stopped"):
-        # The paper's early stopping: SA from the SA-best epoch, RA from the RA-best epoch. Without validation
-        # RA (standard fine-tuning in the paper), RA is taken at the SA-best epoch.
-        row["sa"] = row.get("sa_at_sa_best")
-        row["ra"] = row.get("ra_at_ra_best") if row.get("ra_at_ra_best") is not None else row.get("ra_at_sa_best")
-    store.write_row("trials", row)
+        m = rows.failed(f"{type(e).__name__}: {e}")
+    store.write_row("trials", rows.cell_row(config, m, time.time() - t0))
 
 
-_TRIAL_METRICS = {"status", "error", "sa_at_sa_best", "ra_at_sa_best", "sa_at_ra_best", "ra_at_ra_best", "sa_last",
-                  "ra_last", "val_sa_best", "val_ra_best", "best_epoch_sa", "best_epoch_ra", "epochs", "train_s", "fit_s",
-                  "device", "node", "workers", "amp", "train_images"}
+def pack_name(configs: list[dict]) -> str:
+    """A packed run is named by its cells, so a rerun with the same pack continues its half-done cell."""
+    ids = sorted(Cell.from_dict(c["cell"]).cell_id for c in configs)
+    return "pack-" + hashlib.sha256(",".join(ids).encode()).hexdigest()[:16]
+
+
+def pack_trial(config: dict) -> None:
+    """Several cells, one after another, in one Train run (`resources.cells_per_run`): the run's start-up is paid
+    once. The workers write each cell's trials row as it finishes; a cell the run did not finish is recorded
+    failed here, with the run's error."""
+    store = Store(config["storage"])
+    cells = config["cells"]
+    try:
+        result = _trainer(pack_worker, config, pack_name(cells), store).fit()
+        why = "the packed Train run ended before this cell finished" + (
+            "" if (result.metrics or {}).get("final") == 1 else " (no final report)")
+    except Exception as e:  # noqa: BLE001 - recorded on every cell the run did not finish
+        why = f"{type(e).__name__}: {e}"
+    for c in cells:
+        if store.get("trials", Cell.from_dict(c["cell"]).cell_id) is None:
+            store.write_row("trials", rows.cell_row(c, rows.failed(why), 0.0))
 
 
 def pretrain_trial(config: dict) -> None:

@@ -59,6 +59,23 @@ def _report(rank: int, metrics: dict, state: dict | None) -> None:
 class EarlyStopped(RuntimeError):
     """This ticket trails its dense baseline by more than the spec's margin: stop and record why."""
 
+    def __init__(self, message: str, epoch: int):
+        super().__init__(message)
+        self.epoch = epoch
+
+
+def _stopped_fields(store: Store, cell_id: str, last_epoch: int) -> dict:
+    """What a stopped cell's trials row can still say, from its stored epoch rows (this and earlier segments)."""
+    rows = [store.get("epochs", f"{cell_id}.e{k:04d}") for k in range(last_epoch + 1)]
+    rows = [r for r in rows if r is not None]
+    out: dict = {"epochs": len(rows)}
+    for m in ("sa", "ra"):
+        vals = [(r[f"val_{m}"], r["epoch"]) for r in rows if r.get(f"val_{m}") is not None and not math.isnan(r[f"val_{m}"])]
+        if vals:
+            best = max(vals, key=lambda v: (v[0], -v[1]))  # the first epoch with the best value, as the loop picks
+            out[f"val_{m}_best"], out[f"best_epoch_{m}"] = best
+    return out
+
 
 def _early_stop_check(store: Store, plan: dict | None):
     """on_epoch hook: compare this epoch's validation with the dense cell's at the same epoch (from the store)."""
@@ -77,7 +94,7 @@ def _early_stop_check(store: Store, plan: dict | None):
                 continue
             if mine < ref - plan["margin"]:
                 raise EarlyStopped(f"stopped at epoch {record['epoch']}: validation {m.upper()} {mine:.4f} trails the dense "
-                                   f"model's {ref:.4f} by more than the margin {plan['margin']}")
+                                   f"model's {ref:.4f} by more than the margin {plan['margin']}", record["epoch"])
 
     return check
 
@@ -94,7 +111,7 @@ class _Reporter:
         self.state_fn = state_fn
         # Checkpoint first, row second: an epoch row in the store then means its checkpoint was persisted, so
         # a killed sweep that shows epoch k resumes at k+1 (once Train's controller has registered it).
-        _report(self.rank, record, state_fn() if self.rank == 0 else None)
+        _report(self.rank, record, self._tagged(state_fn()) if self.rank == 0 else None)
         if self.rank == 0 and self.store is not None:
             self.store.write_row("epochs", {**record, **self.extra, "node": self.node}, name=f"{self.key}.e{record['epoch']:04d}")
         self.check(record)  # after the report: a stopped cell keeps its last epoch's checkpoint and row
@@ -104,7 +121,13 @@ class _Reporter:
         state = self.state_fn() if self.state_fn is not None else dict(resume or {})
         if self.rank == 0:
             state["final"] = _clean(metrics)
-        _report(self.rank, metrics, state if self.rank == 0 else None)
+        _report(self.rank, metrics, self._tagged(state) if self.rank == 0 else None)
+
+    def _tagged(self, state: dict) -> dict:
+        """The checkpoint says which cell it belongs to (a packed run holds several, one after another)."""
+        if "cell_id" in self.extra:
+            state["cell_id"] = self.extra["cell_id"]
+        return state
 
 
 def _node() -> str:
@@ -126,6 +149,11 @@ def _wrap(model: torch.nn.Module, world: int, device) -> torch.nn.Module | None:
 
 def cell_worker(config: dict) -> None:
     rank, world, device = _setup(config)
+    _cell(config, rank, world, device, _resume_state())
+
+
+def _cell(config: dict, rank: int, world: int, device, resume: dict | None) -> dict:
+    """Fine-tune and evaluate one cell; returns its final metrics (also reported, with a checkpoint marked final)."""
     store = Store(config["storage"])
     cell = Cell.from_dict(config["cell"])
     regime = cell.regime_obj()
@@ -133,17 +161,16 @@ def cell_worker(config: dict) -> None:
 
     ev = EvalSpec.model_validate(config["eval"])
     eval_attack = ev.attack
+    reporter = _Reporter(rank, {"cell_id": cell.cell_id, "resumed_from": 0 if resume is None else resume["epoch"] + 1},
+                         store, cell.cell_id, _early_stop_check(store, config.get("early_stop")))
+    if resume is not None and "final" in resume:  # the run had finished; only its trials row was missing
+        _report(rank, resume["final"], resume if rank == 0 else None)
+        return resume["final"]
     model, mask, _ = cell_model(store, cell, config["mask_id"])
     model = model.to(device).to(memory_format=torch.channels_last)
     bound = mask.bind(model.net) if mask is not None else None
     idx = np.asarray(store.get("index_sets", config["index_set_id"])["indices"], dtype=np.int64)
     data = load_data(cell.dataset, config.get("data_root"), cell.protocol, idx, device, rank, world)
-    resume = _resume_state()
-    reporter = _Reporter(rank, {"cell_id": cell.cell_id, "resumed_from": 0 if resume is None else resume["epoch"] + 1},
-                         store, cell.cell_id, _early_stop_check(store, config.get("early_stop")))
-    if resume is not None and "final" in resume:  # the run had finished; only its trials row was missing
-        _report(rank, resume["final"], resume if rank == 0 else None)
-        return
     autocast = device.type == "cuda"
     final: dict = {"final": 1, "device": device_name(device), "node": _node(), "workers": world,
                    "amp": "bf16" if autocast else "fp32", "train_images": data.train_images}
@@ -152,16 +179,45 @@ def cell_worker(config: dict) -> None:
         out = fit(model, bound, data, regime, eval_attack, cell.seed, on_epoch=reporter, resume=resume,
                   autocast=autocast, ddp=_wrap(model, world, device), val_schedule=ev.val_schedule())
     except Diverged as e:  # deterministic: record it as the cell's failure instead of letting Train retry it
-        reporter.final({**final, "status": "failed", "error": str(e)}, resume)
-        return
+        final.update(status="failed", error=str(e))
     except EarlyStopped as e:
-        reporter.final({**final, "status": "stopped", "error": str(e), "fit_s": time.perf_counter() - t_fit}, resume)
-        return
-    final.update(status="done", error="", **out.test, train_s=out.train_s, fit_s=time.perf_counter() - t_fit,
-                 epochs=len(out.history),
-                 best_epoch_sa=out.best["sa"]["epoch"], best_epoch_ra=out.best["ra"]["epoch"],
-                 val_sa_best=out.best["sa"]["value"], val_ra_best=out.best["ra"]["value"])
+        final.update(status="stopped", error=str(e), fit_s=time.perf_counter() - t_fit,
+                     **_stopped_fields(store, cell.cell_id, e.epoch))
+    else:
+        final.update(status="done", error="", **out.test, train_s=out.train_s, fit_s=time.perf_counter() - t_fit,
+                     epochs=len(out.history),
+                     best_epoch_sa=out.best["sa"]["epoch"], best_epoch_ra=out.best["ra"]["epoch"],
+                     val_sa_best=out.best["sa"]["value"], val_ra_best=out.best["ra"]["value"])
     reporter.final(final, resume)
+    return final
+
+
+def pack_worker(config: dict) -> None:
+    """Several cells in one Train run, in order; rank 0 stores each cell's trials row the moment it is final.
+
+    The checkpoint names the cell it belongs to, so a restarted run skips the cells before it, continues that
+    cell from its last epoch (or skips it too, if its checkpoint is marked final), and goes on with the rest.
+    """
+    from raydw.run.rows import cell_row
+
+    rank, world, device = _setup(config)
+    cells = config["cells"]
+    ids = [Cell.from_dict(c["cell"]).cell_id for c in cells]
+    resume = _resume_state()
+    start = 0
+    if resume is not None and resume.get("cell_id") in ids:
+        start = ids.index(resume["cell_id"])
+        if "final" in resume:  # that cell's row was written before the restart
+            start, resume = start + 1, None
+    else:
+        resume = None
+    store = Store(config["storage"])
+    for i in range(start, len(cells)):
+        t0 = time.time()
+        final = _cell(cells[i], rank, world, device, resume if i == start else None)
+        if rank == 0:
+            store.write_row("trials", cell_row(cells[i], final, time.time() - t0))
+    _report(rank, {"final": 1, "cells": len(cells)}, None)
 
 
 def pretrain_worker(config: dict) -> None:

@@ -1,0 +1,40 @@
+"""The `trials` row of a finished cell, built the same way by a one-cell trial and by a packed Train run."""
+from __future__ import annotations
+
+import datetime as dt
+
+from raydw.cells import Cell
+from raydw.provenance import versions
+from raydw.store import config_json
+
+ERROR_CHARS = 4000  # the end of a traceback is what says what went wrong
+
+_CELL_FIELDS = ("cell_id", "pretraining", "pretrained_id", "arch", "ticket_method", "ticket_round", "target_sparsity",
+                "prunable", "dataset", "protocol", "normalization", "regime", "regime_kind", "data_fraction",
+                "fraction_method", "seed", "phase", "tune_id", "recipe_id")
+
+TRIAL_METRICS = {"status", "error", "sa_at_sa_best", "ra_at_sa_best", "sa_at_ra_best", "ra_at_ra_best", "sa_last",
+                 "ra_last", "val_sa_best", "val_ra_best", "best_epoch_sa", "best_epoch_ra", "epochs", "train_s", "fit_s",
+                 "device", "node", "workers", "amp", "train_images"}
+
+
+def failed(error: str) -> dict:
+    return {"status": "failed", "error": error[-ERROR_CHARS:]}
+
+
+def cell_row(config: dict, metrics: dict, wall_s: float) -> dict:
+    """config: the cell's job config (cell, mask, index set, sweep); metrics: the worker's final report."""
+    cell = Cell.from_dict(config["cell"])
+    row = {
+        **{k: getattr(cell, k) for k in _CELL_FIELDS},
+        **{k: v for k, v in metrics.items() if k in TRIAL_METRICS},
+        "sweep": config["sweep"], "mask_id": config["mask_id"], "sparsity": config["sparsity"],
+        "index_set_id": config["index_set_id"], "wall_s": wall_s, "git_commit": config.get("git_commit"),
+        "config": config_json(cell.canonical), "finished_at": dt.datetime.now(dt.timezone.utc), **versions(),
+    }
+    if row.get("status") in ("done", "stopped"):
+        # The paper's early stopping: SA from the SA-best epoch, RA from the RA-best epoch. Without validation
+        # RA (standard fine-tuning in the paper), RA is taken at the SA-best epoch.
+        row["sa"] = row.get("sa_at_sa_best")
+        row["ra"] = row.get("ra_at_ra_best") if row.get("ra_at_ra_best") is not None else row.get("ra_at_sa_best")
+    return row
