@@ -64,3 +64,78 @@ def test_a_rerun_of_a_packed_sweep_only_retries_the_failed_cells(packed):
     assert s.ran == 2 and len(results.load(store)) == 4
     ep = results.load(store, "epochs")
     assert len(ep[ep.cell_id.isin(done)]) == before and not ep.duplicated(["cell_id", "epoch"]).any()
+
+
+def _train_workers_of_this_process() -> list[int]:
+    import os
+    import subprocess
+
+    r = subprocess.run(["pgrep", "-f", "RayTrainWorker"], capture_output=True, text=True)
+    me, out = os.getpid(), []
+    for pid in map(int, r.stdout.split()):
+        p = pid
+        while p > 1:
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    p = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                break
+            if p == me:
+                out.append(pid)
+                break
+    return out
+
+
+@pytest.mark.timeout(600)
+def test_a_killed_worker_resumes_the_pack_at_its_half_done_cell(ray_session, tmp_path):
+    """SIGKILL the Train worker while the pack's second cell trains: the first cell is not run again, the second
+    continues from its last epoch checkpoint, and each cell has one row."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from conftest import TINY_SPEC
+
+    from raydw.run.sweep import run_sweep
+
+    d = yaml.safe_load(TINY_SPEC)
+    d["regimes"]["standard"]["epochs"] = 5
+    d["resources"] = {"max_concurrent_cells": 1, "cells_per_run": 2, "max_failures": 2}
+    spec = parse_spec(d)
+    store = tmp_path / "store"
+    box: dict = {}
+    t = threading.Thread(target=lambda: box.setdefault("s", run_sweep(spec, storage=str(store), out=lambda *_: None)),
+                         daemon=True)
+    t.start()
+
+    def second_cell_has_two_epochs():
+        if not (store / "trials").exists():
+            return None
+        first = [p for p in (store / "trials").glob("*.parquet") if not p.name.startswith(".")]
+        if len(first) != 1:
+            return None
+        done_id = first[0].stem
+        ep = [p for p in (store / "epochs").glob("*.parquet") if not p.name.startswith(".") and not p.name.startswith(done_id)]
+        return (first[0], done_id) if len(ep) >= 2 else None
+
+    deadline, hit = time.time() + 420, None
+    while time.time() < deadline and t.is_alive() and hit is None:
+        hit = second_cell_has_two_epochs()
+        time.sleep(0.1)
+    assert hit is not None, "the pack's second cell never reached two epochs while the first was done"
+    first_row, first_id = hit
+    first_mtime = first_row.stat().st_mtime
+    pids = _train_workers_of_this_process()
+    assert len(pids) == 1, pids
+    os.kill(pids[0], signal.SIGKILL)
+    t.join(420)
+    assert not t.is_alive() and box["s"].done == 2
+    trials = results.load(str(store))
+    assert len(trials) == 2 and (trials.status == "done").all()
+    assert first_row.stat().st_mtime == first_mtime  # the finished cell was not run again
+    ep = results.load(str(store), "epochs")
+    assert not ep.duplicated(["cell_id", "epoch"]).any() and len(ep) == 2 * 5
+    second = ep[ep.cell_id != first_id]
+    assert (second.resumed_from > 0).any(), second[["epoch", "resumed_from"]].to_string()  # continued, not restarted
+    assert (ep[ep.cell_id == first_id].resumed_from == 0).all()
