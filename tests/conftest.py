@@ -44,3 +44,16 @@ def ray_session():
              runtime_env={"env_vars": dict(RAY_ENV)}, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+def process_ancestors(pid: int) -> set[int]:
+    """The PIDs above a process, up to init (to find the Ray processes that belong to this test run)."""
+    out = set()
+    while pid > 1:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+        out.add(pid)
+    return out

@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import process_ancestors
+
 from raydw import results
 from raydw.run.sweep import DRIVER_RESOURCE, RAY_ENV
 from raydw.spec import parse_spec
@@ -131,18 +133,6 @@ def _cli_sweep(spec_dict: dict, store: str, address: str, log: Path) -> subproce
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env, cwd=REPO)
 
 
-def _ancestors(pid: int) -> set[int]:
-    out = set()
-    while pid > 1:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                pid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            break
-        out.add(pid)
-    return out
-
-
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -156,7 +146,7 @@ def _our_train_workers(node_ip: str) -> list[int]:
     r = subprocess.run(["pgrep", "-f", "RayTrainWorker"], capture_output=True, text=True)
     me, out = os.getpid(), []
     for pid in map(int, r.stdout.split()):
-        chain = _ancestors(pid)
+        chain = process_ancestors(pid)
         if me in chain and any(f"--node_ip_address={node_ip} " in _cmdline(a) for a in chain):
             out.append(pid)
     return out

@@ -70,20 +70,10 @@ def _train_workers_of_this_process() -> list[int]:
     import os
     import subprocess
 
+    from conftest import process_ancestors
+
     r = subprocess.run(["pgrep", "-f", "RayTrainWorker"], capture_output=True, text=True)
-    me, out = os.getpid(), []
-    for pid in map(int, r.stdout.split()):
-        p = pid
-        while p > 1:
-            try:
-                with open(f"/proc/{p}/stat") as f:
-                    p = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                break
-            if p == me:
-                out.append(pid)
-                break
-    return out
+    return [pid for pid in map(int, r.stdout.split()) if os.getpid() in process_ancestors(pid)]
 
 
 @pytest.mark.timeout(600)

@@ -48,6 +48,7 @@ def test_finished_cells_have_real_metrics_in_unit_range(swept):
         assert done[col].between(0, 1).all(), col
     assert (done.sa > 0.3).all()  # real training on real digits, well above chance (0.1)
     assert set(done.ticket_method) == {"dense", "omp"}
+    assert (done.pretraining_kind == "standard").all()  # from the stored pre-trained model's row
     assert done.torch_version.notna().all() and done.wall_s.gt(0).all()
 
 

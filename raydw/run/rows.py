@@ -29,6 +29,7 @@ def cell_row(config: dict, metrics: dict, wall_s: float) -> dict:
         **{k: getattr(cell, k) for k in _CELL_FIELDS},
         **{k: v for k, v in metrics.items() if k in TRIAL_METRICS},
         "sweep": config["sweep"], "mask_id": config["mask_id"], "sparsity": config["sparsity"],
+        "pretraining_kind": config.get("pretraining_kind"),
         "index_set_id": config["index_set_id"], "wall_s": wall_s, "git_commit": config.get("git_commit"),
         "config": config_json(cell.canonical), "finished_at": dt.datetime.now(dt.timezone.utc), **versions(),
     }

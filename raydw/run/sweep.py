@@ -292,6 +292,7 @@ def _run_locked(spec: SweepSpec, store: Store, address: str | None, data_root: s
     for c in todo:
         jobs.append(Job("cell", c.cell_id, c.label(),
                         lambda c=c: {**base, **masks.cell_inputs(c), "cell": c.to_dict(), "early_stop": stop.get(c.cell_id),
+                                     "pretraining_kind": (store.get("pretrained", c.pretrained_id) or {}).get("kind"),
                                      "index_set_id": index_ids[_index_key(c)]},
                         needs_pretrained=c.pretrained_id, needs_imp=masks.imp_need(c),
                         needs_cell=stop[c.cell_id]["dense_cell_id"] if c.cell_id in stop else None,
