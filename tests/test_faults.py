@@ -362,6 +362,15 @@ def test_a_killed_sweep_driver_is_resumed_by_a_rerun_on_the_cluster(cluster, fir
         assert start >= had[c] - 1 and rerun <= 1, (c, had[c], start, rerun)  # from its last checkpoint
     assert max(start for _, _, start in figures.values()) >= 1
     took = min(t for t, _, _ in figures.values())
+    # Nothing the killed driver started may keep holding the workers' CPUs: its Train runs' placement groups
+    # leaked here once and made the next test hang (raydw.run.orphans releases them when a sweep starts).
+    import ray
+
+    from raydw.run.orphans import stale_placement_groups
+
+    _wait(lambda: ray.available_resources().get("CPU", 0) == ray.cluster_resources().get("CPU"), 60,
+          "every worker CPU to be free after the rerun")
+    assert not stale_placement_groups()
     _record(f"driver SIGKILL, rerun joins the cluster: epoch rows per cell at the kill {list(had.values())}, restarted "
             f"at epochs {[s for _, _, s in figures.values()]}, epochs re-run {sum(r for _, r, _ in figures.values())}, "
             f"kill -> first new epoch row {took:.1f} s (the rerun is a new process: import, plan, Ray join, "

@@ -27,19 +27,24 @@ def _visible(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith(".")) if folder.exists() else []
 
 
-def _registered_checkpoint(store: Path) -> bool:
+def _registered_checkpoint(store: Path, epochs: int) -> bool:
+    """A cell whose registered checkpoint is a mid-run epoch (not its last, not its final report): killing now
+    must make the rerun continue it. (Killed after its last epoch, a cell is rightly finished from its final
+    checkpoint without training, so no row would show a resumed segment.)"""
     for snap in (store / "train").glob("cell-*/checkpoint_manager_snapshot.json"):
         try:
-            if json.loads(snap.read_text()).get("latest_checkpoint_result"):
-                return True
+            latest = json.loads(snap.read_text()).get("latest_checkpoint_result") or {}
         except (OSError, ValueError):  # being written
-            pass
+            continue
+        m = latest.get("metrics") or {}
+        if "final" not in m and m.get("epoch", epochs) < epochs - 1:
+            return True
     return False
 
 
 def test_killed_sweep_resumes_without_duplicates(tmp_path, tiny_spec_text):
     d = yaml.safe_load(tiny_spec_text)
-    d["regimes"]["standard"]["epochs"] = 4
+    d["regimes"]["standard"]["epochs"] = 6
     d["resources"] = {"max_concurrent_cells": 1}  # one cell at a time: the kill lands inside a cell
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(d))
@@ -51,7 +56,7 @@ def test_killed_sweep_resumes_without_duplicates(tmp_path, tiny_spec_text):
     # snapshot a restored run reads), but before any cell is complete. Without the second condition the kill
     # can land between the report and the registration, and the cell rightly restarts from scratch.
     while time.time() < deadline and first.poll() is None:
-        if _visible(store / "epochs") and not _visible(store / "trials") and _registered_checkpoint(store):
+        if _visible(store / "epochs") and not _visible(store / "trials") and _registered_checkpoint(store, 6):
             break
         time.sleep(0.2)
     assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
@@ -66,7 +71,7 @@ def test_killed_sweep_resumes_without_duplicates(tmp_path, tiny_spec_text):
     trials = results.load(str(store))
     assert len(trials) == 2 and trials.cell_id.is_unique and (trials.status == "done").all()
     ep = results.load(str(store), "epochs")
-    assert len(ep) == 2 * 4 and not ep.duplicated(["cell_id", "epoch"]).any()
+    assert len(ep) == 2 * 6 and not ep.duplicated(["cell_id", "epoch"]).any()
     assert epochs_at_kill >= 1
     # The interrupted cell continued from its checkpoint: some epoch rows were written by a resumed segment.
     assert (ep.resumed_from > 0).any(), ep[["cell_id", "epoch", "resumed_from"]].to_string()
@@ -76,4 +81,4 @@ def test_killed_sweep_resumes_without_duplicates(tmp_path, tiny_spec_text):
     third = _sweep(spec, store, tmp_path / "third.log")
     assert third.wait(timeout=120) == 0
     assert time.time() - t0 < 60
-    assert len(results.load(str(store))) == 2 and len(results.load(str(store), "epochs")) == 8
+    assert len(results.load(str(store))) == 2 and len(results.load(str(store), "epochs")) == 12

@@ -55,6 +55,7 @@ def connect(address: str | None, verbose: bool = False) -> None:
     for k, v in RAY_ENV.items():
         os.environ.setdefault(k, v)
     if ray.is_initialized():
+        _release_stale()
         return
     env = {"env_vars": {k: os.environ[k] for k in RAY_ENV}}
     addr = address or os.environ.get("RAY_ADDRESS")
@@ -64,8 +65,18 @@ def connect(address: str | None, verbose: bool = False) -> None:
                   log_to_driver=verbose)
     if addr:
         ray.init(address=addr, **common)
+        _release_stale()  # a killed driver's Train runs can leave placement groups holding the cluster's CPUs/GPUs
     else:  # "local" always starts a fresh Ray, never a dead cluster left in /tmp/ray (ray-notes section 9)
         ray.init(address="local", num_cpus=os.cpu_count(), resources={DRIVER_RESOURCE: 1000}, **common)
+
+
+def _release_stale() -> None:
+    from raydw.run.orphans import release_stale_placement_groups
+
+    try:
+        release_stale_placement_groups(out=_say)
+    except Exception as e:  # noqa: BLE001 - a best-effort clean-up must never stop a sweep
+        _say(f"(could not check for placement groups left by ended drivers: {type(e).__name__}: {e})")
 
 
 def driver_resources() -> dict:
