@@ -15,7 +15,7 @@ from ray.tune.search import Searcher
 from raydw.store import Store
 
 POLL_S = 0.5  # how often the store is asked again while jobs wait for inputs
-PACK_SHARED = ("storage", "resources", "torch_threads", "sweep")  # what a packed Train run needs besides its cells
+PACK_SHARED = ("storage", "resources", "torch_threads")  # what a packed Train run needs besides its cells
 
 
 @dataclass
