@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -194,7 +195,8 @@ class Store:
 
     def read_table(self, table: str, names: list[str] | None = None, columns: list[str] | None = None) -> pa.Table:
         schema = SCHEMAS[table]
-        names = self.names(table) if names is None else names
+        if names is None:  # the whole table: one multi-threaded dataset scan (docs/results-schema.md, "Reading at scale")
+            return self._scan(table, columns)
         parts = []
         for n in names:
             with self.fs.open_input_file(self.path(table, f"{n}.parquet")) as f:
@@ -203,6 +205,17 @@ class Store:
             empty = schema if columns is None else pa.schema([schema.field(c) for c in columns])
             return empty.empty_table()
         return pa.concat_tables(parts)
+
+    def _scan(self, table: str, columns: list[str] | None) -> pa.Table:
+        """Every row of a table. pyarrow.dataset opens the files on its thread pool (one file per row makes a
+        file-by-file loop the bottleneck); columns that rows written by an older raydw lack read as nulls.
+        Listing first (names()) keeps the selection of read_table's per-file path: *.parquet, never hidden temporaries."""
+        schema = SCHEMAS[table]
+        files = [self.path(table, f"{n}.parquet") for n in self.names(table)]  # the same files, in the same order
+        if not files:
+            empty = schema if columns is None else pa.schema([schema.field(c) for c in columns])
+            return empty.empty_table()
+        return ds.dataset(files, schema=schema, format="parquet", filesystem=self.fs).to_table(columns=columns)
 
     def get(self, table: str, key: str) -> dict | None:
         if not self.exists(table, f"{key}.parquet"):

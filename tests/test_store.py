@@ -33,6 +33,25 @@ def test_rewriting_a_row_replaces_it_instead_of_duplicating(tmp_path):
     assert len(df) == 1 and df.status[0] == "done" and df.sa[0] == 0.9
 
 
+def test_a_whole_table_read_skips_temporaries_and_fills_columns_older_rows_lack(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    s = Store(str(tmp_path))
+    s.write_row("trials", _row("new"))
+    # A row as an older raydw wrote it (no phase/recipe columns), a write in flight, and a stray non-Parquet file.
+    pq.write_table(pa.table({"cell_id": ["old"], "status": ["done"], "sa": [0.7]}), tmp_path / "trials" / "old.parquet")
+    (tmp_path / "trials" / ".0123abcd.tmp").write_bytes(b"PAR1 half a file")
+    (tmp_path / "trials" / "notes.txt").write_text("not a row")
+    t = s.read_table("trials")
+    assert t.schema == s.read_table("trials", ["new"]).schema and t.column("cell_id").to_pylist() == ["new", "old"]
+    assert t.column("phase").to_pylist() == [None, None] and t.column("sa").to_pylist() == [0.5, 0.7]
+    assert s.read_table("trials", columns=["cell_id", "recipe_id"]).to_pylist() == [
+        {"cell_id": "new", "recipe_id": None}, {"cell_id": "old", "recipe_id": None}]
+    assert list(results.load(str(tmp_path)).cell_id) == ["new", "old"]  # null phase counts as main
+    assert s.read_table("epochs").num_rows == 0 and s.read_table("epochs", columns=["epoch"]).column_names == ["epoch"]
+
+
 def test_writes_leave_no_temporary_files(tmp_path):
     s = Store(str(tmp_path))
     for i in range(5):

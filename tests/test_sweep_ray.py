@@ -95,3 +95,23 @@ def test_rerun_runs_only_failed_cells_and_adds_no_row(swept):
     assert len(after) == len(before) and after.cell_id.is_unique
     done_before = before.query("status == 'done'").set_index("cell_id").sa
     assert after.query("status == 'done'").set_index("cell_id").sa.equals(done_before)
+
+
+def test_pretrain_command_trains_a_recipe_once_with_the_id_a_sweep_uses(ray_session, tmp_path, capsys, swept,
+                                                                          tiny_spec_text_module):
+    from raydw.cells import pretrained_id
+    from raydw.cli import main
+
+    spec, sweep_store, _, _ = swept
+    (tmp_path / "spec.yaml").write_text(tiny_spec_text_module)
+    store = tmp_path / "store"
+    assert main(["pretrain", str(tmp_path / "spec.yaml"), "--storage", str(store)]) == 0
+    pid = pretrained_id(spec.pretrainings[0])
+    row = results.load(str(store), "pretrained").set_index("pretrained_id").loc[pid]
+    assert row["kind"] == "standard" and 0.3 < row["clean_acc"] <= 1 and (store / "weights" / f"{pid}.pt").exists()
+    assert f"ST: {pid} standard clean {row['clean_acc']:.3f}" in capsys.readouterr().out
+    # The sweep's own stage 1 trained the same recipe under the same id; a second `raydw pretrain` trains nothing.
+    assert results.load(sweep_store, "pretrained").pretrained_id.tolist() == [pid]
+    runs = sorted((store / "tune").iterdir())
+    assert main(["pretrain", str(tmp_path / "spec.yaml"), "--storage", str(store)]) == 0
+    assert sorted((store / "tune").iterdir()) == runs and f"ST: {pid}" in capsys.readouterr().out

@@ -111,25 +111,6 @@ def max_concurrent(spec: SweepSpec) -> int:
     return n
 
 
-def _tune(entry, configs: list[dict], name: str, store: Store, concurrency: int, callbacks: list) -> None:
-    from ray import tune
-
-    tuner = tune.Tuner(
-        tune.with_resources(entry, driver_resources()),
-        param_space={"job": tune.grid_search(configs)},
-        tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=True,
-                                    trial_dirname_creator=lambda t: t.trial_id),
-        run_config=tune.RunConfig(name=name, storage_path=store.tune_path, verbose=0, callbacks=callbacks),
-    )
-    tuner.fit()
-
-
-def _pretrain_entry(config: dict) -> None:
-    from raydw.run.trials import pretrain_trial
-
-    pretrain_trial(config["job"])
-
-
 def _num(v) -> float:
     return math.nan if v is None else float(v)
 
@@ -412,13 +393,19 @@ def _imp_config(store: Store, spec: SweepSpec, t, p) -> dict | None:
             "torch_threads": spec.resources.torch_threads}
 
 
-def _tune_jobs(searcher, name: str, store: Store, concurrency: int, callbacks: list) -> None:
+def _tune_jobs(searcher, name: str, store: Store, concurrency: int, callbacks: list, grid: list[dict] | None = None) -> None:
+    """The one place a Tuner is built: trials come from `searcher` (the sweep's staged searcher), or, with `grid`,
+    one trial per config (`raydw pretrain`); each trial runs _job_entry in the driver's small resource bundle."""
     from ray import tune
 
+    if grid is not None:
+        space, tc = {"kind": "pretrain", "job": tune.grid_search(grid)}, {}
+    else:
+        space, tc = None, {"search_alg": searcher, "num_samples": -1}
     tuner = tune.Tuner(
-        tune.with_resources(_job_entry, driver_resources()),
-        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, max_concurrent_trials=concurrency,
-                                    reuse_actors=True, trial_dirname_creator=lambda t: t.trial_id),
+        tune.with_resources(_job_entry, driver_resources()), param_space=space,
+        tune_config=tune.TuneConfig(**tc, max_concurrent_trials=concurrency, reuse_actors=True,
+                                    trial_dirname_creator=lambda t: t.trial_id),
         run_config=tune.RunConfig(name=name, storage_path=store.tune_path, verbose=0, callbacks=callbacks),
     )
     tuner.fit()
@@ -507,8 +494,8 @@ def run_pretraining(spec: SweepSpec, storage: str | None = None, address: str | 
     if recipes:
         connect(address)
         cfgs = [_pretrain_config(store, spec, p, None) for p in recipes]
-        _tune(_pretrain_entry, cfgs, f"{spec.name}-pretrain-{dt.datetime.now():%Y%m%d-%H%M%S}", store,
-              max_concurrent(spec), [])
+        _tune_jobs(None, f"{spec.name}-pretrain-{dt.datetime.now():%Y%m%d-%H%M%S}", store, max_concurrent(spec), [],
+                   grid=cfgs)
     for p in spec.pretrainings:
         row = store.get("pretrained", pretrained_id(p))
         out(f"{p.name}: " + (f"{row['pretrained_id']} {row['kind']} clean {row['clean_acc']:.3f} robust {row['robust_acc']:.3f}"
