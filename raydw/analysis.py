@@ -23,14 +23,19 @@ class AnalysisError(ValueError):
 
 
 # -- input ------------------------------------------------------------------------------------------
-def trials_frame(uri_or_df) -> pd.DataFrame:
-    """The trials table as a DataFrame, with a `level` key (rounded target sparsity) added."""
+def trials_frame(uri_or_df, cells=None) -> pd.DataFrame:
+    """The trials table as a DataFrame, with a `level` key (rounded target sparsity) added.
+
+    `cells` (cell ids, e.g. `spec_cells(uri, spec)`) keeps only those rows: one sweep's cells in a store that
+    also holds other runs. Two rows of one setting and seed are refused (see _check_one_run_per_seed)."""
     if isinstance(uri_or_df, pd.DataFrame):
         df = uri_or_df.copy()
     else:
         from raydw.results import load
 
         df = load(str(uri_or_df), "trials")
+    if cells is not None:
+        df = df[df["cell_id"].isin(set(cells))].reset_index(drop=True)
     need = {"pretraining", "ticket_method", "dataset", "regime", "regime_kind", "data_fraction", "status"}
     if missing := sorted(need - set(df.columns)):
         raise AnalysisError(f"trials table lacks columns {missing}")
@@ -42,7 +47,66 @@ def trials_frame(uri_or_df) -> pd.DataFrame:
     df["level"] = target.astype(float).round(_LEVEL_DIGITS)
     df.loc[df["ticket_method"] == "dense", "level"] = 0.0
     df["data_fraction"] = df["data_fraction"].astype(float)
+    _check_one_run_per_seed(df)
     return df
+
+
+SETTING = ["pretraining", "dataset", "regime", "data_fraction", "ticket_method", "level"]
+# What tells two runs of one setting apart when their config JSON is missing (hand-built frames).
+_RUN_COLUMNS = ["sweep", "recipe_id", "pretrained_id", "mask_id", "protocol", "normalization", "fraction_method",
+                "index_set_id", "phase"]
+
+
+def _check_one_run_per_seed(df: pd.DataFrame) -> None:
+    """Seeds are averaged per setting, so two rows of one setting with the same seed are two different experiments
+    (an edited spec rerun into the same store, a tuned and an untuned grid, two IMP variants): averaging them would
+    publish a mean of unlike runs as a mean over seeds. Refuse, naming the cells, what differs, and the way out."""
+    if "seed" not in df.columns or "cell_id" not in df.columns or df.empty:
+        return
+    keys = [*SETTING, "seed"]
+    dup = df[df.duplicated(keys, keep=False)]
+    if dup.empty:
+        return
+    groups = dup.groupby(keys, dropna=False, sort=False)
+    _, same = next(iter(groups))
+    first, n_settings = same.iloc[0], groups.ngroups
+    raise AnalysisError(
+        f"the trials hold {len(same)} different runs of one setting and seed ({first['pretraining']}, {first['dataset']}, "
+        f"{first['regime']}, fraction {first['data_fraction']:g}, {first['ticket_method']} at level {first['level']:g}, "
+        f"seed {first['seed']}): cells {sorted(same['cell_id'])}, which differ in {_differences(same)}"
+        + (f" ({n_settings} settings are affected)" if n_settings > 1 else "")
+        + ". They are different experiments, not seeds, and would be averaged as seeds. Analyse one sweep's cells: "
+        "`raydw verdicts URI --spec SPEC` / `raydw report URI --out DIR --spec SPEC`, or in Python "
+        "`verdicts(uri, cells=spec_cells(uri, spec))`; or give each experiment its own storage.")
+
+
+def _differences(rows: pd.DataFrame, limit: int = 6) -> str:
+    """The config fields (dotted paths) whose values differ between rows; the run columns if there is no config."""
+    import json
+
+    def flat(obj, prefix=""):
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                yield from flat(v, f"{prefix}{k}.")
+        else:
+            yield prefix[:-1], json.dumps(obj, sort_keys=True)
+
+    fields = []
+    if "config" in rows and rows["config"].notna().all():
+        configs = [dict(flat(json.loads(c))) for c in rows["config"]]
+        fields = sorted(k for k in set().union(*configs) if len({c.get(k) for c in configs}) > 1)
+    if not fields:  # no config recorded, or the same one
+        fields = [c for c in _RUN_COLUMNS if c in rows and rows[c].astype(str).nunique() > 1]
+    if not fields:
+        return "nothing recorded (same config, different cell ids)"
+    return ", ".join(fields[:limit]) + (f" and {len(fields) - limit} more fields" if len(fields) > limit else "")
+
+
+def spec_cells(uri: str, spec) -> set[str]:
+    """The cell ids a sweep spec (a SweepSpec or a path) plans against this store: `cells=` for one sweep's findings."""
+    from raydw.cells import planned_cells
+
+    return {c.cell_id for c in planned_cells(str(uri), spec)}
 
 
 def _check_args(rule: str, tol: float, checkpoint: str) -> None:
@@ -180,13 +244,14 @@ def _double_win(out: pd.DataFrame, rule: str) -> pd.Series:
 
 
 def verdicts(uri_or_df, rule: str = "strict", tol: float = 0.0, checkpoint: str = "paper",
-             std_regime: str | None = None, adv_regime: str | None = None) -> pd.DataFrame:
+             std_regime: str | None = None, adv_regime: str | None = None, cells=None) -> pd.DataFrame:
     """Per ticket level and data fraction: the three matching flags and the strict / loose double-win verdicts.
 
     `double_win` is the verdict under `rule`; `reason` says why a flag is NA (missing / failed cells, no std).
+    `cells`: only these cell ids (`spec_cells(uri, spec)`: one sweep's cells).
     """
     _check_args(rule, tol, checkpoint)
-    df = trials_frame(uri_or_df)
+    df = trials_frame(uri_or_df, cells)
     regimes = {"standard": pick_regime(df, "standard", std_regime), "adversarial": pick_regime(df, "adversarial", adv_regime)}
     df = df[df["regime"].isin([r for r in regimes.values() if r is not None])]
     sums = summaries(df, *CHECKPOINTS[checkpoint])
@@ -254,12 +319,14 @@ def _extreme_row(key: tuple, levels: pd.DataFrame) -> dict:
             "contig_stops_at": stop}
 
 
-def extreme(uri_or_df, rule: str = "strict", tol: float = 0.0, checkpoint: str = "paper", **regimes) -> pd.DataFrame:
+def extreme(uri_or_df, rule: str = "strict", tol: float = 0.0, checkpoint: str = "paper", cells=None,
+            **regimes) -> pd.DataFrame:
     """Per (pretraining, dataset, data_fraction, ticket_method): the extreme double-win sparsities (protocol section 7).
 
-    Takes a trials table (URI or DataFrame) or an already computed verdicts DataFrame.
+    Takes a trials table (URI or DataFrame, `cells` as in verdicts) or an already computed verdicts DataFrame.
     """
-    v = uri_or_df if _is_verdicts(uri_or_df) else verdicts(uri_or_df, rule=rule, tol=tol, checkpoint=checkpoint, **regimes)
+    v = uri_or_df if _is_verdicts(uri_or_df) else verdicts(uri_or_df, rule=rule, tol=tol, checkpoint=checkpoint,
+                                                             cells=cells, **regimes)
     v = v.assign(double_win=v[f"double_win_{rule}"])
     keys = ["pretraining", "dataset", "data_fraction", "ticket_method"]
     rows = [_extreme_row(k, g) for k, g in v.groupby(keys, sort=False)]

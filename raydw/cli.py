@@ -152,7 +152,7 @@ def cmd_verdicts(a) -> int:
     from raydw.analysis import AnalysisError, extreme, verdicts
 
     try:
-        v = verdicts(a.uri, rule=a.rule, tol=a.tol, checkpoint=a.checkpoint)
+        v = verdicts(a.uri, rule=a.rule, tol=a.tol, checkpoint=a.checkpoint, cells=_spec_cells(a))
     except AnalysisError as e:
         raise SpecError(str(e)) from None
     cols = ["pretraining", "dataset", "data_fraction", "ticket_method", "ticket_round", "sparsity", "matching_sa_std",
@@ -175,10 +175,23 @@ def cmd_status(a) -> int:
 
 
 def cmd_report(a) -> int:
+    from raydw.analysis import AnalysisError
     from raydw.report import write_report
 
-    print(f"wrote {write_report(a.uri, a.out, tol=a.tol, checkpoint=a.checkpoint)}")
+    try:
+        print(f"wrote {write_report(a.uri, a.out, tol=a.tol, checkpoint=a.checkpoint, cells=_spec_cells(a))}")
+    except AnalysisError as e:
+        raise SpecError(str(e)) from None
     return 0
+
+
+def _spec_cells(a) -> set[str] | None:
+    """--spec: the cell ids that sweep plans against the store (its findings alone, other runs in the store left out)."""
+    if not a.spec:
+        return None
+    from raydw.analysis import spec_cells
+
+    return spec_cells(a.uri, _spec_path(a.spec))
 
 
 def cmd_convert(a) -> int:
@@ -283,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--rule", default="strict", choices=["strict", "loose"], help="strict: SA std, SA adv, RA adv; loose: SA std, RA adv")
     s.add_argument("--tol", type=float, default=0.0, metavar="K", help="match if >= dense mean - K x dense std (needs >= 2 dense seeds)")
     s.add_argument("--checkpoint", default="paper", choices=["paper", "last"], help="paper: SA@SA-best, RA@RA-best; last: last epoch")
+    s.add_argument("--spec", help="sweep YAML (or 'demo'/'paper'): only the cells it plans, when the store holds other "
+                                  "runs too (an edited spec rerun into it, a tuned and an untuned grid)")
     s.set_defaults(fn=cmd_verdicts)
 
     s = sub.add_parser("status", help="cells done / failed / missing, compute spent, time left")
@@ -296,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--out", required=True, help="output folder; index.html and PNGs are written there")
     s.add_argument("--tol", type=float, default=0.0, metavar="K")
     s.add_argument("--checkpoint", default="paper", choices=["paper", "last"])
+    s.add_argument("--spec", help="sweep YAML (or 'demo'/'paper'): only the cells it plans, when the store holds other "
+                                  "runs too (an edited spec rerun into it, a tuned and an untuned grid)")
     s.set_defaults(fn=cmd_report)
 
     s = sub.add_parser("convert", help="convert a published checkpoint to a weights-only torchvision state dict")

@@ -171,11 +171,13 @@ def _verdict_sections(df: pd.DataFrame, tol: float, checkpoint: str) -> list[str
             + html_table(*_view(v, _VERDICT_VIEW))]
 
 
-def write_report(uri: str, out_dir, tol: float = 0.0, checkpoint: str = "paper") -> Path:
-    """Write out_dir/index.html and its PNGs for the store at `uri`; returns the path of index.html."""
+def write_report(uri: str, out_dir, tol: float = 0.0, checkpoint: str = "paper", cells=None) -> Path:
+    """Write out_dir/index.html and its PNGs for the store at `uri`; returns the path of index.html.
+
+    `cells`: plots and verdicts of only these cell ids (one sweep's cells; `analysis.spec_cells`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    df = analysis.trials_frame(uri)
+    df = analysis.trials_frame(uri, cells)
     parts = []
     if df.empty:
         parts.append("<p>The store has no trials yet.</p>")
@@ -192,5 +194,6 @@ def write_report(uri: str, out_dir, tol: float = 0.0, checkpoint: str = "paper")
                   sections[1]]
     parts.append("<h2>(5) Sweep status</h2>" + _status_html(uri))
     index = out / "index.html"
-    index.write_text(_page(str(uri), parts, f"checkpoint={checkpoint}, tol={tol:g} dense std"), encoding="utf-8")
+    scope = "" if cells is None else f", the {len(df)} stored cells of one sweep"
+    index.write_text(_page(str(uri), parts, f"checkpoint={checkpoint}, tol={tol:g} dense std{scope}"), encoding="utf-8")
     return index

@@ -388,8 +388,8 @@ class SweepSpec(_Spec):
             if r not in self.regimes:
                 raise ValueError(f"tune.regimes names '{r}', which is not a regime; regimes: {sorted(self.regimes)}")
         if self.search.mode != "grid":
-            raise ValueError("tune with search.mode 'extreme' is not supported (the search's verdicts would see the tuning "
-                             "trials); use search.mode 'grid', or tune in a sweep of its own first")
+            raise ValueError("tune with search.mode 'extreme' is not supported yet (the two have not been tested together); "
+                             "use search.mode 'grid' with tune")
         for rname in t.tuned_regimes(self.regimes):
             for ds in self.data.datasets:
                 r = self.regimes[rname].for_dataset(ds)

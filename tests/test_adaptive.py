@@ -86,3 +86,15 @@ def test_a_resumed_search_runs_no_cell_twice_and_reaches_the_same_answer(tmp_pat
     whole, _ = _drive(store2, spec2, cells2, wins_up_to=6)
     assert gate.rows("search")[0]["max_win"] == whole.rows("search")[0]["max_win"]
     assert gate.rows("search")[0]["levels_run"] == whole.rows("search")[0]["levels_run"]
+
+
+def test_the_search_judges_only_its_own_cells_when_the_store_holds_another_run(tmp_path):
+    spec, cells, store = _setup(tmp_path)
+    # Another run of the same grid in this store (say, with another lr): its dense cells are far better, so if
+    # they entered the verdicts (or were averaged as seeds) no level would win, and the analysis refuses the mix.
+    for c in cells:
+        if c.ticket_method == "dense":
+            _finish(store, c, 0)
+            store.write_row("trials", {**store.get("trials", c.cell_id), "cell_id": f"other-{c.cell_id}", "sa": 1.0, "ra": 1.0})
+    gate, _ = _drive(store, spec, cells, wins_up_to=5)
+    assert abs(gate.rows("search")[0]["max_win"] - (1 - 0.8 ** 5)) < 1e-9

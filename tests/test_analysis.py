@@ -222,3 +222,47 @@ def test_the_verdicts_command_prints_the_table(store, capsys):
     assert main(["verdicts", store.uri, "--rule", "loose"]) == 0
     out = capsys.readouterr().out
     assert "rule=loose" in out and "extreme double-win sparsity" in out and "True" in out
+
+
+def test_two_runs_of_one_setting_and_seed_are_refused_not_averaged_as_seeds(store):
+    put_dense(store)
+    put_ticket(store)
+    # The same dense adversarial setting and seed again, from an edited spec (another lr) rerun into this store.
+    old = store.get("trials", "ST-dense-0-adversarial-1-1")
+    store.write_row("trials", {**old, "config": '{"regime": {"epochs": 2, "optimizer": {"lr": 0.01}}}'})
+    store.write_row("trials", {**old, "cell_id": "edited", "sa": 0.99, "ra": 0.99,
+                               "config": '{"regime": {"epochs": 2, "optimizer": {"lr": 0.1}}}'})
+    with pytest.raises(AnalysisError) as e:
+        verdicts(store.uri)
+    msg = str(e.value)
+    assert "2 different runs of one setting and seed (ST, digits, adversarial, fraction 1, dense at level 0, seed 1)" in msg
+    assert "['ST-dense-0-adversarial-1-1', 'edited']" in msg and "differ in regime.optimizer.lr." in msg
+    assert "--spec SPEC" in msg
+    # One run's cells: the edited run's dense cell left out, the verdict is the one worked out for these values.
+    keep = set(store.names("trials")) - {"edited"}
+    assert only(verdicts(store.uri, cells=keep)).double_win is True
+    assert only(verdicts(store.uri, cells=set(store.names("trials")) - {"ST-dense-0-adversarial-1-1"})).double_win is False
+
+
+def test_verdicts_and_report_take_a_spec_to_analyse_its_cells_alone(tmp_path, capsys, tiny_spec_text):
+    from raydw.cells import expand
+    from raydw.spec import load_spec
+
+    spec_file = tmp_path / "tiny.yaml"
+    spec_file.write_text(tiny_spec_text)
+    cells = expand(load_spec(spec_file))
+    s = Store(str(tmp_path / "store"))
+    for c in cells:  # this spec's cells: dense and the OMP ticket, standard fine-tuning only (the tiny spec's regime)
+        s.write_row("trials", {"cell_id": c.cell_id, "status": "done", "pretraining": c.pretraining, "dataset": c.dataset,
+                               "ticket_method": c.ticket_method, "target_sparsity": c.target_sparsity, "regime": c.regime,
+                               "regime_kind": c.regime_kind, "data_fraction": c.data_fraction, "seed": c.seed,
+                               "sa": 0.8, "ra": 0.1, "sweep": "tiny", "config": "{}"})
+    dense = next(c for c in cells if c.ticket_method == "dense")
+    s.write_row("trials", {**s.get("trials", dense.cell_id), "cell_id": "another-run", "sweep": "tiny-old"})
+    assert main(["verdicts", s.uri]) == 2
+    err = capsys.readouterr().err
+    assert f"cells {sorted(['another-run', dense.cell_id])}, which differ in sweep." in err and "--spec" in err
+    assert main(["verdicts", s.uri, "--spec", str(spec_file)]) == 0
+    assert "omp" in capsys.readouterr().out
+    assert main(["report", s.uri, "--out", str(tmp_path / "r"), "--spec", str(spec_file)]) == 0
+    assert "the 2 stored cells of one sweep" in (tmp_path / "r" / "index.html").read_text()

@@ -23,6 +23,7 @@ FINAL = ("done", "failed", "stopped")
 class LevelGate:
     def __init__(self, spec: SweepSpec, cells: list[Cell], store: Store):
         self.spec, self.store = spec, store
+        self.cell_ids = {c.cell_id for c in cells}  # verdicts from this sweep's cells only, never other runs in the store
         self.rule, self.verify = spec.search.rule, spec.search.verify
         self.groups: dict[tuple, dict] = {}
         dense = {(c.pretrained_id, c.dataset, c.regime, c.data_fraction, c.seed): c.cell_id
@@ -54,6 +55,7 @@ class LevelGate:
     def update(self) -> None:
         """Record the verdicts of levels whose cells are all final, then release the levels the searches propose."""
         trials = self.store.read_table("trials").to_pandas()
+        trials = trials[trials.cell_id.isin(self.cell_ids)]
         status = dict(zip(trials.cell_id, trials.status))
         verdicts = self._verdicts(trials)
         for key, g in self.groups.items():

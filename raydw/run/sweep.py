@@ -443,7 +443,7 @@ def _summary(spec: SweepSpec, store: Store, cells: list[Cell], ran: int, t0: flo
             try:  # the report is a convenience here: a plotting problem must not turn a finished sweep into an error
                 from raydw.report import write_report
 
-                out(f"report: {write_report(store.uri, store.path('report'))}")
+                out(f"report: {write_report(store.uri, store.path('report'), cells=ids)}")  # this sweep's cells
             except Exception as e:  # noqa: BLE001
                 out(f"report: not written ({type(e).__name__}: {e}); try `raydw report {store.uri} --out DIR`")
     out(f"results: {store.uri}")
