@@ -13,9 +13,18 @@ from raydw.models import catalog as model_catalog
 def check_spec(spec) -> list[str]:
     """YAML-path-prefixed problems; empty when every name resolves."""
     problems: list[str] = []
+    STREAMED = data_catalog.STREAMED
+    in_memory = sorted(set(data_catalog.DATASETS) - STREAMED)
     for i, ds in enumerate(spec.data.datasets):
-        if ds not in data_catalog.DATASETS:
-            problems.append(f"data.datasets.{i}: unknown dataset {ds!r}; known: {sorted(data_catalog.DATASETS)}")
+        if ds in STREAMED:  # streamed for IMP only: the cells' loop holds its training pool in device memory
+            problems.append(f"data.datasets.{i}: {ds!r} is a source task for tickets.imp.dataset, not a downstream "
+                            f"dataset; downstream datasets: {in_memory}")
+        elif ds not in data_catalog.DATASETS:
+            problems.append(f"data.datasets.{i}: unknown dataset {ds!r}; known: {in_memory}")
+    for i, p in enumerate(spec.pretrainings):
+        if p.recipe is not None and p.recipe.dataset in STREAMED:
+            problems.append(f"pretrainings.{i}.recipe.dataset: {p.recipe.dataset!r} cannot be a raydw pretrain recipe's "
+                            f"task (use its published weights: raydw models); recipe tasks: {in_memory}")
     for i, p in enumerate(spec.pretrainings):
         where = f"pretrainings.{i}"
         if p.recipe is not None:

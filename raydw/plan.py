@@ -36,6 +36,17 @@ def missing_inputs(spec: SweepSpec) -> list[str]:
             where = f"--root {root}" if root else "--root DIR (and set data.root)"
             more = f" and {len(gone) - 1} more" if len(gone) > 1 else ""
             out.append(f"dataset {ds}: {gone[0]}{more} missing -> raydw data prepare {ds} {where}")
+    from raydw.data.catalog import STREAMED
+    from raydw.spec import ImpSpec
+
+    for imp in (t.imp or ImpSpec() for t in spec.tickets if t.method == "imp"):  # no imp section: the paper's defaults
+        if imp.dataset not in STREAMED:
+            continue
+        root = Path(imp.root).expanduser() if imp.root else None
+        gone = ["tickets.imp.root (not set)"] if root is None else [str(root / d) for d in ("train", "val") if not (root / d).is_dir()]
+        if gone:  # no download: ILSVRC-2012 needs an account (image-net.org), so this is a manual step
+            out.append(f"IMP source {imp.dataset}: {' and '.join(gone)} missing -> put ILSVRC-2012 there as an ImageFolder "
+                       "(train/<wnid>/*.JPEG, val/<wnid>/*.JPEG, 1000 classes each; docs/tickets.md)")
     return out
 
 

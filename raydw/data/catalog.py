@@ -48,6 +48,10 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
+# Read by raydw.data.imagefolder, streamed from disk: IMP source tasks only, never a downstream or recipe dataset.
+STREAMED = frozenset({"imagenet"})
+
+
 def get(name: str) -> DatasetInfo:
     try:
         return DATASETS[name]

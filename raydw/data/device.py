@@ -29,6 +29,10 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
+    @property
+    def device(self) -> torch.device:
+        return self.y.device
+
     @staticmethod
     def from_numpy(x: np.ndarray, y: np.ndarray, device) -> "Split":
         return Split(torch.from_numpy(np.ascontiguousarray(x)).to(device), torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device))
@@ -109,6 +113,9 @@ def _random_resized_crop(x: torch.Tensor, out: int, gen: torch.Generator, flip: 
 
 def epoch_batches(split: Split, batch_size: int, seed: int, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Shuffled batches of one epoch; the order depends only on (seed, epoch), so a resumed run repeats it."""
+    if not isinstance(split, Split):  # streamed from disk (raydw.data.imagefolder): it shuffles and crops itself
+        yield from split.batches(batch_size, seed, epoch)
+        return
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     perm = torch.randperm(len(split), generator=g).to(split.y.device)
     for i in range(0, len(split), batch_size):
@@ -117,5 +124,8 @@ def epoch_batches(split: Split, batch_size: int, seed: int, epoch: int) -> Itera
 
 
 def eval_batches(split: Split, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    if not isinstance(split, Split):
+        yield from split.batches(batch_size)
+        return
     for i in range(0, len(split), batch_size):
         yield split.x[i:i + batch_size], split.y[i:i + batch_size]

@@ -23,7 +23,7 @@ from raydw.provenance import device_name
 from raydw.spec import RecipeSpec
 from raydw.store import Store
 from raydw.train.loop import Diverged, fit, evaluate
-from raydw.train.setup import cell_model, load_data, recipe_eval_attack, recipe_regime, save_pretrained
+from raydw.train.setup import cell_model, load_data, recipe_eval_attack, recipe_regime, save_pretrained, source_data
 
 
 def _setup(config: dict):
@@ -268,7 +268,9 @@ def imp_worker(config: dict) -> None:
         raise ValueError(f"IMP re-trains {name} on {spec.dataset} ({info.num_classes} classes), but the model's head "
                          f"has {prow['num_classes']}: tickets.imp.dataset must be the pre-training task")
     model = Normalized(net, tuple(prow["mean"]), tuple(prow["std"])).to(device).to(memory_format=torch.channels_last)
-    data = load_data(spec.dataset, spec.root, "native", np.arange(info.pool), device, rank, world)
+    # ImageNet is decoded by DataLoader processes: the worker's CPUs but the one driving the GPU.
+    workers = max(0, int(config.get("resources", {}).get("cpus_per_worker", 1)) - 1)
+    data = source_data(spec.dataset, spec.root, device, rank, world, workers)
     stored = stored_imp_rounds(store, pid, params)
     start = None
     if stored:

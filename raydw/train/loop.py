@@ -67,7 +67,7 @@ def evaluate(model: nn.Module, split: Split, transform: Transform, attack: Attac
              batch_size: int = 256, autocast: bool = False, seed: int = 0) -> tuple[float, float]:
     """(SA, RA) in [0,1] on a split (this rank's shard, counts summed over ranks). RA is NaN without attack."""
     model.eval()
-    dev = split.y.device
+    dev = split.device
     counts = torch.zeros(3, device=dev, dtype=torch.float64)  # clean correct, robust correct, n
     gen = torch.Generator(device=dev).manual_seed(seed)
     for xb, yb in eval_batches(split, batch_size):
@@ -95,7 +95,7 @@ def fit(model: nn.Module, mask: BoundMask | None, data: Data, regime: RegimeSpec
     `val_schedule=(every, attack, images)` validates RA with `attack` on the first `images` validation images
     every `every` epochs (and at the last); None validates SA and RA with `eval_attack` on all of it every epoch.
     """
-    dev = data.train.y.device
+    dev = data.train.device
     fwd = ddp if ddp is not None else model
     opt, sched = make_optimizer(model, regime)
     out = Outcome(best={"sa": {"epoch": -1, "value": -1.0}, "ra": {"epoch": -1, "value": -1.0}})

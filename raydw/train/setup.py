@@ -67,6 +67,15 @@ def index_set(cell_like_dataset: str, fraction: float, method: str, seed: int) -
     return splits.index_set_id(cell_like_dataset, idx), idx
 
 
+def source_data(dataset: str, root: str | None, device, rank: int = 0, world: int = 1, workers: int = 0) -> Data:
+    """A pre-training task's data for IMP: all of its training pool; ImageNet streamed from its ImageFolder."""
+    if dataset in catalog.STREAMED:
+        from raydw.data import imagefolder
+
+        return imagefolder.load(root, device, rank, world, workers)
+    return load_data(dataset, root, "native", np.arange(catalog.get(dataset).pool), device, rank, world)
+
+
 def load_data(dataset: str, root: str | None, protocol: str, train_idx: np.ndarray, device, rank: int = 0, world: int = 1) -> Data:
     info = catalog.get(dataset)
     raw = sources.read(dataset, root)

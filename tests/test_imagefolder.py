@@ -1,0 +1,120 @@
+"""ImageNet streamed from an ImageFolder for IMP: the real folder layout (JPEG files under 1000 wnid folders, as
+ILSVRC-2012 unpacks), torchvision's class order, the paper's transforms, sharding, and IMP rounds trained on it
+through the same loop and worker entry point as every other source task."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from raydw.data import imagefolder
+from raydw.models.build import Normalized, build_net
+from raydw.pruning.imp import fit_round, imp, imp_regime
+from raydw.train.setup import source_data
+
+WNIDS = [f"n{i:08d}" for i in range(imagefolder.CLASSES)]
+USED = {0: 3, 1: 2, 999: 3}  # class index -> images in train/ (val/ gets one per used class)
+
+
+def _write_folder(root: Path, classes: int = imagefolder.CLASSES) -> None:
+    """ILSVRC-2012's layout with JPEGs of varied sizes in three of the 1000 classes (the others empty)."""
+    rng = np.random.default_rng(0)
+    for part, per in (("train", USED), ("val", {k: 1 for k in USED})):
+        for i, wnid in enumerate(WNIDS[:classes]):
+            d = root / part / wnid
+            d.mkdir(parents=True)
+            for j in range(per.get(i, 0)):
+                h, w = int(rng.integers(180, 300)), int(rng.integers(180, 300))
+                pixels = np.full((h, w, 3), (i * 37) % 256, np.uint8) + rng.integers(0, 20, (h, w, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(d / f"{wnid}_{j}.JPEG", format="JPEG")
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    r = tmp_path_factory.mktemp("imagenet")
+    _write_folder(r)
+    return r
+
+
+def test_labels_follow_the_sorted_wnids_and_batches_are_224px_floats(root):
+    data = source_data("imagenet", str(root), "cpu")
+    assert len(data.train.ds) == 8 and data.train_images == 8 and data.test is data.val
+    xs, ys = zip(*data.train.batches(4, seed=1, epoch=0))
+    x, y = torch.cat(xs), torch.cat(ys)
+    assert x.shape == (8, 3, 224, 224) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+    assert sorted(y.tolist()) == [0, 0, 0, 1, 1, 999, 999, 999]  # the 1000th wnid is label 999, as in the head
+    vx, vy = next(data.val.batches(8))
+    assert vx.shape == (3, 3, 224, 224) and vy.tolist() == [0, 1, 999]  # val: Resize(256) + CenterCrop(224), in order
+
+
+def test_the_order_and_crops_depend_only_on_seed_and_epoch(root):
+    data = source_data("imagenet", str(root), "cpu")
+
+    def epoch(seed, e):
+        return torch.cat([x for x, _ in data.train.batches(8, seed, e)])
+
+    assert torch.equal(epoch(1, 0), epoch(1, 0))  # a resumed round repeats its epoch exactly
+    assert not torch.equal(epoch(1, 0), epoch(1, 1))
+    decoders = source_data("imagenet", str(root), "cpu", workers=2)  # JPEGs decoded in two DataLoader processes
+    assert torch.equal(torch.cat([x for x, _ in decoders.train.batches(8, 1, 0)]), epoch(1, 0))
+
+
+def test_ranks_get_disjoint_validation_shards_that_cover_it(root):
+    shards = [source_data("imagenet", str(root), "cpu", rank=r, world=2) for r in (0, 1)]
+    labels = [torch.cat([y for _, y in s.val.batches(2)]).tolist() for s in shards]
+    assert sorted(labels[0] + labels[1]) == [0, 1, 999] and len(labels[0]) == 2 and len(labels[1]) == 1
+    assert all(len(s.train) == 4 for s in shards)  # training shards: 8 images over 2 ranks
+
+
+def test_a_folder_without_the_1000_classes_is_refused_naming_it(tmp_path):
+    _write_folder(tmp_path, classes=10)
+    with pytest.raises(ValueError, match=r"train has 10 class folders, the pre-trained head has 1000"):
+        source_data("imagenet", str(tmp_path), "cpu")
+    with pytest.raises(FileNotFoundError, match="tickets.imp.root must hold train/<wnid>/"):
+        source_data("imagenet", str(tmp_path / "nowhere"), "cpu")
+    with pytest.raises(ValueError, match="set tickets.imp.root"):
+        source_data("imagenet", None, "cpu")
+
+
+def test_imp_rounds_train_on_the_streamed_folder(root):
+    torch.manual_seed(0)
+    net = build_net("resnet_tiny", imagefolder.CLASSES, 3)
+    model = Normalized(net, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)).to(memory_format=torch.channels_last)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    data = source_data("imagenet", str(root), "cpu")
+    seen = []
+    train_round = fit_round(model, data, imp_regime(epochs_per_round=1, batch_size=4, lr=0.05), seed=1,
+                            on_fit=lambda k, out: seen.append((k, out.history[0]["train_images"], out.history[0]["val_sa"])))
+    masks = imp(net, 3, 0.2, train_round)
+    assert [round(m.sparsity(), 4) for m in masks.values()] == [0.2, 0.36, 0.488]
+    assert [k for k, _, _ in seen] == [1, 2] and all(n == 8 and 0 <= sa <= 1 for _, n, sa in seen)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # handed back pre-trained
+
+
+def test_the_dry_run_names_a_missing_imagenet_root(tmp_path, root):
+    from raydw.plan import missing_inputs
+    from raydw.spec import load_spec
+
+    spec = yaml.safe_load((Path(__file__).parents[1] / "sweeps" / "paper.yaml").read_text())
+    spec["tickets"]["imp"]["root"] = str(tmp_path / "imagenet")
+    (tmp_path / "paper.yaml").write_text(yaml.safe_dump(spec))
+    miss = [m for m in missing_inputs(load_spec(tmp_path / "paper.yaml")) if m.startswith("IMP source")]
+    assert miss == [f"IMP source imagenet: {tmp_path / 'imagenet' / 'train'} and {tmp_path / 'imagenet' / 'val'} missing "
+                    "-> put ILSVRC-2012 there as an ImageFolder (train/<wnid>/*.JPEG, val/<wnid>/*.JPEG, 1000 classes "
+                    "each; docs/tickets.md)"]
+    spec["tickets"]["imp"]["root"] = str(root)
+    (tmp_path / "paper.yaml").write_text(yaml.safe_dump(spec))
+    assert not [m for m in missing_inputs(load_spec(tmp_path / "paper.yaml")) if m.startswith("IMP source")]
+
+
+def test_imagenet_as_a_downstream_dataset_is_refused_naming_the_field(tiny_spec_text):
+    from raydw.spec import SpecError, parse_spec
+
+    d = yaml.safe_load(tiny_spec_text)
+    d["data"]["datasets"] = ["digits", "imagenet"]
+    with pytest.raises(SpecError, match=r"data.datasets.1: 'imagenet' is a source task for tickets.imp.dataset"):
+        parse_spec(d)
