@@ -38,6 +38,17 @@ def check_spec(spec) -> list[str]:
                 problems.append(f"{where}.weights: unknown pre-trained entry {p.weights!r}; known: {sorted(model_catalog.PRETRAINED)} (or a local checkpoint path)")
         if p.arch is not None and p.arch not in model_catalog.ARCHS:
             problems.append(f"{where}.arch: unknown arch {p.arch!r}; known: {sorted(model_catalog.ARCHS)}")
+    # A model takes the channels of the task it was trained on; a downstream dataset with others cannot be fed to it.
+    for i, p in enumerate(spec.pretrainings):
+        # Every registry entry is an ImageNet model (raydw models).
+        src = p.recipe.dataset if p.recipe is not None else ("imagenet" if p.weights in model_catalog.PRETRAINED else None)
+        if src not in data_catalog.DATASETS:
+            continue  # a local checkpoint: its channels are known once loaded
+        chans = data_catalog.get(src).channels
+        for j, ds in enumerate(spec.data.datasets):
+            if ds in data_catalog.DATASETS and data_catalog.get(ds).channels != chans:
+                problems.append(f"data.datasets.{j}: {ds!r} has {data_catalog.get(ds).channels}-channel images, but "
+                                f"pretrainings.{i} ({p.name}) takes {chans}-channel input (it was trained on {src})")
     names = {p.name for p in spec.pretrainings}
     for i, t in enumerate(spec.tickets):
         where = f"tickets.{i}"

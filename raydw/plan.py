@@ -14,8 +14,11 @@ from raydw.spec import SweepSpec
 from raydw.store import Store
 
 
-def missing_inputs(spec: SweepSpec) -> list[str]:
-    """Each local file a sweep needs and lacks, with the command (or manual step) that provides it."""
+def missing_inputs(spec: SweepSpec, data_root: str | None = None, store: Store | None = None) -> list[str]:
+    """Each local file a sweep needs and lacks, with the command (or manual step) that provides it.
+    `data_root`: `raydw sweep --data-root`, which replaces data.root. With `store`, weights it already holds
+    (registered by an earlier run) are not needed again."""
+    from raydw.cells import pretrained_id
     from raydw.data.prepare import FILES, missing_files
     from raydw.models.catalog import fetch_command, local_weights_path
 
@@ -23,14 +26,18 @@ def missing_inputs(spec: SweepSpec) -> list[str]:
     for p in spec.pretrainings:
         if p.weights is None:
             continue  # a recipe: raydw pretrain trains it into the store
+        if store is not None and store.exists("pretrained", f"{pretrained_id(p)}.parquet"):
+            continue
         path = local_weights_path(p.weights)
         if not path.exists():
             how = fetch_command(p.weights) if p.weights in PRETRAINED else "a local file: check the path"
             out.append(f"pre-training {p.name}: {path} missing -> {how}")
-    root = spec.data.root
-    for ds in spec.data.datasets:
+    root = data_root or spec.data.root
+    # Downstream datasets, and the source tasks of pre-training recipes, which read data.root too.
+    recipes = [p.recipe.dataset for p in spec.pretrainings if p.recipe is not None]
+    for ds in dict.fromkeys([*spec.data.datasets, *recipes]):
         if not data_catalog.get(ds).needs_root or ds not in FILES:
-            continue  # packaged data; or a dataset without a downstream reader (imagenet: streamed elsewhere)
+            continue  # packaged data; or a dataset without a downstream reader (imagenet: streamed, below)
         gone = missing_files(ds, root)
         if gone:
             where = f"--root {root}" if root else "--root DIR (and set data.root)"
@@ -83,7 +90,7 @@ def dry_run(spec: SweepSpec, storage: str) -> str:
     sched = spec.eval.val_schedule()
     lines += ["", plan_text(cells, spec.eval.attack.steps,
                             None if sched is None else (sched[0], sched[1].steps, sched[2]), done)]
-    miss = missing_inputs(spec)
+    miss = missing_inputs(spec, store=store if exists else None)
     lines += ["", "missing inputs:" if miss else "inputs: all present"] + [f"  {m}" for m in miss]
     return "\n".join(lines)
 

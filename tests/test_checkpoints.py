@@ -236,13 +236,15 @@ def test_missing_inputs_names_cache_path_and_command(tmp_path, monkeypatch):
     doc["pretrainings"] = [{"name": "ST", "weights": "resnet50.tv_in1k"},
                            {"name": "FAT", "weights": "resnet50.fast_linf4_in1k"},
                            {"name": "AT", "weights": "resnet50.pgd_linf4_in1k"}]
+    doc["data"]["datasets"] = ["cifar10"]  # 3-channel images, as the ImageNet models take
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc))
     miss = missing_inputs(load_spec(tmp_path / "s.yaml"))
+    assert miss.pop().startswith("dataset cifar10: ")
     assert miss[0] == f"pre-training ST: {tmp_path}/models/resnet50.tv_in1k.pt missing -> raydw fetch resnet50.tv_in1k"
     assert "by hand from https://drive.google.com" in miss[1] and miss[2].endswith("raydw fetch resnet50.pgd_linf4_in1k --trust")
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "resnet50.tv_in1k.pt").touch()
-    assert len(missing_inputs(load_spec(tmp_path / "s.yaml"))) == 2
+    assert len(missing_inputs(load_spec(tmp_path / "s.yaml"))) == 3  # FAT, AT and cifar10
 
 
 def test_a_sweep_names_a_local_checkpoint_and_the_store_keeps_it_weights_only(tmp_path, r18):

@@ -215,6 +215,9 @@ def test_missing_files_and_missing_inputs(tmp_path):
     assert prep.missing_files("cifar10", tmp_path / "data") == [] and prep.missing_files("digits", None) == []
     doc = yaml.safe_load(open(prep.__file__.replace("data/prepare.py", "sweeps/demo.yaml")))
     doc["data"] |= {"datasets": ["cifar10", "svhn", "digits"], "root": str(tmp_path / "data")}
+    # A local checkpoint (present): the demo's recipes take 1-channel digits, which the spec refuses beside CIFAR.
+    doc["pretrainings"] = [{"name": "X", "weights": str(tmp_path / "x.pt"), "arch": "resnet_tiny"}]
+    (tmp_path / "x.pt").touch()
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc))
     miss = missing_inputs(load_spec(tmp_path / "s.yaml"))
     assert miss == [f"dataset svhn: {tmp_path}/data/train_32x32.mat and 1 more missing -> "

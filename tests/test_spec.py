@@ -92,3 +92,57 @@ def test_cli_exits_2_and_writes_nothing_on_a_bad_spec(tmp_path, tiny_spec_text):
     assert p.returncode == 2
     assert "regimes.standard.optimizer.lr" in p.stderr
     assert not store.exists()
+
+
+def test_a_local_sweep_missing_its_data_is_refused_before_anything_runs(tmp_path, tiny_spec_text, capsys):
+    from raydw.cli import main
+
+    d = yaml.safe_load(tiny_spec_text)
+    d["data"]["datasets"] = ["cifar10"]
+    d["pretrainings"] = [{"name": "X", "weights": str(tmp_path / "gone.pt"), "arch": "resnet_tiny"}]
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(d))
+    store = tmp_path / "store"
+    assert main(["sweep", str(tmp_path / "s.yaml"), "--storage", str(store), "--data-root", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert "inputs missing on this machine, nothing was run" in err
+    assert f"pre-training X: {tmp_path / 'gone.pt'} missing" in err
+    assert f"dataset cifar10: {tmp_path / 'data' / 'cifar-10-batches-py' / 'data_batch_1'} and 5 more missing" in err
+    assert not store.exists()  # no lock, no Ray, no row
+
+
+def test_weights_the_store_already_holds_are_not_asked_for_again(tmp_path, tiny_spec_text):
+    from raydw.cells import pretrained_id
+    from raydw.plan import missing_inputs
+    from raydw.store import Store
+
+    d = yaml.safe_load(tiny_spec_text)
+    d["pretrainings"] = [{"name": "X", "weights": str(tmp_path / "gone.pt"), "arch": "resnet_tiny"}]
+    spec = parse_spec(d)
+    store = Store(str(tmp_path / "store"))
+    assert len(missing_inputs(spec, store=store)) == 1
+    store.write_row("pretrained", {"pretrained_id": pretrained_id(spec.pretrainings[0]), "name": "X"})
+    assert missing_inputs(spec, store=store) == []
+
+
+def test_a_failed_cells_error_starts_with_the_exception_raised_in_the_worker():
+    from raydw.run.rows import failed
+
+    ray_text = ('WorkerGroupError: Training failed due to worker errors:\n[Rank 0 Error Snippet]:\n'
+                'Traceback (most recent call last):\n  File "/w/raydw/run/worker.py", line 152, in cell_worker\n'
+                '    raise ValueError(f"{a}: b")\nValueError: ST takes 1-channel input but cifar10 has 3\n')
+    row = failed(ray_text)
+    assert row["error"].splitlines()[0] == "ValueError: ST takes 1-channel input but cifar10 has 3"
+    assert row["error"].endswith(ray_text[-200:])  # the whole text follows
+    plain = "raydw.train.loop.Diverged: training loss is nan at epoch 0 (lr 1e+12)"
+    assert failed(plain)["error"] == plain  # a one-line error is not repeated
+
+
+def test_a_downstream_dataset_the_pretrained_model_cannot_take_is_refused(tiny_spec_text):
+    d = yaml.safe_load(tiny_spec_text)  # ST is trained on mnist5k: 1-channel digits
+    d["data"]["datasets"] = ["digits", "cifar10"]
+    with pytest.raises(SpecError, match=r"data.datasets.1: 'cifar10' has 3-channel images, but pretrainings.0 \(ST\) "
+                                         r"takes 1-channel input \(it was trained on mnist5k\)"):
+        parse_spec(d)
+    d["pretrainings"] = [{"name": "TV", "weights": "resnet50.tv_in1k"}]
+    with pytest.raises(SpecError, match=r"data.datasets.0: 'digits' has 1-channel images, but pretrainings.0 \(TV\)"):
+        parse_spec(d)

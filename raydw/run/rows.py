@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from raydw.cells import Cell
 from raydw.provenance import versions
@@ -18,8 +19,24 @@ TRIAL_METRICS = {"status", "error", "sa_at_sa_best", "ra_at_sa_best", "sa_at_ra_
                  "device", "node", "workers", "amp", "train_images"}
 
 
+# A traceback's exception line: "ValueError: ...", "raydw.train.loop.Diverged: ...", "FileNotFoundError: ...".
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Diverged|Exit|Interrupt|Locked): \S")
+
+
+def cause(error: str) -> str:
+    """The line that says what went wrong: the last exception line of the (innermost) traceback. Ray Train wraps a
+    worker's exception as "WorkerGroupError: Training failed due to worker errors:" + the worker's traceback, whose
+    last exception line is the one raised in the worker."""
+    lines = [ln.strip() for ln in error.strip().splitlines() if ln.strip()]
+    raised = [ln for ln in lines if _EXCEPTION_LINE.match(ln)]
+    return raised[-1] if raised else (lines[0] if lines else "")
+
+
 def failed(error: str) -> dict:
-    return {"status": "failed", "error": error[-ERROR_CHARS:]}
+    """A failed cell's row fields. The error's first line is its cause, so every one-line view (the progress line,
+    `raydw status`, a verdict's reason) says what went wrong; the end of the full text follows."""
+    why, tail = cause(error), error[-ERROR_CHARS:]
+    return {"status": "failed", "error": tail if tail.startswith(why) else f"{why}\n\n{tail}"}
 
 
 def cell_row(config: dict, metrics: dict, wall_s: float) -> dict:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 from raydw.cells import Cell, expand, pretrained_id
-from raydw.spec import SweepSpec
+from raydw.spec import SpecError, SweepSpec
 from raydw.store import Store, config_json
 
 # Ray Train's controller polls its workers every 2 s by default; a report then waits up to 2 s to surface
@@ -143,8 +143,10 @@ def _progress_callback(total: int, concurrency: int):
                 return
             if kind != "cell":
                 return
-            r = trial.last_result or {}
-            self._line(Cell.from_dict(trial.config["job"]["cell"]).label(), r, r.get("time_total_s"))
+            job = trial.config["job"]
+            # The cell's stored row says how it ended (a failed cell's error starts with its cause).
+            row = Store(job["storage"]).get("trials", job["cell"]["cell_id"]) or {"status": "failed", "error": "no trials row"}
+            self._line(Cell.from_dict(job["cell"]).label(), row, (trial.last_result or {}).get("time_total_s"))
 
         def _line(self, label: str, r: dict, took) -> None:
             self.n += 1
@@ -154,7 +156,7 @@ def _progress_callback(total: int, concurrency: int):
             elif r.get("status") == "stopped":
                 what = f"stopped early: {str(r.get('error'))[:120]}"
             else:
-                what = f"FAILED: {str(r.get('error', 'see the trials row'))[:120]}"
+                what = f"FAILED: {str(r.get('error') or 'no error recorded').splitlines()[0][:160]}"
             if self.n == 1:  # pace from the first finished cell on: pre-training and start-up are not per cell
                 self.t0 = time.time()
             left = (time.time() - self.t0) / max(self.n - 1, 1) * (total - self.n) if self.n > 1 else None
@@ -192,9 +194,26 @@ def run_sweep(spec: SweepSpec, storage: str | None = None, address: str | None =
               out=print) -> Summary:
     t0 = time.time()
     store = Store(storage or spec.storage)
+    _preflight(spec, store, address, data_root, out)
     store.check_writable()
     with store.lock(f"raydw sweep {spec.name}"):
         return _run_locked(spec, store, address, data_root, out, t0)
+
+
+def _preflight(spec: SweepSpec, store: Store, address: str | None, data_root: str | None, out) -> None:
+    """Missing weights or data, before anything runs. On local Ray the driver's files are the workers' files, so a
+    sweep that lacks them is refused (else every cell would start, fail and be retried on each rerun). On a
+    cluster the workers may hold them (docs/cluster.md: data on the GPU nodes), so it is a warning."""
+    from raydw.plan import missing_inputs
+
+    miss = missing_inputs(spec, data_root, store)
+    if not miss:
+        return
+    listed = "\n".join(f"  {m}" for m in miss)
+    if address or os.environ.get("RAY_ADDRESS"):
+        out(f"inputs missing on this machine (the driver); cells fail unless the cluster's workers have them:\n{listed}")
+        return
+    raise SpecError(f"sweep {spec.name}: inputs missing on this machine, nothing was run:\n{listed}")
 
 
 def _pretrain_jobs(spec: SweepSpec, store: Store, needed: set[str], data_root: str | None) -> list:

@@ -161,11 +161,13 @@ def _cell(config: dict, rank: int, world: int, device, resume: dict | None) -> d
 
     ev = EvalSpec.model_validate(config["eval"])
     eval_attack = ev.attack
-    reporter = _Reporter(rank, {"cell_id": cell.cell_id, "resumed_from": 0 if resume is None else resume["epoch"] + 1},
-                         store, cell.cell_id, _early_stop_check(store, config.get("early_stop")))
     if resume is not None and "final" in resume:  # the run had finished; only its trials row was missing
+        # (or the cell failed deterministically, e.g. diverged before its first epoch: its checkpoint then holds
+        # no epoch, and the rerun reports the same failure rather than a KeyError of its own)
         _report(rank, resume["final"], resume if rank == 0 else None)
         return resume["final"]
+    reporter = _Reporter(rank, {"cell_id": cell.cell_id, "resumed_from": 0 if resume is None else resume["epoch"] + 1},
+                         store, cell.cell_id, _early_stop_check(store, config.get("early_stop")))
     model, mask, _ = cell_model(store, cell, config["mask_id"])
     model = model.to(device).to(memory_format=torch.channels_last)
     bound = mask.bind(model.net) if mask is not None else None
