@@ -98,7 +98,7 @@ def cell_id(canonical: dict) -> str:
 def _method_identity(t, pretraining: str) -> dict:
     """What else determines a mask: IMP's re-training recipe, a random mask's seed, an imported file."""
     if t.method == "imp":
-        imp = t.imp.model_dump(mode="json", exclude_defaults=True, exclude={"per_pretraining", "root"}) if t.imp else {}
+        imp = t.imp.model_dump(mode="json", exclude_defaults=True, exclude={"per_pretraining", "root", "workers", "cpus_per_worker"}) if t.imp else {}
         return {"imp": {**imp, "regime": (t.imp.regime_for(pretraining) if t.imp else "standard")}}
     if t.method == "random":
         return {"seed": t.seed, **({"layerwise": True} if t.layerwise else {})}

@@ -140,6 +140,8 @@ class ImpSpec(_Spec):
     attack: AttackSpec = Field(default_factory=lambda: AttackSpec(eps=8 / 255, step_size=16 / (3 * 255), steps=3),
                                description="adversarial re-training attack (the paper: PGD-3, eps 8/255, step 2*eps/3)")
     seed: int = Field(1, description="the paper: 1")
+    workers: int | None = Field(None, ge=1, description="Ray Train workers (DDP) of each IMP job; default resources.workers_per_cell (the paper's IMP ran DDP over several GPUs, global batch 2048)")
+    cpus_per_worker: float | None = Field(None, gt=0, description="CPUs per IMP worker, all but one decoding ImageNet JPEGs; default resources.cpus_per_worker")
 
     def regime_for(self, pretraining: str) -> str:
         return self.per_pretraining.get(pretraining, self.regime)

@@ -55,7 +55,7 @@ def mask_params(tickets: TicketSpec, pretraining: str) -> dict:
     elif tickets.method == "imp":
         imp = tickets.imp or ImpSpec()
         params.update(rate=tickets.rate, regime=imp.regime_for(pretraining),
-                      **imp.model_dump(mode="json", exclude={"per_pretraining", "root", "regime"}))
+                      **imp.model_dump(mode="json", exclude={"per_pretraining", "root", "regime", "workers", "cpus_per_worker"}))
     elif tickets.method == "import":
         params["file"] = tickets.files[pretraining]
     return params

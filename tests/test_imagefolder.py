@@ -118,3 +118,23 @@ def test_imagenet_as_a_downstream_dataset_is_refused_naming_the_field(tiny_spec_
     d["data"]["datasets"] = ["digits", "imagenet"]
     with pytest.raises(SpecError, match=r"data.datasets.1: 'imagenet' is a source task for tickets.imp.dataset"):
         parse_spec(d)
+
+
+def test_an_imp_job_can_ask_for_its_own_workers_without_changing_masks_or_cells(tmp_path, tiny_spec_text):
+    from raydw.cells import expand
+    from raydw.run.sweep import _imp_config
+    from raydw.spec import parse_spec
+    from raydw.store import Store
+    from raydw.tickets import mask_params
+
+    d = yaml.safe_load(tiny_spec_text)
+    d["tickets"] = {"method": "imp", "rounds": [1, 2], "imp": {"dataset": "mnist5k", "epochs_per_round": 1}}
+    plain = parse_spec(d)
+    d["tickets"]["imp"] |= {"workers": 8, "cpus_per_worker": 12}
+    ddp = parse_spec(d)
+    store = Store(str(tmp_path))
+    cfg = _imp_config(store, ddp, ddp.tickets[0], ddp.pretrainings[0])
+    assert cfg["resources"]["workers_per_cell"] == 8 and cfg["resources"]["cpus_per_worker"] == 12
+    assert _imp_config(store, plain, plain.tickets[0], plain.pretrainings[0])["resources"]["workers_per_cell"] == 1
+    assert mask_params(ddp.tickets[0], "ST") == mask_params(plain.tickets[0], "ST")  # where it runs is not the mask
+    assert [c.cell_id for c in expand(ddp)] == [c.cell_id for c in expand(plain)]

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 from raydw.cells import Cell, expand, pretrained_id
-from raydw.spec import SpecError, SweepSpec
+from raydw.spec import ImpSpec, SpecError, SweepSpec
 from raydw.store import Store, config_json
 
 # Ray Train's controller polls its workers every 2 s by default; a report then waits up to 2 s to surface
@@ -407,9 +407,14 @@ def _imp_config(store: Store, spec: SweepSpec, t, p) -> dict | None:
     pid, params = pretrained_id(p), tk.mask_params(t, p.name)
     if all(k in tk.stored_imp_rounds(store, pid, params) for k in range(1, need + 1)):
         return None
+    imp = t.imp or ImpSpec()
+    resources = spec.resources.model_dump()  # an IMP job may ask for its own (ImageNet: DDP, JPEG decoding)
+    if imp.workers is not None:
+        resources["workers_per_cell"] = imp.workers
+    if imp.cpus_per_worker is not None:
+        resources["cpus_per_worker"] = imp.cpus_per_worker
     return {"storage": store.uri, "pretrained_id": pid, "name": p.name, "params": params,
-            "tickets": t.model_dump(mode="json"), "resources": spec.resources.model_dump(),
-            "torch_threads": spec.resources.torch_threads}
+            "tickets": t.model_dump(mode="json"), "resources": resources, "torch_threads": spec.resources.torch_threads}
 
 
 def _tune_jobs(searcher, name: str, store: Store, concurrency: int, callbacks: list, grid: list[dict] | None = None) -> None:
