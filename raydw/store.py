@@ -46,6 +46,8 @@ TRIALS = pa.schema([
     # Tuning (docs/tuning.md): "main" for the sweep's cells, "tune" for tuning trials; null in rows written before
     # the column existed, read as "main". recipe_id / tune_id: the tuned recipe a cell ran with and its group.
     ("phase", pa.string()), ("recipe_id", pa.string()), ("tune_id", pa.string()),
+    # A tuned group's dense cell whose rows were copied from its best tuning trial (the same run): that trial's id.
+    ("reused_from", pa.string()),
 ])
 
 EPOCHS = pa.schema([

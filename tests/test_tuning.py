@@ -127,6 +127,42 @@ def test_a_tuning_trial_is_the_group_dense_cell_with_the_candidate_under_its_own
         apply_recipe(next(g for g in tune_groups(spec) if g.base.regime == "standard").base.regime_obj(), {"attack_step_size": 0.01})
 
 
+def test_the_dense_cell_at_the_tuning_seed_reuses_the_best_trial_and_other_seeds_train(tmp_path, tiny_spec_text):
+    from raydw.run.tuning import reuse_best_trials
+    from raydw.store import config_json
+
+    spec = _spec(tiny_spec_text, {"enabled": True, "num_samples": 2, "space": {"lr": LR}}, seeds=[1, 2])
+    (g,) = tune_groups(spec)
+    rec = {"lr": 0.02}
+    best, other = g.trial_cell(rec), g.trial_cell({"lr": 0.01})
+    store = Store(str(tmp_path))
+    for t, sa in ((best, 0.9), (other, 0.5)):
+        store.write_row("trials", {"cell_id": t.cell_id, "status": "done", "phase": "tune", "tune_id": g.tune_id,
+                                   "ticket_method": "dense", "seed": 1, "sa": sa, "val_sa_best": sa,
+                                   "config": config_json(t.canonical)})
+        for e in range(2):
+            store.write_row("epochs", {"cell_id": t.cell_id, "epoch": e, "val_sa": sa - 0.1 * (1 - e)},
+                            name=f"{t.cell_id}.e{e:04d}")
+    store.write_row("recipes", {"tune_id": g.tune_id, "recipe": config_json(rec), "best_cell_id": best.cell_id})
+    cells = expand(spec, store.recipes())
+    dense = {c.seed: c for c in cells if c.ticket_method == "dense"}
+    lines: list[str] = []
+    assert reuse_best_trials(spec, store, cells, set(), lines.append) == {dense[1].cell_id}  # seed 2 trains
+    row = store.get("trials", dense[1].cell_id)
+    assert (row["status"], row["sa"], row["phase"], row["reused_from"]) == ("done", 0.9, "main", best.cell_id)
+    assert (row["recipe_id"], row["tune_id"]) == (dense[1].recipe_id, g.tune_id)
+    assert json.loads(row["config"]) == json.loads(config_json(dense[1].canonical))
+    ep = results.load(str(tmp_path), "epochs")
+    assert ep[ep.cell_id == dense[1].cell_id].val_sa.round(6).tolist() == [0.8, 0.9]  # the best trial's curve
+    assert "is this cell" in lines[0]
+    # Already stored: nothing to do. A best trial whose run differs from the cell in anything (here its epochs): no reuse.
+    assert reuse_best_trials(spec, store, cells, {dense[1].cell_id}, lines.append) == set()
+    changed = json.loads(store.get("trials", best.cell_id)["config"])
+    changed["regime"]["epochs"] = 3
+    store.write_row("trials", {**store.get("trials", best.cell_id), "config": config_json(changed)})
+    assert reuse_best_trials(spec, store, cells, set(), lines.append) == set()
+
+
 def test_choose_takes_the_best_done_trial_and_scores_failures_zero():
     from raydw.run.tuning import FAILED_SCORE, choose, score
 
@@ -187,6 +223,11 @@ def test_tuned_sweep_stores_trials_and_recipe_and_tickets_use_it(ray_session, tm
     assert set(main.cell_id).isdisjoint(c.cell_id for c in expand(_spec(tiny_spec_text)))  # not the untuned cells
     ep = results.load(store, "epochs")
     assert set(ep.cell_id) == set(main.cell_id) | set(tune.cell_id)  # tuning trials trained like cells
+    # The dense cell is the best trial run again, so it is that trial's rows, not a second training run.
+    dense = main[main.ticket_method == "dense"].iloc[0]
+    assert dense.reused_from == best.cell_id and dense.sa == best.sa and summary.ran == 1, lines
+    assert any("is this cell" in s for s in lines), lines
+    assert main[main.ticket_method == "omp"].reused_from.isna().all()
 
     # Rerun: nothing is tuned or run again.
     again = run_sweep(spec, storage=store, out=lambda s: None)

@@ -268,6 +268,10 @@ def _tune_stage(spec: SweepSpec, store: Store, address: str | None, data_root: s
 def _run_locked(spec: SweepSpec, store: Store, address: str | None, data_root: str | None, out, t0: float) -> Summary:
     recipes = _tune_stage(spec, store, address, data_root, out) if spec.tune.enabled else None
     cells, done = plan(spec, store, recipes)
+    if spec.tune.enabled:  # a group's dense cell at the tuning seed is its best trial: stored, not trained twice
+        from raydw.run.tuning import reuse_best_trials
+
+        done |= reuse_best_trials(spec, store, cells, done, out)
     # A tuned group without a recipe (its pre-training failed, or every tuning trial did) does not run untuned.
     waiting = {c.cell_id for c in cells if c.tune_id is not None and c.recipe_id is None}
     todo = [c for c in cells if c.cell_id not in done and c.cell_id not in waiting]

@@ -181,3 +181,38 @@ def _progress(g: TuneGroup, budget: int, stored: int):
             self.on_trial_complete(iteration, trials, trial)
 
     return Progress()
+
+
+def reuse_best_trials(spec: SweepSpec, store: Store, cells: list[Cell], done: set[str], out=print) -> set[str]:
+    """The ids of main dense cells stored here from their group's best tuning trial instead of being trained again.
+
+    A tuned group's dense cell at the tuning seed is that trial run once more: the chosen recipe is the trial's,
+    and seed, data, evaluation and code path are the same (their canonical configs differ only in the `tune_trial`
+    / `tuned` tags, which is checked). Its epoch rows are copied first and its trials row last (a row means the
+    cell is complete), under the cell's id, phase "main", with `reused_from` naming the trial. Other seeds train.
+    """
+    recipes = {r["tune_id"]: r for r in store.read_table("recipes", columns=["tune_id", "best_cell_id"]).to_pylist()}
+    epoch_files: list[str] | None = None
+    reused: set[str] = set()
+    for c in cells:
+        if c.ticket_method != "dense" or c.recipe_id is None or c.cell_id in done:
+            continue
+        best = (recipes.get(c.tune_id) or {}).get("best_cell_id")
+        trial = store.get("trials", best) if best else None
+        if trial is None or trial.get("status") != "done":
+            continue
+        as_trial = {k: v for k, v in json.loads(trial["config"]).items() if k != "tune_trial"}
+        as_cell = {k: v for k, v in json.loads(config_json(c.canonical)).items() if k != "tuned"}
+        if config_json(as_trial) != config_json(as_cell):
+            continue  # another seed (or a trial from another spec): this cell trains
+        epoch_files = store.names("epochs") if epoch_files is None else epoch_files
+        for name in (n for n in epoch_files if n.startswith(f"{best}.e")):
+            row = store.get("epochs", name)
+            store.write_row("epochs", {**row, "cell_id": c.cell_id}, name=f"{c.cell_id}{name[len(best):]}")
+        store.write_row("trials", {**trial, "cell_id": c.cell_id, "phase": "main", "tune_id": c.tune_id,
+                                   "recipe_id": c.recipe_id, "sweep": spec.name, "config": config_json(c.canonical),
+                                   "reused_from": best})
+        reused.add(c.cell_id)
+        out(f"  {c.label()}: the group's best tuning trial {best} is this cell (same recipe, seed and data): "
+            "its rows are stored for it instead of training it again")
+    return reused
