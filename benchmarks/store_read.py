@@ -23,7 +23,9 @@ def main() -> None:
     a = ap.parse_args()
     store = Store(a.store or tempfile.mkdtemp(prefix="raydw-store-bench-"))
     have = len(store.names("epochs"))
-    if have != a.rows:
+    if have > a.rows:
+        raise SystemExit(f"{store.uri} already holds {have} epoch rows, more than --rows {a.rows}: use another --store")
+    if have < a.rows:
         t = time.perf_counter()
         for i in range(have, a.rows):
             c, e = divmod(i, 20)

@@ -24,7 +24,7 @@ def cmd_sweep(a) -> int:
     if a.dry_run:
         from raydw.plan import dry_run
 
-        print(dry_run(spec, a.storage or spec.storage))
+        print(dry_run(spec, a.storage or spec.storage, a.data_root))
         return 0
     from raydw.run.sweep import run_sweep
 
@@ -190,8 +190,12 @@ def _spec_cells(a) -> set[str] | None:
     if not a.spec:
         return None
     from raydw.analysis import spec_cells
+    from raydw.store import Store
 
-    return spec_cells(a.uri, _spec_path(a.spec))
+    ids = spec_cells(a.uri, _spec_path(a.spec))
+    if not ids & set(Store(a.uri).names("trials")):
+        raise SpecError(f"none of the {len(ids)} cells {a.spec} plans is stored in {a.uri}: another spec or store?")
+    return ids
 
 
 def cmd_convert(a) -> int:

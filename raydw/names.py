@@ -40,15 +40,25 @@ def check_spec(spec) -> list[str]:
             problems.append(f"{where}.arch: unknown arch {p.arch!r}; known: {sorted(model_catalog.ARCHS)}")
     # A model takes the channels of the task it was trained on; a downstream dataset with others cannot be fed to it.
     for i, p in enumerate(spec.pretrainings):
-        # Every registry entry is an ImageNet model (raydw models).
-        src = p.recipe.dataset if p.recipe is not None else ("imagenet" if p.weights in model_catalog.PRETRAINED else None)
+        # A `weights:` entry, registry or local file, is loaded as an ImageNet model (tickets.register_weights
+        # builds it with 1000 classes and 3 input channels).
+        src = p.recipe.dataset if p.recipe is not None else "imagenet"
         if src not in data_catalog.DATASETS:
-            continue  # a local checkpoint: its channels are known once loaded
+            continue  # an unknown recipe dataset: reported above
         chans = data_catalog.get(src).channels
         for j, ds in enumerate(spec.data.datasets):
             if ds in data_catalog.DATASETS and data_catalog.get(ds).channels != chans:
                 problems.append(f"data.datasets.{j}: {ds!r} has {data_catalog.get(ds).channels}-channel images, but "
                                 f"pretrainings.{i} ({p.name}) takes {chans}-channel input (it was trained on {src})")
+    levels: dict[str, tuple[int, set]] = {}
+    for i, t in enumerate(spec.tickets):
+        mine = {round(s, 9) for _, s in t.levels() if s > 0}
+        if t.method in levels and levels[t.method][1] & mine:
+            j = levels[t.method][0]
+            problems.append(f"tickets.{i}: a second {t.method!r} ticket spec at sparsities tickets.{j} also has "
+                            f"({sorted(levels[t.method][1] & mine)}): results name a ticket by method and sparsity, so "
+                            "verdicts could not tell the two apart; run the variant as a sweep with its own storage")
+        levels.setdefault(t.method, (i, set()))[1].update(mine)
     names = {p.name for p in spec.pretrainings}
     for i, t in enumerate(spec.tickets):
         where = f"tickets.{i}"

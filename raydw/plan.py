@@ -16,26 +16,34 @@ from raydw.store import Store
 
 def missing_inputs(spec: SweepSpec, data_root: str | None = None, store: Store | None = None) -> list[str]:
     """Each local file a sweep needs and lacks, with the command (or manual step) that provides it.
-    `data_root`: `raydw sweep --data-root`, which replaces data.root. With `store`, weights it already holds
-    (registered by an earlier run) are not needed again."""
+
+    `data_root`: `raydw sweep --data-root`, which replaces data.root. With `store`, only what the remaining work
+    needs: weights and pre-trained recipes the store holds, datasets whose cells are all done and IMP sources
+    whose rounds are all stored are not asked for (a rerun elsewhere of a sweep that ran on a cluster)."""
     from raydw.cells import pretrained_id
+    from raydw.data.catalog import STREAMED
     from raydw.data.prepare import FILES, missing_files
+    from raydw.mask_keys import imp_rounds_needed, mask_params, stored_imp_rounds
     from raydw.models.catalog import fetch_command, local_weights_path
+    from raydw.spec import ImpSpec
+
+    def stored(p) -> bool:
+        return store is not None and store.exists("pretrained", f"{pretrained_id(p)}.parquet")
 
     out = []
-    for p in spec.pretrainings:
-        if p.weights is None:
-            continue  # a recipe: raydw pretrain trains it into the store
-        if store is not None and store.exists("pretrained", f"{pretrained_id(p)}.parquet"):
-            continue
+    for p in (p for p in spec.pretrainings if p.weights is not None and not stored(p)):
         path = local_weights_path(p.weights)
         if not path.exists():
             how = fetch_command(p.weights) if p.weights in PRETRAINED else "a local file: check the path"
             out.append(f"pre-training {p.name}: {path} missing -> {how}")
+    todo = None
+    if store is not None:
+        done = store.done_cells() if store.exists("trials") else set()
+        todo = {c.dataset for c in expand(spec, store.recipes() if spec.tune.enabled else {}) if c.cell_id not in done}
     root = data_root or spec.data.root
-    # Downstream datasets, and the source tasks of pre-training recipes, which read data.root too.
-    recipes = [p.recipe.dataset for p in spec.pretrainings if p.recipe is not None]
-    for ds in dict.fromkeys([*spec.data.datasets, *recipes]):
+    # Downstream datasets with cells to run, and the source tasks of recipes still to train (they read data.root too).
+    recipes = [p.recipe.dataset for p in spec.pretrainings if p.recipe is not None and not stored(p)]
+    for ds in dict.fromkeys([*(d for d in spec.data.datasets if todo is None or d in todo), *recipes]):
         if not data_catalog.get(ds).needs_root or ds not in FILES:
             continue  # packaged data; or a dataset without a downstream reader (imagenet: streamed, below)
         gone = missing_files(ds, root)
@@ -43,11 +51,13 @@ def missing_inputs(spec: SweepSpec, data_root: str | None = None, store: Store |
             where = f"--root {root}" if root else "--root DIR (and set data.root)"
             more = f" and {len(gone) - 1} more" if len(gone) > 1 else ""
             out.append(f"dataset {ds}: {gone[0]}{more} missing -> raydw data prepare {ds} {where}")
-    from raydw.data.catalog import STREAMED
-    from raydw.spec import ImpSpec
-
-    for imp in (t.imp or ImpSpec() for t in spec.tickets if t.method == "imp"):  # no imp section: the paper's defaults
+    for t in (t for t in spec.tickets if t.method == "imp"):
+        imp = t.imp or ImpSpec()  # no imp section: the paper's defaults
         if imp.dataset not in STREAMED:
+            continue
+        if store is not None and all(  # every round of every pre-training stored: IMP has nothing left to train
+                set(range(1, imp_rounds_needed(t) + 1)) <= set(stored_imp_rounds(store, pretrained_id(p), mask_params(t, p.name)))
+                for p in spec.pretrainings):
             continue
         root = Path(imp.root).expanduser() if imp.root else None
         gone = ["tickets.imp.root (not set)"] if root is None else [str(root / d) for d in ("train", "val") if not (root / d).is_dir()]
@@ -57,7 +67,7 @@ def missing_inputs(spec: SweepSpec, data_root: str | None = None, store: Store |
     return out
 
 
-def dry_run(spec: SweepSpec, storage: str) -> str:
+def dry_run(spec: SweepSpec, storage: str, data_root: str | None = None) -> str:
     store = Store(storage)
     exists = Path(store.root).exists() or not store.local
     recipes = store.recipes() if spec.tune.enabled and exists else {}
@@ -90,7 +100,7 @@ def dry_run(spec: SweepSpec, storage: str) -> str:
     sched = spec.eval.val_schedule()
     lines += ["", plan_text(cells, spec.eval.attack.steps,
                             None if sched is None else (sched[0], sched[1].steps, sched[2]), done)]
-    miss = missing_inputs(spec, store=store if exists else None)
+    miss = missing_inputs(spec, data_root, store=store if exists else None)
     lines += ["", "missing inputs:" if miss else "inputs: all present"] + [f"  {m}" for m in miss]
     return "\n".join(lines)
 

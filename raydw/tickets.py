@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 from raydw.cells import pretrained_id, pretraining_arch
+from raydw.mask_keys import imp_rounds_needed, mask_params, stored_imp_rounds  # noqa: F401 - used here and by callers
 from raydw.models.build import build_net
 from raydw.models.catalog import IMAGENET_MEAN, IMAGENET_STD, PRETRAINED, local_weights_path
 from raydw.models.convert import load_strict, read_checkpoint, sha256_file, to_torchvision
@@ -45,31 +46,6 @@ def _mask_key(pid: str, method: str, params: dict, target: float) -> tuple:
 def existing_masks(store: Store) -> dict[tuple, dict]:
     t = store.read_table("masks", columns=["mask_id", "pretrained_id", "method", "params", "target_sparsity", "sparsity"])
     return {_mask_key(r["pretrained_id"], r["method"], json.loads(r["params"]), r["target_sparsity"]): r for r in t.to_pylist()}
-
-
-def mask_params(tickets: TicketSpec, pretraining: str) -> dict:
-    """Everything besides the level that determines a mask (the store's lookup key, with the pre-training)."""
-    params: dict = {"prunable": tickets.prunable}
-    if tickets.method == "random":
-        params.update(seed=tickets.seed, layerwise=tickets.layerwise)
-    elif tickets.method == "imp":
-        imp = tickets.imp or ImpSpec()
-        params.update(rate=tickets.rate, regime=imp.regime_for(pretraining),
-                      **imp.model_dump(mode="json", exclude={"per_pretraining", "root", "regime", "workers", "cpus_per_worker"}))
-    elif tickets.method == "import":
-        params["file"] = tickets.files[pretraining]
-    return params
-
-
-def imp_rounds_needed(tickets: TicketSpec) -> int:
-    return max(k for k, _ in tickets.levels() if k)
-
-
-def stored_imp_rounds(store: Store, pid: str, params: dict) -> dict[int, dict]:
-    """IMP round -> mask row already in the store for this pre-training and recipe."""
-    key = json.dumps(params, sort_keys=True)
-    t = store.read_table("masks", columns=["mask_id", "pretrained_id", "method", "params", "round", "target_sparsity", "sparsity"])
-    return {r["round"]: r for r in t.to_pylist() if r["pretrained_id"] == pid and r["method"] == "imp" and r["params"] == key}
 
 
 def ensure_masks(store: Store, p: PretrainingSpec, tickets: TicketSpec, log=print) -> dict[float, dict]:

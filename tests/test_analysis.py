@@ -266,3 +266,7 @@ def test_verdicts_and_report_take_a_spec_to_analyse_its_cells_alone(tmp_path, ca
     assert "omp" in capsys.readouterr().out
     assert main(["report", s.uri, "--out", str(tmp_path / "r"), "--spec", str(spec_file)]) == 0
     assert "the 2 stored cells of one sweep" in (tmp_path / "r" / "index.html").read_text()
+    other = tmp_path / "other.yaml"  # a spec none of whose cells is stored here: said, not an empty analysis
+    other.write_text(tiny_spec_text.replace("lr: 0.01", "lr: 0.02"))
+    assert main(["verdicts", s.uri, "--spec", str(other)]) == 2
+    assert f"none of the 2 cells {other} plans is stored in {s.uri}" in capsys.readouterr().err

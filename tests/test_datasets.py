@@ -214,8 +214,8 @@ def test_missing_files_and_missing_inputs(tmp_path):
     write_cifar10(tmp_path / "data")
     assert prep.missing_files("cifar10", tmp_path / "data") == [] and prep.missing_files("digits", None) == []
     doc = yaml.safe_load(open(prep.__file__.replace("data/prepare.py", "sweeps/demo.yaml")))
-    doc["data"] |= {"datasets": ["cifar10", "svhn", "digits"], "root": str(tmp_path / "data")}
-    # A local checkpoint (present): the demo's recipes take 1-channel digits, which the spec refuses beside CIFAR.
+    doc["data"] |= {"datasets": ["cifar10", "svhn"], "root": str(tmp_path / "data")}
+    # A local checkpoint (present; an ImageNet-shaped model): the demo's recipes take 1-channel digits, not CIFAR.
     doc["pretrainings"] = [{"name": "X", "weights": str(tmp_path / "x.pt"), "arch": "resnet_tiny"}]
     (tmp_path / "x.pt").touch()
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc))

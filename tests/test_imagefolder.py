@@ -3,6 +3,7 @@ ILSVRC-2012 unpacks), torchvision's class order, the paper's transforms, shardin
 through the same loop and worker entry point as every other source task."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -106,9 +107,37 @@ def test_the_dry_run_names_a_missing_imagenet_root(tmp_path, root):
     assert miss == [f"IMP source imagenet: {tmp_path / 'imagenet' / 'train'} and {tmp_path / 'imagenet' / 'val'} missing "
                     "-> put ILSVRC-2012 there as an ImageFolder (train/<wnid>/*.JPEG, val/<wnid>/*.JPEG, 1000 classes "
                     "each; docs/tickets.md)"]
+    # Every round of every pre-training already stored (IMP ran on a cluster): ImageNet is not needed here.
+    from raydw.cells import pretrained_id
+    from raydw.mask_keys import mask_params
+    from raydw.store import Store
+
+    paper = load_spec(tmp_path / "paper.yaml")
+    store = Store(str(tmp_path / "store"))
+    t = paper.tickets[0]
+    for p in paper.pretrainings:
+        for k in range(1, 12):
+            store.write_row("masks", {"mask_id": f"{p.name}{k}", "pretrained_id": pretrained_id(p), "method": "imp",
+                                      "params": json.dumps(mask_params(t, p.name), sort_keys=True), "round": k})
+    assert [m for m in missing_inputs(paper, store=store) if m.startswith("IMP source")]  # round 12 missing
+    for p in paper.pretrainings:
+        store.write_row("masks", {"mask_id": f"{p.name}12", "pretrained_id": pretrained_id(p), "method": "imp",
+                                  "params": json.dumps(mask_params(t, p.name), sort_keys=True), "round": 12})
+    assert not [m for m in missing_inputs(paper, store=store) if m.startswith("IMP source")]
     spec["tickets"]["imp"]["root"] = str(root)
     (tmp_path / "paper.yaml").write_text(yaml.safe_dump(spec))
     assert not [m for m in missing_inputs(load_spec(tmp_path / "paper.yaml")) if m.startswith("IMP source")]
+
+
+def test_two_ticket_specs_of_one_method_at_one_sparsity_are_refused(tiny_spec_text):
+    from raydw.spec import SpecError, parse_spec
+
+    d = yaml.safe_load(tiny_spec_text)
+    d["tickets"] = [{"method": "omp", "sparsities": [0.5, 0.7]}, {"method": "omp", "sparsities": [0.5], "prunable": "cv_lth"}]
+    with pytest.raises(SpecError, match=r"tickets.1: a second 'omp' ticket spec at sparsities tickets.0 also has \(\[0.5\]\)"):
+        parse_spec(d)
+    d["tickets"][1]["sparsities"] = [0.6]  # no common level: the analysis tells them apart by sparsity
+    parse_spec(d)
 
 
 def test_imagenet_as_a_downstream_dataset_is_refused_naming_the_field(tiny_spec_text):

@@ -111,16 +111,21 @@ def test_a_local_sweep_missing_its_data_is_refused_before_anything_runs(tmp_path
 
 
 def test_weights_the_store_already_holds_are_not_asked_for_again(tmp_path, tiny_spec_text):
-    from raydw.cells import pretrained_id
+    from raydw.cells import expand, pretrained_id
     from raydw.plan import missing_inputs
     from raydw.store import Store
 
     d = yaml.safe_load(tiny_spec_text)
     d["pretrainings"] = [{"name": "X", "weights": str(tmp_path / "gone.pt"), "arch": "resnet_tiny"}]
+    d["data"]["datasets"] = ["cifar10"]
     spec = parse_spec(d)
     store = Store(str(tmp_path / "store"))
-    assert len(missing_inputs(spec, store=store)) == 1
+    miss = missing_inputs(spec, store=store)
+    assert [m.split(":")[0] for m in miss] == ["pre-training X", "dataset cifar10"]
     store.write_row("pretrained", {"pretrained_id": pretrained_id(spec.pretrainings[0]), "name": "X"})
+    assert [m.split(":")[0] for m in missing_inputs(spec, store=store)] == ["dataset cifar10"]
+    for c in expand(spec):  # every cell done (run elsewhere): its data is no longer needed here
+        store.write_row("trials", {"cell_id": c.cell_id, "status": "done"})
     assert missing_inputs(spec, store=store) == []
 
 
@@ -135,6 +140,11 @@ def test_a_failed_cells_error_starts_with_the_exception_raised_in_the_worker():
     assert row["error"].endswith(ray_text[-200:])  # the whole text follows
     plain = "raydw.train.loop.Diverged: training loss is nan at epoch 0 (lr 1e+12)"
     assert failed(plain)["error"] == plain  # a one-line error is not repeated
+    # A bare exception name, and a second rank failing because the first did: the first rank's error is the cause.
+    two = ('WorkerGroupError: Training failed due to worker errors:\n[Rank 0 Error Snippet]:\nTraceback (most recent '
+           'call last):\n  File "x.py", line 1, in f\n    assert x\nAssertionError\n[Rank 1 Error Snippet]:\n'
+           'Traceback (most recent call last):\n  File "y.py", line 2, in g\nRuntimeError: NCCL timeout\n')
+    assert failed(two)["error"].splitlines()[0] == "AssertionError"
 
 
 def test_a_downstream_dataset_the_pretrained_model_cannot_take_is_refused(tiny_spec_text):

@@ -117,3 +117,17 @@ def test_pretrain_command_trains_a_recipe_once_with_the_id_a_sweep_uses(ray_sess
     runs = sorted((store / "tune").iterdir())
     assert main(["pretrain", str(tmp_path / "spec.yaml"), "--storage", str(store)]) == 0
     assert sorted((store / "tune").iterdir()) == runs and f"ST: {pid}" in capsys.readouterr().out
+
+
+def test_a_train_run_larger_than_the_local_ray_is_refused_not_left_waiting(ray_session, monkeypatch):
+    from raydw.run.sweep import _check_fits
+    from raydw.spec import SpecError
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    imp8 = {"workers_per_cell": 8, "cpus_per_worker": 12, "gpus_per_worker": 1}
+    with pytest.raises(SpecError, match=r"IMP ST needs 96 CPU \(Ray has 2\), 8 GPU \(Ray has 0\) on this machine's Ray"):
+        _check_fits(imp8, "IMP ST", None, print)
+    said: list[str] = []
+    _check_fits(imp8, "IMP ST", "auto", said.append)  # a cluster: the autoscaler may add the node
+    assert said and "waits until the autoscaler adds a node" in said[0]
+    _check_fits({"workers_per_cell": 1, "cpus_per_worker": 1, "gpus_per_worker": 0}, "a cell", None, print)  # fits

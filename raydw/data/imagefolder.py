@@ -55,8 +55,8 @@ class _Seeded(torch.utils.data.Dataset):
         return len(self.ds)
 
     def __getitem__(self, i: int):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.epoch_seed * 10_000_019 + i)
+        with torch.random.fork_rng(devices=[]):  # the CPU generator is restored afterwards; CUDA's is never touched
+            torch.random.default_generator.manual_seed(self.epoch_seed * 10_000_019 + i)
             return self.ds[i]
 
 

@@ -19,17 +19,23 @@ TRIAL_METRICS = {"status", "error", "sa_at_sa_best", "ra_at_sa_best", "sa_at_ra_
                  "device", "node", "workers", "amp", "train_images"}
 
 
-# A traceback's exception line: "ValueError: ...", "raydw.train.loop.Diverged: ...", "FileNotFoundError: ...".
-_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Diverged|Exit|Interrupt|Locked): \S")
+# An exception line of a traceback, unindented: "ValueError: ...", "raydw.train.loop.Diverged: ...", a bare
+# "AssertionError". Frames and source lines are indented; "Traceback (...)" and "The above exception ..." have spaces.
+_EXCEPTION_LINE = re.compile(r"^([a-z_]\w*\.)*[A-Z]\w*(: .*)?$")
+_RANK = re.compile(r"^\[Rank \d+ Error Snippet\]:\s*$", re.M)
 
 
 def cause(error: str) -> str:
-    """The line that says what went wrong: the last exception line of the (innermost) traceback. Ray Train wraps a
-    worker's exception as "WorkerGroupError: Training failed due to worker errors:" + the worker's traceback, whose
-    last exception line is the one raised in the worker."""
+    """The line that says what went wrong: the exception raised in the worker. Ray Train wraps it as
+    "WorkerGroupError: Training failed due to worker errors:" + one "[Rank N Error Snippet]:" traceback per failed
+    rank; the first rank's section is read, and its last exception line is the one that ended it."""
+    sections = _RANK.split(error)
+    body = sections[1] if len(sections) > 1 else error
+    raised = [ln.rstrip() for ln in body.splitlines() if ln.strip() and _EXCEPTION_LINE.match(ln.rstrip())]
+    if raised:
+        return raised[-1]
     lines = [ln.strip() for ln in error.strip().splitlines() if ln.strip()]
-    raised = [ln for ln in lines if _EXCEPTION_LINE.match(ln)]
-    return raised[-1] if raised else (lines[0] if lines else "")
+    return lines[0] if lines else ""
 
 
 def failed(error: str) -> dict:

@@ -200,6 +200,24 @@ def run_sweep(spec: SweepSpec, storage: str | None = None, address: str | None =
         return _run_locked(spec, store, address, data_root, out, t0)
 
 
+def _check_fits(res: dict, what: str, address: str | None, out) -> None:
+    """A Train run asking for more than the whole Ray cluster would wait forever without a word: refuse on a local
+    Ray; on a cluster, say that it waits for the autoscaler."""
+    import ray
+
+    total = ray.cluster_resources()
+    need = {"CPU": res["workers_per_cell"] * res["cpus_per_worker"], "GPU": res["workers_per_cell"] * res["gpus_per_worker"]}
+    short = {k: (v, total.get(k, 0)) for k, v in need.items() if v > total.get(k, 0)}
+    if not short:
+        return
+    said = ", ".join(f"{v:g} {k} (Ray has {have:g})" for k, (v, have) in short.items())
+    if address or os.environ.get("RAY_ADDRESS"):
+        out(f"warning: {what} needs {said}: it waits until the autoscaler adds a node that fits")
+        return
+    raise SpecError(f"{what} needs {said} on this machine's Ray; lower them in the spec, or run on a cluster "
+                    "(docs/cluster.md)")
+
+
 def _preflight(spec: SweepSpec, store: Store, address: str | None, data_root: str | None, out) -> None:
     """Missing weights or data, before anything runs. On local Ray the driver's files are the workers' files, so a
     sweep that lacks them is refused (else every cell would start, fail and be retried on each rerun). On a
@@ -291,6 +309,7 @@ def _run_locked(spec: SweepSpec, store: Store, address: str | None, data_root: s
         for p in pres:
             cfg = _imp_config(store, spec, t, p)
             if cfg is not None:
+                _check_fits(cfg["resources"], f"IMP {p.name} (tickets.imp.workers / cpus_per_worker)", address, out)
                 jobs.append(Job("imp", f"imp-{cfg['pretrained_id']}-{t.rate}", f"IMP {p.name}", lambda cfg=cfg: cfg,
                                 needs_pretrained=cfg["pretrained_id"]))
     index_ids = _index_sets(store, todo)
