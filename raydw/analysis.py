@@ -104,9 +104,13 @@ def _differences(rows: pd.DataFrame, limit: int = 6) -> str:
 
 def spec_cells(uri: str, spec) -> set[str]:
     """The cell ids a sweep spec (a SweepSpec or a path) plans against this store: `cells=` for one sweep's findings."""
-    from raydw.cells import planned_cells
+    from raydw.cells import expand
+    from raydw.spec import load_spec
+    from raydw.store import Store
 
-    return {c.cell_id for c in planned_cells(str(uri), spec)}
+    spec = load_spec(spec) if not hasattr(spec, "pretrainings") else spec
+    recipes = Store(str(uri)).recipes() if spec.tune.enabled else {}  # tuned groups' ids, as raydw sweep plans them
+    return {c.cell_id for c in expand(spec, recipes)}
 
 
 def _check_args(rule: str, tol: float, checkpoint: str) -> None:

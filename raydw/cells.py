@@ -254,13 +254,3 @@ def _expand(spec: SweepSpec, recipes: dict[str, dict]) -> tuple[list[Cell], dict
                             seen.add(c.cell_id)
                             cells.append(c)
     return cells, groups
-
-
-def planned_cells(uri: str, spec) -> list[Cell]:
-    """The cells a sweep spec (a SweepSpec or a path) plans against the store at `uri`, with the store's tuned recipes
-    applied as `raydw sweep` applies them (a group not tuned yet keeps its untuned ids: docs/tuning.md)."""
-    from raydw.spec import load_spec
-    from raydw.store import Store
-
-    spec = load_spec(spec) if not hasattr(spec, "pretrainings") else spec
-    return expand(spec, Store(uri).recipes() if spec.tune.enabled else {})

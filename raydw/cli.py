@@ -72,7 +72,7 @@ def cmd_results(a) -> int:
     if a.phase is not None and a.table != "trials":
         raise SpecError(f"--phase applies to --table trials only (tuning trials are trials rows); got --table {a.table}")
     phase = a.phase or "main"
-    df = load(a.uri, a.table, **({"phase": PHASES[phase]} if a.table == "trials" else {}))
+    df = load(a.uri, a.table, phase=PHASES[phase])  # load applies phase to trials only
     if a.table == "trials" and phase != "main" and "config" in df.columns:
         df = df.assign(recipe=[_trial_recipe(c) for c in df["config"]])  # the candidate a tuning trial ran
     for f in a.where or []:

@@ -14,12 +14,14 @@ from raydw.spec import SweepSpec
 from raydw.store import Store
 
 
-def missing_inputs(spec: SweepSpec, data_root: str | None = None, store: Store | None = None) -> list[str]:
+def missing_inputs(spec: SweepSpec, data_root: str | None = None, store: Store | None = None,
+                   todo: set[str] | None = None) -> list[str]:
     """Each local file a sweep needs and lacks, with the command (or manual step) that provides it.
 
     `data_root`: `raydw sweep --data-root`, which replaces data.root. With `store`, only what the remaining work
     needs: weights and pre-trained recipes the store holds, datasets whose cells are all done and IMP sources
-    whose rounds are all stored are not asked for (a rerun elsewhere of a sweep that ran on a cluster)."""
+    whose rounds are all stored are not asked for (a rerun elsewhere of a sweep that ran on a cluster). `todo`:
+    the datasets of the cells still to run, where the caller has planned them already (else planned here)."""
     from raydw.cells import pretrained_id
     from raydw.data.catalog import STREAMED
     from raydw.data.prepare import FILES, missing_files
@@ -36,9 +38,8 @@ def missing_inputs(spec: SweepSpec, data_root: str | None = None, store: Store |
         if not path.exists():
             how = fetch_command(p.weights) if p.weights in PRETRAINED else "a local file: check the path"
             out.append(f"pre-training {p.name}: {path} missing -> {how}")
-    todo = None
-    if store is not None:
-        done = store.done_cells() if store.exists("trials") else set()
+    if store is not None and todo is None:
+        done = store.done_cells()
         todo = {c.dataset for c in expand(spec, store.recipes() if spec.tune.enabled else {}) if c.cell_id not in done}
     root = data_root or spec.data.root
     # Downstream datasets with cells to run, and the source tasks of recipes still to train (they read data.root too).
@@ -100,7 +101,8 @@ def dry_run(spec: SweepSpec, storage: str, data_root: str | None = None) -> str:
     sched = spec.eval.val_schedule()
     lines += ["", plan_text(cells, spec.eval.attack.steps,
                             None if sched is None else (sched[0], sched[1].steps, sched[2]), done)]
-    miss = missing_inputs(spec, data_root, store=store if exists else None)
+    miss = missing_inputs(spec, data_root, store=store if exists else None,
+                          todo={c.dataset for c in cells if c.cell_id not in done})
     lines += ["", "missing inputs:" if miss else "inputs: all present"] + [f"  {m}" for m in miss]
     return "\n".join(lines)
 

@@ -89,13 +89,13 @@ def collect(uri: str, spec=None) -> SweepStatus:
     df = load(uri, "trials")
     cells, tune = None, {}
     if spec is not None:
-        from raydw.cells import planned_cells
+        from raydw.cells import expand
         from raydw.spec import load_spec
         from raydw.store import Store
 
         spec = load_spec(spec) if not hasattr(spec, "pretrainings") else spec
-        cells = planned_cells(uri, spec)  # as raydw.run.sweep.plan does
-        recipes = Store(uri).recipes() if spec.tune.enabled else {}
+        recipes = Store(uri).recipes() if spec.tune.enabled else {}  # as raydw.run.sweep.plan does
+        cells = expand(spec, recipes)
         waiting = [c for c in cells if c.tune_id and not c.recipe_id]
         if spec.tune.enabled:
             tune = {**_tuning(uri, spec, recipes), "waiting": len(waiting)}

@@ -89,8 +89,6 @@ class FolderSplit:
 class Prepared:
     """The Transform of a streamed split: its batches are already cropped, flipped and scaled to [0,1]."""
 
-    out_size = SIZE
-
     def train(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         return x
 

@@ -58,7 +58,7 @@ def connect(address: str | None, verbose: bool = False) -> None:
         _release_stale()
         return
     env = {"env_vars": {k: os.environ[k] for k in RAY_ENV}}
-    addr = address or os.environ.get("RAY_ADDRESS")
+    addr = _cluster_address(address)
     # Train workers log every report and checkpoint; progress comes from the Tune callback instead, and a
     # cell's error lands in its trials row. --verbose brings the worker logs back.
     common = dict(include_dashboard=False, runtime_env=env, logging_level=logging.INFO if verbose else logging.WARNING,
@@ -200,6 +200,11 @@ def run_sweep(spec: SweepSpec, storage: str | None = None, address: str | None =
         return _run_locked(spec, store, address, data_root, out, t0)
 
 
+def _cluster_address(address: str | None) -> str | None:
+    """The cluster this driver joins (--address, else RAY_ADDRESS); None: it starts a local Ray of its own."""
+    return address or os.environ.get("RAY_ADDRESS")
+
+
 def _check_fits(res: dict, what: str, address: str | None, out) -> None:
     """A Train run asking for more than the whole Ray cluster would wait forever without a word: refuse on a local
     Ray; on a cluster, say that it waits for the autoscaler."""
@@ -211,7 +216,7 @@ def _check_fits(res: dict, what: str, address: str | None, out) -> None:
     if not short:
         return
     said = ", ".join(f"{v:g} {k} (Ray has {have:g})" for k, (v, have) in short.items())
-    if address or os.environ.get("RAY_ADDRESS"):
+    if _cluster_address(address):
         out(f"warning: {what} needs {said}: it waits until the autoscaler adds a node that fits")
         return
     raise SpecError(f"{what} needs {said} on this machine's Ray; lower them in the spec, or run on a cluster "
@@ -228,7 +233,7 @@ def _preflight(spec: SweepSpec, store: Store, address: str | None, data_root: st
     if not miss:
         return
     listed = "\n".join(f"  {m}" for m in miss)
-    if address or os.environ.get("RAY_ADDRESS"):
+    if _cluster_address(address):
         out(f"inputs missing on this machine (the driver); cells fail unless the cluster's workers have them:\n{listed}")
         return
     raise SpecError(f"sweep {spec.name}: inputs missing on this machine, nothing was run:\n{listed}")

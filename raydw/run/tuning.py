@@ -26,16 +26,17 @@ OBJECTIVE = "objective"  # what a tuning trial reports to Tune (maximized)
 FAILED_SCORE = 0.0  # a failed (e.g. diverged) trial scores the worst accuracy
 
 
-def stored_trials(store: Store, tune_id: str) -> list[dict]:
-    """The group's tuning trials already in the store: cell_id, status, recipe, val_sa_best, val_ra_best, finished_at."""
-    t = store.read_table("trials", columns=["cell_id", "status", "phase", "tune_id", "config", "val_sa_best",
-                                            "val_ra_best", "finished_at"]).to_pylist()
-    out = []
-    for r in t:
-        if r["phase"] == "tune" and r["tune_id"] == tune_id:
-            r["recipe"] = json.loads(r["config"])["tune_trial"]["recipe"]
-            out.append(r)
-    return sorted(out, key=lambda r: (r["finished_at"] is None, r["finished_at"] or 0, r["cell_id"]))
+def stored_trials(store: Store, names: list[str] | None = None) -> dict[str, list[dict]]:
+    """tune_id -> its tuning trials in the store (cell_id, status, recipe, val_sa_best, val_ra_best, finished_at),
+    oldest first; `names`: read only these trials files (those a group's tuning just wrote)."""
+    t = store.read_table("trials", names, columns=["cell_id", "status", "phase", "tune_id", "config", "val_sa_best",
+                                                   "val_ra_best", "finished_at"]).to_pylist()
+    out: dict[str, list[dict]] = {}
+    for r in (r for r in t if r["phase"] == "tune"):
+        r["recipe"] = json.loads(r["config"])["tune_trial"]["recipe"]
+        out.setdefault(r["tune_id"], []).append(r)
+    oldest_first = lambda r: (r["finished_at"] is None, r["finished_at"] or 0, r["cell_id"])  # noqa: E731
+    return {k: sorted(v, key=oldest_first) for k, v in out.items()}
 
 
 def score(row: dict | None, metric: str) -> float:
@@ -72,14 +73,17 @@ def run_tuning(spec: SweepSpec, store: Store, groups: list[TuneGroup], job: dict
     from raydw.run.sweep import _index_key
 
     chosen: dict[str, dict] = {}
+    stored, seen = stored_trials(store), set(store.names("trials"))  # one scan; each group then reads only its new rows
     for g in groups:
-        rows = stored_trials(store, g.tune_id)
+        rows = stored.get(g.tune_id, [])
         left = spec.tune.num_samples - len(rows)
         out(f"tune {g.label()}: {len(rows)} of {spec.tune.num_samples} trials stored, {max(left, 0)} to run "
             f"(Optuna TPE, seed {spec.tune.seed}, {spec.tune.n_startup()} random startup trials; maximize {g.metric})")
         if left > 0:
             _tune_one(spec, store, g, rows, left, {**job, "index_set_id": index_ids[_index_key(g.base)]}, concurrency)
-            rows = stored_trials(store, g.tune_id)
+            new = sorted(set(store.names("trials")) - seen)
+            seen.update(new)  # this group's rows again too: a repeated candidate (a `choice` space) rewrites its file
+            rows = stored_trials(store, [r["cell_id"] for r in rows] + new).get(g.tune_id, [])
         chosen[g.tune_id] = write_recipe(spec, store, g, rows, out)
     return chosen
 
@@ -206,8 +210,8 @@ def reuse_best_trials(spec: SweepSpec, store: Store, cells: list[Cell], done: se
         if config_json(as_trial) != config_json(as_cell):
             continue  # another seed (or a trial from another spec): this cell trains
         epoch_files = store.names("epochs") if epoch_files is None else epoch_files
-        for name in (n for n in epoch_files if n.startswith(f"{best}.e")):
-            row = store.get("epochs", name)
+        names = [n for n in epoch_files if n.startswith(f"{best}.e")]
+        for name, row in zip(names, store.read_table("epochs", names).to_pylist()):
             store.write_row("epochs", {**row, "cell_id": c.cell_id}, name=f"{c.cell_id}{name[len(best):]}")
         store.write_row("trials", {**trial, "cell_id": c.cell_id, "phase": "main", "tune_id": c.tune_id,
                                    "recipe_id": c.recipe_id, "sweep": spec.name, "config": config_json(c.canonical),

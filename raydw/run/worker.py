@@ -198,7 +198,8 @@ def pack_worker(config: dict) -> None:
     """Several cells in one Train run, in order; rank 0 stores each cell's trials row the moment it is final.
 
     The checkpoint names the cell it belongs to, so a restarted run skips the cells before it, continues that
-    cell from its last epoch (or skips it too, if its checkpoint is marked final), and goes on with the rest.
+    cell from its last epoch (or, if its checkpoint is marked final, re-reports it through `_cell` and writes its
+    row, which a kill between the final report and the row write would otherwise lose), and goes on with the rest.
     """
     from raydw.run.rows import cell_row
 
@@ -209,8 +210,6 @@ def pack_worker(config: dict) -> None:
     start = 0
     if resume is not None and resume.get("cell_id") in ids:
         start = ids.index(resume["cell_id"])
-        if "final" in resume:  # that cell's row was written before the restart
-            start, resume = start + 1, None
     else:
         resume = None
     store = Store(config["storage"])
