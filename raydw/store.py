@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import uuid
 from pathlib import Path
 from urllib.parse import urlparse
@@ -98,6 +99,9 @@ SCHEMAS = {"trials": TRIALS, "epochs": EPOCHS, "masks": MASKS, "index_sets": IND
 KEYS = {"recipes": "tune_id", "searches": "search_id", "trials": "cell_id", "masks": "mask_id", "index_sets": "index_set_id", "pretrained": "pretrained_id"}
 
 
+_TEMPORARY = re.compile(r"^\.[0-9a-f]{32}\.tmp$")  # write_bytes' hidden temporary names
+
+
 class StoreError(RuntimeError):
     pass
 
@@ -171,6 +175,20 @@ class Store:
                 os.unlink(tmp)
             raise
         return final
+
+    def remove_temporaries(self, older_than: float) -> list[str]:
+        """Delete the hidden temporaries of writes that were killed half-way (a SIGKILLed driver takes its trials'
+        writers with it), if last modified before `older_than` (a time.time()). Readers skip them anyway; this keeps
+        the folders clean. Only the driver holding the store's lock calls it, at the end of its sweep, with its start
+        time: no writer of its own can still be behind such a file. Object stores have none (one PUT per file)."""
+        if not self.local or not os.path.isdir(self.root):
+            return []
+        gone = []
+        for f in Path(self.root).rglob(".*.tmp"):
+            if _TEMPORARY.match(f.name) and f.stat().st_mtime < older_than:
+                f.unlink(missing_ok=True)
+                gone.append(str(f))
+        return gone
 
     def read_bytes(self, *parts: str) -> bytes:
         with self.fs.open_input_file(self.path(*parts)) as f:

@@ -109,3 +109,22 @@ def test_probing_writability_leaves_nothing_and_survives_concurrent_probes(tmp_p
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda _: s.check_writable(), range(32)))
     assert os.listdir(tmp_path) == []
+
+
+def test_temporaries_of_killed_writes_are_removed_only_if_older_than_the_sweep(tmp_path):
+    import time
+
+    s = Store(str(tmp_path))
+    s.write_row("trials", _row("a"))
+    old = tmp_path / "trials" / f".{'a' * 32}.tmp"  # a writer SIGKILLed before its rename
+    old.write_bytes(b"PAR1 half")
+    os.utime(old, (time.time() - 60, time.time() - 60))
+    fresh = tmp_path / "epochs" / f".{'b' * 32}.tmp"  # a write in flight now
+    fresh.parent.mkdir()
+    fresh.write_bytes(b"PAR1")
+    other = tmp_path / "train" / ".not-ours.tmp"  # not a raydw temporary name: left alone
+    other.parent.mkdir()
+    other.write_bytes(b"x")
+    os.utime(other, (0, 0))
+    assert s.remove_temporaries(older_than=time.time() - 30) == [str(old)]
+    assert not old.exists() and fresh.exists() and other.exists() and s.names("trials") == ["a"]

@@ -197,7 +197,10 @@ def run_sweep(spec: SweepSpec, storage: str | None = None, address: str | None =
     _preflight(spec, store, address, data_root, out)
     store.check_writable()
     with store.lock(f"raydw sweep {spec.name}"):
-        return _run_locked(spec, store, address, data_root, out, t0)
+        summary = _run_locked(spec, store, address, data_root, out, t0)
+        for f in store.remove_temporaries(older_than=t0):  # half-written files of an earlier, killed driver's writers
+            out(f"removed {f} (a write killed half-way before this sweep started)")
+        return summary
 
 
 def _cluster_address(address: str | None) -> str | None:
