@@ -9,13 +9,20 @@ import warnings
 import numpy as np
 import pandas as pd
 
-RULES = ("strict", "loose")
+from raydw import outcomes
+from raydw.uncertainty import Bootstrap, delta_interval, mean_interval, resampled_accuracy
+
+RULES = ("strict", "tol", "equivalence")  # how a ticket's value is compared with its dense baseline's
 CHECKPOINTS = {"paper": ("sa", "ra"), "last": ("sa_last", "ra_last")}
 METRICS = ("sa_std", "sa_adv", "ra_adv")  # (metric, regime kind) pairs the paper's double-win is made of
-RULE_METRICS = {"strict": METRICS, "loose": ("sa_std", "ra_adv")}
+READINGS = {"full": METRICS, "loose": ("sa_std", "ra_adv")}  # which metrics make a double-win
+STATES = ("match", "no match", "inconclusive", "missing")
+VERDICT_STATES = {"match": "double-win", "no match": "not double-win", "inconclusive": "inconclusive", "missing": "missing"}
+DEFAULT_MARGIN = 1.0  # accuracy points (docs/findings.md, "Choosing the margin")
 # Means over seeds can differ from an equal value in the last bit; a tie must still count as matching.
 _TIE_SLACK = 1e-12
 _LEVEL_DIGITS = 9  # target sparsities like 1-0.8**k are compared after rounding, not bit for bit
+NO_BITS = "no per-example data"
 
 
 class AnalysisError(ValueError):
@@ -113,13 +120,20 @@ def spec_cells(uri: str, spec) -> set[str]:
     return {c.cell_id for c in expand(spec, recipes)}
 
 
-def _check_args(rule: str, tol: float, checkpoint: str) -> None:
+def _check_args(rule: str, tol: float, checkpoint: str, reading: str = "full", margin: float = DEFAULT_MARGIN) -> None:
+    if rule == "loose":
+        raise AnalysisError("'loose' names which metrics make a double-win now, not a rule: use reading='loose' "
+                            "(--reading loose); rule is the comparison, one of " + str(list(RULES)))
     if rule not in RULES:
         raise AnalysisError(f"rule {rule!r} is not one of {list(RULES)}")
+    if reading not in READINGS:
+        raise AnalysisError(f"reading {reading!r} is not one of {list(READINGS)}")
     if checkpoint not in CHECKPOINTS:
         raise AnalysisError(f"checkpoint {checkpoint!r} is not one of {list(CHECKPOINTS)}")
     if not np.isfinite(tol) or tol < 0:
         raise AnalysisError(f"tol {tol!r} must be a finite number >= 0 (in dense standard deviations)")
+    if not np.isfinite(margin) or not 0 < margin <= 100:
+        raise AnalysisError(f"margin {margin!r} must be in (0, 100] accuracy points")
 
 
 def pick_regime(df: pd.DataFrame, kind: str, name: str | None = None) -> str | None:
@@ -150,7 +164,8 @@ def _summary(cells: pd.DataFrame, sa_col: str, ra_col: str) -> dict:
         row = bad.iloc[0]
         problem = f"cell {row['status']}: {_first_line(row.get('error'))}" if row["status"] in ("failed", "stopped") else f"cell {row['status']}"
     done = cells[cells["status"] == "done"]
-    out = {"problem": problem, "n": len(done), "sparsity": done["sparsity"].mean() if "sparsity" in done else np.nan}
+    out = {"problem": problem, "n": len(done), "sparsity": done["sparsity"].mean() if "sparsity" in done else np.nan,
+           "rows": done.index.tolist()}  # the done cells, one per seed: their per-example outcomes back the interval
     for name, col in (("sa", sa_col), ("ra", ra_col)):
         vals = done[col].astype(float) if col in done else pd.Series(dtype=float)
         out[name] = vals.mean() if len(vals) and vals.notna().all() else np.nan
@@ -160,8 +175,7 @@ def _summary(cells: pd.DataFrame, sa_col: str, ra_col: str) -> dict:
 
 def summaries(df: pd.DataFrame, sa_col: str, ra_col: str) -> dict[tuple, dict]:
     """{(pretraining, dataset, regime, data_fraction, ticket_method, level): summary} over seeds."""
-    keys = ["pretraining", "dataset", "regime", "data_fraction", "ticket_method", "level"]
-    return {k: _summary(g, sa_col, ra_col) for k, g in df.groupby(keys, dropna=False, sort=False)}
+    return {k: _summary(g, sa_col, ra_col) for k, g in df.groupby(SETTING, dropna=False, sort=False)}
 
 
 # -- one comparison ---------------------------------------------------------------------------------
@@ -170,7 +184,8 @@ def _where(regime: str | None, frac: float) -> str:
 
 
 def _compare(ticket: dict | None, dense: dict | None, metric: str, tol: float, where: str) -> tuple:
-    """(ticket value, dense value, matching as True/False/NA, reason) for one metric of one setting."""
+    """(ticket value, dense value, matching as True/False/NA, reason) for one metric of one setting; tol > 0: within
+    tol dense standard deviations."""
     if dense is None:
         return np.nan, np.nan, pd.NA, f"dense baseline missing: {where}"
     if dense["problem"]:
@@ -192,6 +207,74 @@ def _compare(ticket: dict | None, dense: dict | None, metric: str, tol: float, w
             return t, d, pd.NA, f"tol={tol:g} needs the dense std, but {where} has {dense['n']} dense seed"
         slack = tol * dense[f"{metric}_sd"]
     return t, d, bool(t >= d - slack - _TIE_SLACK), ""
+
+
+# -- per-example outcomes behind a value --------------------------------------------------------------
+def _bits_columns(checkpoint: str, value: str) -> list[str]:
+    """The trials columns holding the outcomes behind `sa` or `ra`, the first one present wins (RA without
+    validation RA is read at the SA-best epoch, as the `ra` column is)."""
+    outcome, ckpt = outcomes.VALUE_BITS[checkpoint][value]
+    cols = [outcomes.column(outcome, ckpt)]
+    if value == "ra" and ckpt == "ra_best":
+        cols.append(outcomes.column(outcome, "sa_best"))
+    return cols
+
+
+def _cell_bits(df: pd.DataFrame, i: int, cols: list[str]) -> np.ndarray | None:
+    n = df.at[i, "test_n"] if "test_n" in df else None
+    if n is None or pd.isna(n):
+        return None
+    for c in cols:
+        b = df.at[i, c] if c in df else None
+        if isinstance(b, (bytes, bytearray)):
+            return outcomes.unpack(b, int(n))
+    return None
+
+
+def _intervals(df: pd.DataFrame, wanted: list[tuple], checkpoint: str, boot: Bootstrap) -> dict:
+    """wanted: (key, dataset, value, ticket rows, dense rows) -> {key: (lo, hi)} or {key: NO_BITS} where any cell
+    lacks its outcomes (rows written before they were stored)."""
+    series: dict[str, dict] = {}  # dataset -> {(row, value): bits}
+    result: dict = {}
+    for key, ds, value, t_rows, d_rows in wanted:
+        cols = _bits_columns(checkpoint, value)
+        got = {r: _cell_bits(df, r, cols) for r in (*t_rows, *d_rows)}
+        if any(b is None for b in got.values()):
+            result[key] = NO_BITS
+            continue
+        series.setdefault(ds, {}).update({(r, value): b for r, b in got.items()})
+    acc: dict = {}
+    for ds, bits in series.items():
+        try:
+            acc.update(resampled_accuracy(bits, boot, ds))
+        except ValueError as e:
+            raise AnalysisError(str(e)) from None
+    for key, ds, value, t_rows, d_rows in wanted:
+        if key not in result:
+            result[key] = delta_interval([acc[(r, value)] for r in t_rows], [acc[(r, value)] for r in d_rows], boot, key)
+    return result
+
+
+def _state(ok, rule: str, delta: float, ci, margin: float) -> tuple[str, str]:
+    """(state, extra reason) of one metric under the rule. Equivalence decides from the interval of Delta."""
+    if rule != "equivalence" or ok is False and np.isnan(delta):  # strict / tol, or a stopped (lost) ticket
+        return ("missing" if pd.isna(ok) else "match" if ok else "no match"), ""
+    if pd.isna(ok):
+        return "missing", ""
+    if isinstance(ci, str):
+        return "missing", ci
+    lo, hi = ci
+    m = margin / 100
+    return ("match" if lo > -m else "no match" if hi < -m else "inconclusive"), ""
+
+
+def _combine(states: list[str]) -> str:
+    """Double-win: every metric matches; not double-win: one does not; else missing (a cell lacks), else inconclusive."""
+    if "no match" in states:
+        return "no match"
+    if all(s == "match" for s in states):
+        return "match"
+    return "missing" if "missing" in states else "inconclusive"
 
 
 # -- verdicts ---------------------------------------------------------------------------------------
@@ -217,69 +300,97 @@ def _std_fraction(df: pd.DataFrame, std_regime: str | None, pretraining: str, da
     return float(same.iloc[0]) if len(same) else 1.0  # the stored value, so the summary lookup hits exactly
 
 
-def _verdict_row(key: dict, df: pd.DataFrame, sums: dict, regimes: dict, tol: float) -> dict:
+def _verdict_row(i: int, key: dict, df: pd.DataFrame, sums: dict, regimes: dict, tol: float, wanted: list) -> dict:
     p, ds, f, m, lvl = key["pretraining"], key["dataset"], key["data_fraction"], key["ticket_method"], key["level"]
     f_std = _std_fraction(df, regimes["standard"], p, ds, f)
     place = {"sa_std": (regimes["standard"], f_std), "sa_adv": (regimes["adversarial"], f), "ra_adv": (regimes["adversarial"], f)}
     row = {**key, "std_fraction": f_std}
-    reasons, info = [], {}
+    reasons, info, seeds = [], {}, []
     for metric, (regime, frac) in place.items():
         t = sums.get((p, ds, regime, frac, m, lvl))
         d = sums.get((p, ds, regime, frac, "dense", 0.0))
         tv, dv, ok, why = _compare(t, d, metric[:2], tol, _where(regime, frac))
-        row.update({f"ticket_{metric}": tv, f"dense_{metric}": dv, f"matching_{metric}": ok})
+        row.update({f"ticket_{metric}": tv, f"dense_{metric}": dv, f"matching_{metric}": ok,
+                    f"delta_{metric}": tv - dv if not (np.isnan(tv) or np.isnan(dv)) else np.nan})
+        if not pd.isna(ok) and t is not None and t["rows"]:
+            wanted.append(((i, metric), ds, metric[:2], t["rows"], d["rows"]))
+            seeds.append(min(t["n"], d["n"]))
         if why and why not in reasons:
             reasons.append(why)
         info = info or (t or {})
     row["sparsity"] = info.get("sparsity", np.nan)  # measured; NaN when no ticket cell of this level ran
     row["dense_seeds_std"] = (sums.get((p, ds, place["sa_std"][0], f_std, "dense", 0.0)) or {}).get("n", 0)
     row["dense_seeds_adv"] = (sums.get((p, ds, place["sa_adv"][0], f, "dense", 0.0)) or {}).get("n", 0)
-    row["reason"] = "; ".join(reasons)
+    row["seeds"] = min(seeds) if seeds else 0
+    row["reason"] = reasons
     return row
 
 
-def _double_win(out: pd.DataFrame, rule: str) -> pd.Series:
-    """Kleene AND: a known failing metric makes the verdict False; otherwise any NA makes it NA."""
-    flags = [out[f"matching_{m}"].astype("boolean") for m in RULE_METRICS[rule]]
-    result = flags[0]
-    for f in flags[1:]:
-        result = result & f
-    return result
-
-
 def verdicts(uri_or_df, rule: str = "strict", tol: float = 0.0, checkpoint: str = "paper",
-             std_regime: str | None = None, adv_regime: str | None = None, cells=None) -> pd.DataFrame:
-    """Per ticket level and data fraction: the three matching flags and the strict / loose double-win verdicts.
+             std_regime: str | None = None, adv_regime: str | None = None, cells=None, reading: str = "full",
+             margin: float = DEFAULT_MARGIN, level: float = 0.95, resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per ticket level and data fraction: Delta = ticket - dense with its interval, the three metrics' states and
+    the double-win verdict (docs/findings.md).
 
-    `double_win` is the verdict under `rule`; `reason` says why a flag is NA (missing / failed cells, no std).
+    rule: "strict" (ticket >= dense, the paper's), "tol" (>= dense - tol x dense std over seeds) or "equivalence"
+    (match when the interval's lower bound is above -margin accuracy points, no match when its upper bound is
+    below it, else inconclusive). reading: "full" (SA std, SA adv and RA adv must match) or "loose" (SA std and RA
+    adv). The interval (level, resamples, seed) is a two-level bootstrap over seeds and test images
+    (raydw.uncertainty), shown under every rule; `reason` says why a state is missing.
     `cells`: only these cell ids (`spec_cells(uri, spec)`: one sweep's cells).
     """
-    _check_args(rule, tol, checkpoint)
+    if rule == "strict" and tol > 0:  # tol=K without a rule, as before rules had names: the tol rule
+        rule = "tol"
+    if rule == "tol" and tol == 0:
+        tol = 1.0  # the rule's usual form: within one dense standard deviation
+    _check_args(rule, tol, checkpoint, reading, margin)
+    try:
+        boot = Bootstrap(resamples, level, seed)
+    except ValueError as e:
+        raise AnalysisError(str(e)) from None
     df = trials_frame(uri_or_df, cells)
     regimes = {"standard": pick_regime(df, "standard", std_regime), "adversarial": pick_regime(df, "adversarial", adv_regime)}
     df = df[df["regime"].isin([r for r in regimes.values() if r is not None])]
     sums = summaries(df, *CHECKPOINTS[checkpoint])
-    rows = [_verdict_row(k, df, sums, regimes, tol) for k in _tickets(df, regimes).to_dict("records")]
+    wanted: list = []
+    cmp_tol = tol if rule == "tol" else 0.0
+    rows = [_verdict_row(i, k, df, sums, regimes, cmp_tol, wanted) for i, k in enumerate(_tickets(df, regimes).to_dict("records"))]
+    cis = _intervals(df, wanted, checkpoint, boot)
+    for i, row in enumerate(rows):
+        for metric in METRICS:
+            ci = cis.get((i, metric))
+            lo, hi = ci if isinstance(ci, tuple) else (np.nan, np.nan)
+            st, why = _state(row[f"matching_{metric}"], rule, row[f"delta_{metric}"], ci, margin)
+            row.update({f"lo_{metric}": lo, f"hi_{metric}": hi, f"state_{metric}": st,
+                        f"matching_{metric}": {"match": True, "no match": False}.get(st, pd.NA)})
+            if why and why not in row["reason"]:
+                row["reason"].append(why)
+        row["reason"] = "; ".join(row["reason"])
     out = pd.DataFrame(rows, columns=_VERDICT_COLUMNS)
     for m in METRICS:
         out[f"matching_{m}"] = out[f"matching_{m}"].astype("boolean")
-    out["double_win_strict"] = _double_win(out, "strict")
-    out["double_win_loose"] = _double_win(out, "loose")
-    out["double_win"] = out[f"double_win_{rule}"]
+    for name, metrics in READINGS.items():
+        out[f"verdict_{name}"] = [VERDICT_STATES[_combine([r[f"state_{m}"] for m in metrics])] for r in rows]
+        out[f"double_win_{name}"] = out[f"verdict_{name}"].map({"double-win": True, "not double-win": False}).astype("boolean")
+    out["verdict"] = out[f"verdict_{reading}"]
+    out["double_win"] = out[f"double_win_{reading}"]
     out["ticket_round"] = out["ticket_round"].astype("Int64")
     out = out.rename(columns={"level": "target_sparsity"})
-    out.attrs.update(rule=rule, tol=tol, checkpoint=checkpoint, regimes=regimes)
+    out.attrs.update(rule=rule, tol=tol, checkpoint=checkpoint, regimes=regimes, reading=reading, margin=margin,
+                     level=level, resamples=resamples, seed=seed)
     _warn_std(out, tol)
     return out[_ORDER]
 
 
+_PER_METRIC = ("ticket", "dense", "delta", "lo", "hi", "matching", "state")
 _VERDICT_COLUMNS = ["pretraining", "dataset", "data_fraction", "std_fraction", "ticket_method", "level", "ticket_round",
-                    "sparsity", *[f"{w}_{m}" for m in METRICS for w in ("ticket", "dense", "matching")],
-                    "dense_seeds_std", "dense_seeds_adv", "reason"]
+                    "sparsity", *[f"{w}_{m}" for m in METRICS for w in _PER_METRIC],
+                    "dense_seeds_std", "dense_seeds_adv", "seeds", "reason"]
 _ORDER = ["pretraining", "dataset", "data_fraction", "ticket_method", "ticket_round", "target_sparsity", "sparsity",
-          "matching_sa_std", "matching_sa_adv", "matching_ra_adv", "double_win_strict", "double_win_loose", "double_win",
+          "verdict", "double_win", "verdict_full", "verdict_loose", "double_win_full", "double_win_loose",
+          *[f"{w}_{m}" for m in METRICS for w in ("state", "matching", "delta", "lo", "hi")],
           "std_fraction", *[f"{w}_{m}" for m in METRICS for w in ("ticket", "dense")],
-          "dense_seeds_std", "dense_seeds_adv", "reason"]
+          "seeds", "dense_seeds_std", "dense_seeds_adv", "reason"]
 
 
 def _warn_std(out: pd.DataFrame, tol: float) -> None:
@@ -294,22 +405,21 @@ def _fmt_level(r: dict) -> str:
     return f"s={r['target_sparsity']:.3f}" + ("" if pd.isna(k) else f" (k={int(k)})")
 
 
-def _state(v) -> str:
-    """'yes' / 'no' / 'na' of a nullable verdict (records turn pandas NA into None, so test with isna)."""
-    return "na" if pd.isna(v) else "yes" if bool(v) else "no"
-
-
 def _extreme_row(key: tuple, levels: pd.DataFrame) -> dict:
-    """Largest double-win level, and largest with every lower level double-win too, of one curve."""
+    """Largest double-win level, and the fixed-sequence answer: levels in order of sparsity, stopping at the first
+    that is not conclusively double-win (under equivalence this controls the family-wise error at the one-sided
+    level without a correction: each level is tested only if every sparser-is-later level before it passed)."""
     recs = levels.sort_values("target_sparsity").to_dict("records")
-    states = [_state(r["double_win"]) for r in recs]
-    wins = [r for r, st in zip(recs, states) if st == "yes"]
-    contig, stop = None, "every tested level is double-win"
+    states = [r["verdict"] for r in recs]
+    wins = [r for r, st in zip(recs, states) if st == "double-win"]
+    contig, stop, behind = None, "every tested level is double-win", []
     for r, st in zip(recs, states):
-        if st == "yes":
+        if st == "double-win":
             contig = r
+            behind.append(r["seeds"])
             continue
-        stop = f"{_fmt_level(r)} " + ("not double-win" if st == "no" else f"missing: {r['reason']}")
+        why = r["reason"] if st == "missing" else ""
+        stop = f"{_fmt_level(r)} {st}" + (f": {why}" if why else "")
         break
     best = wins[-1] if wins else None
     return {**dict(zip(["pretraining", "dataset", "data_fraction", "ticket_method"], key)),
@@ -317,30 +427,110 @@ def _extreme_row(key: tuple, levels: pd.DataFrame) -> dict:
             "max_round_dw": best["ticket_round"] if best else pd.NA,
             "max_contig_sparsity_dw": contig["target_sparsity"] if contig else np.nan,
             "max_contig_round_dw": contig["ticket_round"] if contig else pd.NA,
-            "levels_tested": states.count("yes") + states.count("no"),
+            "levels_tested": sum(st in ("double-win", "not double-win", "inconclusive") for st in states),
             "levels_dw": len(wins),
-            "levels_missing": ", ".join(_fmt_level(r) for r, st in zip(recs, states) if st == "na"),
-            "contig_stops_at": stop}
+            "levels_inconclusive": states.count("inconclusive"),
+            "levels_missing": ", ".join(_fmt_level(r) for r, st in zip(recs, states) if st == "missing"),
+            "contig_stops_at": stop,
+            "seeds": min(behind) if behind else 0}
 
 
 def extreme(uri_or_df, rule: str = "strict", tol: float = 0.0, checkpoint: str = "paper", cells=None,
-            **regimes) -> pd.DataFrame:
+            reading: str = "full", **kwargs) -> pd.DataFrame:
     """Per (pretraining, dataset, data_fraction, ticket_method): the extreme double-win sparsities (protocol section 7).
 
-    Takes a trials table (URI or DataFrame, `cells` as in verdicts) or an already computed verdicts DataFrame.
+    Takes a trials table (URI or DataFrame; `cells`, margin, level, ... as in verdicts) or an already computed
+    verdicts DataFrame (its rule is kept; `reading` picks which verdict). `seeds`: the fewest seeds behind any
+    level up to the fixed-sequence answer; `rule`: the rule the verdicts were decided by.
     """
-    v = uri_or_df if _is_verdicts(uri_or_df) else verdicts(uri_or_df, rule=rule, tol=tol, checkpoint=checkpoint,
-                                                             cells=cells, **regimes)
-    v = v.assign(double_win=v[f"double_win_{rule}"])
+    if _is_verdicts(uri_or_df):
+        v = uri_or_df
+        if reading not in READINGS:
+            raise AnalysisError(f"reading {reading!r} is not one of {list(READINGS)}")
+    else:
+        v = verdicts(uri_or_df, rule=rule, tol=tol, checkpoint=checkpoint, cells=cells, reading=reading, **kwargs)
+    v = v.assign(verdict=v[f"verdict_{reading}"])
     keys = ["pretraining", "dataset", "data_fraction", "ticket_method"]
     rows = [_extreme_row(k, g) for k, g in v.groupby(keys, sort=False)]
     out = pd.DataFrame(rows, columns=[*keys, "max_sparsity_dw", "max_round_dw", "max_contig_sparsity_dw", "max_contig_round_dw",
-                                      "levels_tested", "levels_dw", "levels_missing", "contig_stops_at"])
+                                      "levels_tested", "levels_dw", "levels_inconclusive", "levels_missing",
+                                      "contig_stops_at", "seeds"])
     for c in ("max_round_dw", "max_contig_round_dw"):
         out[c] = out[c].astype("Int64")
-    out.attrs.update(rule=rule, tol=tol, checkpoint=checkpoint)
+    attrs = {**v.attrs, "reading": reading} if _is_verdicts(uri_or_df) else {**v.attrs}
+    out.insert(len(keys), "rule", attrs.get("rule", rule))
+    out.attrs.update(attrs)
     return out
 
 
 def _is_verdicts(obj) -> bool:
-    return isinstance(obj, pd.DataFrame) and "double_win_strict" in obj.columns
+    return isinstance(obj, pd.DataFrame) and "verdict_full" in obj.columns
+
+
+# -- intervals of single settings (the report's error bars) -------------------------------------------
+def setting_intervals(df: pd.DataFrame, checkpoint: str = "paper", boot: Bootstrap | None = None) -> pd.DataFrame:
+    """Per setting (SETTING columns) with per-example outcomes: sa_lo, sa_hi, ra_lo, ra_hi, the interval of its
+    mean accuracy over seeds (the same two-level bootstrap as the verdicts). `df`: a trials_frame."""
+    boot = boot or Bootstrap()
+    sums = summaries(df[df["status"] == "done"], *CHECKPOINTS[checkpoint])
+    bits: dict[str, dict] = {}
+    wanted = []
+    for key, s in sums.items():
+        for value in ("sa", "ra"):
+            got = {r: _cell_bits(df, r, _bits_columns(checkpoint, value)) for r in s["rows"]}
+            if got and all(b is not None for b in got.values()):
+                bits.setdefault(key[1], {}).update({(r, value): b for r, b in got.items()})
+                wanted.append((key, value, s["rows"]))
+    acc: dict = {}
+    for ds, b in bits.items():
+        acc.update(resampled_accuracy(b, boot, ds))
+    out: dict[tuple, dict] = {}
+    for key, value, rows in wanted:
+        lo, hi = mean_interval([acc[(r, value)] for r in rows], boot, (key, value))
+        out.setdefault(key, {})[f"{value}_lo"], out[key][f"{value}_hi"] = lo, hi
+    cols = [*SETTING, "sa_lo", "sa_hi", "ra_lo", "ra_hi"]
+    return pd.DataFrame([{**dict(zip(SETTING, k)), **v} for k, v in out.items()], columns=cols)
+
+
+# -- the printed table ------------------------------------------------------------------------------
+_SHORT = {"match": "match", "no match": "NO", "inconclusive": "incon.", "missing": "n/a"}
+
+
+def _metric_text(r: dict, m: str) -> str:
+    """Delta in accuracy points with its interval and the state, e.g. '-0.8 [-2.9,+1.1] incon.'."""
+    d, lo, hi, st = r[f"delta_{m}"], r[f"lo_{m}"], r[f"hi_{m}"], r[f"state_{m}"]
+    if pd.isna(d):
+        return _SHORT[st]
+    ci = "[no bits]" if pd.isna(lo) else f"[{100 * lo:+.1f},{100 * hi:+.1f}]"
+    return f"{100 * d:+.1f} {ci} {_SHORT[st]}"
+
+
+def format_verdicts(v: pd.DataFrame) -> str:
+    """The verdict table as text: per ticket level, Delta = ticket - dense in points with its interval and state per
+    metric, and the verdict; then the extreme sparsities. What `raydw verdicts` and the end of a sweep print."""
+    a = v.attrs
+    head = (f"verdicts: rule {a.get('rule')}" + (f" (tol {a.get('tol'):g} dense std)" if a.get("rule") == "tol" else "")
+            + (f", margin {a.get('margin'):g} points" if a.get("rule") == "equivalence" else "")
+            + f", reading {a.get('reading')}, checkpoint {a.get('checkpoint')}; Delta = ticket - dense in accuracy points, "
+            f"[{100 * a.get('level', 0.95):g} % interval: bootstrap over seeds and test images, {a.get('resamples')} resamples]")
+    if not len(v):
+        return head + "\n(no ticket cells)"
+    rows = []
+    for r in v.to_dict("records"):
+        k = r["ticket_round"]
+        rows.append({"pretraining": r["pretraining"], "dataset": r["dataset"], "f": f"{r['data_fraction']:g}",
+                     "ticket": f"{r['ticket_method']} " + (f"k={int(k)} " if not pd.isna(k) else "") + f"s={r['target_sparsity']:.3f}",
+                     "seeds": r["seeds"], "SA std": _metric_text(r, "sa_std"), "SA adv": _metric_text(r, "sa_adv"),
+                     "RA adv": _metric_text(r, "ra_adv"), "verdict": r["verdict"]})
+    table = pd.DataFrame(rows).to_string(index=False)
+    why = [f"  {r['pretraining']} {r['dataset']} f={r['data_fraction']:g} {r['ticket_method']} s={r['target_sparsity']:.3f}: "
+           f"{r['reason']}" for r in v.to_dict("records") if r["reason"]]
+    e = extreme(v, reading=a.get("reading", "full"))
+    ext = e[["pretraining", "dataset", "data_fraction", "ticket_method", "max_contig_sparsity_dw", "max_sparsity_dw",
+             "levels_dw", "levels_tested", "seeds", "contig_stops_at"]]
+    with pd.option_context("display.width", 250, "display.max_columns", 50, "display.max_colwidth", 90,
+                           "display.float_format", "{:.3f}".format):
+        ext_text = ext.to_string(index=False)
+    return "\n".join([head, table, *(["why n/a:", *why] if why else []),
+                      f"\nextreme double-win sparsity (rule {a.get('rule')}; fixed-sequence: levels in order, stopping at "
+                      "the first not double-win; seeds = the fewest behind it):", ext_text])

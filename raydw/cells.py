@@ -194,7 +194,8 @@ def _expand(spec: SweepSpec, recipes: dict[str, dict]) -> tuple[list[Cell], dict
     groups: dict[tuple, TuneGroup] = {}
     tuned = set(spec.tune.tuned_regimes(spec.regimes)) if spec.tune.enabled else set()
     eval_attack = spec.eval.attack.model_dump(mode="json", exclude_defaults=True)
-    if spec.eval.schedule != "paper":  # the paper's schedule keeps the original form, so its ids never moved
+    if spec.eval.schedule != "paper" or spec.eval.final_attack != "none":
+        # The paper's schedule without a final attack keeps the original form, so its ids never moved.
         eval_attack = spec.eval.model_dump(mode="json", exclude_defaults=True)
     for p, (ti, t) in ((p, ti_t) for p in spec.pretrainings for ti_t in enumerate(spec.tickets)):
         pid, arch = pretrained_id(p), pretraining_arch(p)

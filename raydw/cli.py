@@ -147,24 +147,26 @@ def cmd_models(a) -> int:
 
 
 def cmd_verdicts(a) -> int:
-    import pandas as pd
-
-    from raydw.analysis import AnalysisError, extreme, verdicts
+    from raydw.analysis import AnalysisError, format_verdicts, verdicts
 
     try:
-        v = verdicts(a.uri, rule=a.rule, tol=a.tol, checkpoint=a.checkpoint, cells=_spec_cells(a))
+        v = verdicts(a.uri, cells=_spec_cells(a), **_verdict_args(a))
     except AnalysisError as e:
         raise SpecError(str(e)) from None
-    cols = ["pretraining", "dataset", "data_fraction", "ticket_method", "ticket_round", "sparsity", "matching_sa_std",
-            "matching_sa_adv", "matching_ra_adv", "double_win", "reason"]
-    with pd.option_context("display.max_rows", 500, "display.width", 200, "display.max_columns", 50,
-                           "display.max_colwidth", 80, "display.float_format", "{:.4f}".format):
-        print(f"verdicts (rule={a.rule}, tol={a.tol:g} dense std, checkpoint={a.checkpoint}):")
-        print(v[cols].to_string(index=False) if len(v) else "(no ticket cells)")
-        if len(v):
-            print("\nextreme double-win sparsity:")
-            print(extreme(v, rule=a.rule).to_string(index=False))
+    print(format_verdicts(v))
     return 0
+
+
+def _verdict_args(a) -> dict:
+    """The verdict settings: the spec's `verdicts:` section when --spec is given, each overridden by its flag."""
+    from raydw.spec import VerdictSpec
+
+    base = load_spec(_spec_path(a.spec)).verdicts if getattr(a, "spec", None) else VerdictSpec()
+    pick = {k: getattr(a, k, None) for k in ("rule", "tol", "margin", "level", "resamples", "seed")}
+    chosen = {k: (v if v is not None else getattr(base, k)) for k, v in pick.items()}
+    if chosen["rule"] != "tol" and pick["tol"] is None:
+        chosen["tol"] = 0.0
+    return {**chosen, "reading": getattr(a, "reading", "full"), "checkpoint": a.checkpoint}
 
 
 def cmd_status(a) -> int:
@@ -179,10 +181,28 @@ def cmd_report(a) -> int:
     from raydw.report import write_report
 
     try:
-        print(f"wrote {write_report(a.uri, a.out, tol=a.tol, checkpoint=a.checkpoint, cells=_spec_cells(a))}")
+        print(f"wrote {write_report(a.uri, a.out, cells=_spec_cells(a), **_verdict_args(a))}")
     except AnalysisError as e:
         raise SpecError(str(e)) from None
     return 0
+
+
+def _verdict_flags(s) -> None:
+    """The verdict flags of `raydw verdicts` and `raydw report` (defaults: the --spec's `verdicts:` section, else
+    rule strict, tol 1 for rule tol, margin 1 point, level 0.95, 2000 resamples, seed 0)."""
+    s.add_argument("--rule", choices=["strict", "tol", "equivalence"],
+                   help="strict: ticket >= dense (the paper's); tol: >= dense - K dense std over seeds; equivalence: the "
+                        "interval of ticket - dense decides match / no match / inconclusive against --margin")
+    s.add_argument("--reading", default="full", choices=["full", "loose"],
+                   help="which metrics make a double-win: full = SA std, SA adv, RA adv; loose = SA std, RA adv")
+    s.add_argument("--tol", type=float, metavar="K", help="rule tol: dense standard deviations of slack (default 1)")
+    s.add_argument("--margin", type=float, metavar="POINTS", help="rule equivalence: margin in accuracy points (default 1)")
+    s.add_argument("--level", type=float, help="confidence level of the intervals (default 0.95)")
+    s.add_argument("--resamples", type=int, help="bootstrap resamples (default 2000)")
+    s.add_argument("--seed", type=int, help="bootstrap seed (default 0)")
+    s.add_argument("--checkpoint", default="paper", choices=["paper", "last"], help="paper: SA@SA-best, RA@RA-best; last: last epoch")
+    s.add_argument("--spec", help="sweep YAML (or 'demo'/'paper'): only the cells it plans, when the store holds other "
+                                  "runs too (an edited spec rerun into it, a tuned and an untuned grid), and its verdicts: settings")
 
 
 def _spec_cells(a) -> set[str] | None:
@@ -297,11 +317,7 @@ def main(argv: list[str] | None = None) -> int:
 
     s = sub.add_parser("verdicts", help="print matching flags, double-win verdicts and extreme sparsities (docs/findings.md)")
     s.add_argument("uri", nargs="?", default="./results")
-    s.add_argument("--rule", default="strict", choices=["strict", "loose"], help="strict: SA std, SA adv, RA adv; loose: SA std, RA adv")
-    s.add_argument("--tol", type=float, default=0.0, metavar="K", help="match if >= dense mean - K x dense std (needs >= 2 dense seeds)")
-    s.add_argument("--checkpoint", default="paper", choices=["paper", "last"], help="paper: SA@SA-best, RA@RA-best; last: last epoch")
-    s.add_argument("--spec", help="sweep YAML (or 'demo'/'paper'): only the cells it plans, when the store holds other "
-                                  "runs too (an edited spec rerun into it, a tuned and an untuned grid)")
+    _verdict_flags(s)
     s.set_defaults(fn=cmd_verdicts)
 
     s = sub.add_parser("status", help="cells done / failed / missing, compute spent, time left")
@@ -313,10 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("report", help="write an HTML report (plots, verdicts, extreme sparsities, status)")
     s.add_argument("uri", nargs="?", default="./results")
     s.add_argument("--out", required=True, help="output folder; index.html and PNGs are written there")
-    s.add_argument("--tol", type=float, default=0.0, metavar="K")
-    s.add_argument("--checkpoint", default="paper", choices=["paper", "last"])
-    s.add_argument("--spec", help="sweep YAML (or 'demo'/'paper'): only the cells it plans, when the store holds other "
-                                  "runs too (an edited spec rerun into it, a tuned and an untuned grid)")
+    _verdict_flags(s)
     s.set_defaults(fn=cmd_report)
 
     s = sub.add_parser("convert", help="convert a published checkpoint to a weights-only torchvision state dict")

@@ -22,13 +22,15 @@ _PREFERRED = ["ST", "FAT", "AT"]  # the paper's order: standard, fast adversaria
 
 
 # -- data for the plots -----------------------------------------------------------------------------
-def _means(df: pd.DataFrame, sa_col: str, ra_col: str) -> pd.DataFrame:
-    """Done cells averaged over seeds, one row per (pretraining, method, level, dataset, regime, fraction)."""
+def _means(df: pd.DataFrame, sa_col: str, ra_col: str, checkpoint: str = "paper", boot=None) -> pd.DataFrame:
+    """Done cells averaged over seeds, one row per (pretraining, method, level, dataset, regime, fraction), with the
+    interval of each mean (sa_lo ... ra_hi) where the cells stored their per-example outcomes (NaN otherwise)."""
     done = df[df["status"] == "done"]
     keys = ["pretraining", "ticket_method", "level", "dataset", "regime", "regime_kind", "data_fraction"]
     agg = done.groupby(keys, dropna=False).agg(sparsity=("sparsity", "mean"), sa=(sa_col, "mean"), sa_sd=(sa_col, "std"),
                                                ra=(ra_col, "mean"), ra_sd=(ra_col, "std"), seeds=(sa_col, "size"))
-    return agg.reset_index()
+    ci = analysis.setting_intervals(df, checkpoint, boot)
+    return agg.reset_index().merge(ci, on=[k for k in keys if k != "regime_kind"], how="left")
 
 
 def _colours(pretrainings) -> dict[str, str]:
@@ -36,8 +38,17 @@ def _colours(pretrainings) -> dict[str, str]:
     return {p: _PALETTE[i % len(_PALETTE)] for i, p in enumerate(order)}
 
 
+def _bars(g: pd.DataFrame, metric: str) -> np.ndarray:
+    """Asymmetric error bars in points: the bootstrap interval where known, else +-1 std over seeds, else none."""
+    v, lo, hi, sd = (100 * g[c].astype(float) for c in (metric, f"{metric}_lo", f"{metric}_hi", f"{metric}_sd"))
+    below = (v - lo).where(lo.notna(), sd).fillna(0).clip(lower=0)
+    above = (hi - v).where(hi.notna(), sd).fillna(0).clip(lower=0)
+    return np.vstack([below.to_numpy(), above.to_numpy()])
+
+
 def _panel(ax, m: pd.DataFrame, metric: str, colours: dict[str, str], title: str) -> None:
-    """One metric against sparsity: a curve per (pretraining, ticket method), the dense value dashed."""
+    """One metric against sparsity: a curve per (pretraining, ticket method) with interval bars, the dense value
+    dashed inside its interval as a band."""
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("sparsity (%)", fontsize=8)
     ax.set_ylabel(f"{metric.upper()} (%)", fontsize=8)
@@ -50,10 +61,13 @@ def _panel(ax, m: pd.DataFrame, metric: str, colours: dict[str, str], title: str
         mp = m[m["pretraining"] == p]
         dense = mp[mp["ticket_method"] == "dense"]
         if len(dense) and dense[metric].notna().any():
-            ax.axhline(100 * dense[metric].iloc[0], color=colour, ls="--", lw=1, alpha=0.8)
+            d = dense.iloc[0]
+            ax.axhline(100 * d[metric], color=colour, ls="--", lw=1, alpha=0.8)
+            if pd.notna(d.get(f"{metric}_lo")):
+                ax.axhspan(100 * d[f"{metric}_lo"], 100 * d[f"{metric}_hi"], color=colour, alpha=0.12, lw=0)
         for method, g in mp[mp["ticket_method"] != "dense"].groupby("ticket_method"):
             g = pd.concat([dense, g]).sort_values("level")
-            ax.errorbar(100 * g["sparsity"], 100 * g[metric], yerr=100 * g[f"{metric}_sd"].fillna(0), color=colour,
+            ax.errorbar(100 * g["sparsity"], 100 * g[metric], yerr=_bars(g, metric), color=colour,
                         ls=_STYLES.get(method, "-"), marker="o", ms=3, lw=1.2, capsize=2, label=f"{p} {method}")
     ax.legend(fontsize=6, loc="best")
 
@@ -97,12 +111,18 @@ def plot_fractions(m: pd.DataFrame, path: Path) -> Path:
 
 
 # -- HTML -------------------------------------------------------------------------------------------
+_STATE_CLASS = {"match": "yes", "double-win": "yes", "no match": "no", "not double-win": "no",
+                "inconclusive": "inc", "missing": "na"}
+
+
 def _cell(v, fmt: str | None) -> tuple[str, str]:
-    """(text, css class) of one table cell: verdicts coloured, NA shown as NA, numbers formatted."""
+    """(text, css class) of one table cell: verdicts and states coloured, NA shown as NA, numbers formatted."""
     if v is pd.NA or v is None or (isinstance(v, float) and np.isnan(v)):
         return "NA", "na"
     if isinstance(v, (bool, np.bool_)):
         return ("yes", "yes") if v else ("no", "no")
+    if isinstance(v, str) and v in _STATE_CLASS:
+        return v, _STATE_CLASS[v]
     if fmt and isinstance(v, (int, float, np.number)):
         return format(v, fmt), "num"
     return str(v), ""
@@ -122,18 +142,26 @@ def html_table(df: pd.DataFrame, formats: dict[str, str] | None = None) -> str:
 
 
 _PCT = ".1%"
+_PTS = "+.1%"  # a difference, signed
 _VERDICT_VIEW = {"pretraining": None, "dataset": None, "data_fraction": "g", "ticket_method": None, "ticket_round": None,
-                 "sparsity": _PCT, "matching_sa_std": None, "matching_sa_adv": None, "matching_ra_adv": None,
-                 "double_win_strict": None, "double_win_loose": None, "ticket_sa_std": _PCT, "dense_sa_std": _PCT,
-                 "ticket_sa_adv": _PCT, "dense_sa_adv": _PCT, "ticket_ra_adv": _PCT, "dense_ra_adv": _PCT, "reason": None}
-_EXTREME_VIEW = {"pretraining": None, "dataset": None, "data_fraction": "g", "ticket_method": None,
-                 "max_sparsity_dw": _PCT, "max_round_dw": None, "max_contig_sparsity_dw": _PCT, "max_contig_round_dw": None,
-                 "levels_tested": None, "levels_dw": None, "levels_missing": None, "contig_stops_at": None}
+                 "sparsity": _PCT, "seeds": None, "verdict_full": None, "verdict_loose": None,
+                 **{f"{w}_{m}": (_PTS if w in ("delta", "lo", "hi") else None)
+                    for m in analysis.METRICS for w in ("state", "delta", "lo", "hi")},
+                 "ticket_sa_std": _PCT, "dense_sa_std": _PCT, "ticket_sa_adv": _PCT, "dense_sa_adv": _PCT,
+                 "ticket_ra_adv": _PCT, "dense_ra_adv": _PCT, "reason": None}
+_EXTREME_VIEW = {"pretraining": None, "dataset": None, "data_fraction": "g", "ticket_method": None, "rule": None,
+                 "seeds": None, "max_contig_sparsity_dw": _PCT, "max_contig_round_dw": None, "max_sparsity_dw": _PCT,
+                 "max_round_dw": None, "levels_tested": None, "levels_dw": None, "levels_inconclusive": None,
+                 "levels_missing": None, "contig_stops_at": None}
+_LEGEND = ("<p class='note'><span class='key yes'>match / double-win</span> <span class='key no'>no match / not "
+           "double-win</span> <span class='key inc'>inconclusive</span> <span class='key na'>missing</span> "
+           "delta = ticket - dense; lo, hi: its interval (both in accuracy points).</p>")
 _CSS = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1500px}
 h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;font-size:12px;margin:8px 0}th,td{border:1px solid #ccc;padding:3px 6px}
 th{background:#eef}td.yes{background:#c8f0c8}td.no{background:#f6c8c8}td.na{background:#eee;color:#777}
-td.num{text-align:right}img{max-width:100%;border:1px solid #ddd}pre{background:#f6f6f6;padding:8px}
+td.inc{background:#f8e3a3}td.num{text-align:right}.key{padding:1px 6px;border:1px solid #ccc}
+.key.yes{background:#c8f0c8}.key.no{background:#f6c8c8}.key.inc{background:#f8e3a3}.key.na{background:#eee}img{max-width:100%;border:1px solid #ddd}pre{background:#f6f6f6;padding:8px}
 .note{color:#555;font-size:13px}.wide{overflow-x:auto}"""
 
 
@@ -157,37 +185,51 @@ def _page(uri: str, parts: list[str], settings: str) -> str:
             "Definitions: docs/findings.md.</p>" + "".join(parts) + "</body></html>")
 
 
-def _verdict_sections(df: pd.DataFrame, tol: float, checkpoint: str) -> list[str]:
-    if not (df["ticket_method"] != "dense").any():
+def _verdict_sections(df: pd.DataFrame, v: pd.DataFrame | None) -> list[str]:
+    if v is None:
         return ["<h2>Extreme double-win sparsity</h2><p>(no ticket cells yet)</p>", "<h2>Verdicts</h2><p>(no ticket cells yet)</p>"]
-    v = analysis.verdicts(df, tol=tol, checkpoint=checkpoint)
-    ext = [html_table(*_view(analysis.extreme(v, rule=r), _EXTREME_VIEW)) for r in analysis.RULES]
-    return ["<h2>(2) Extreme double-win sparsity</h2><p class='note'>max = largest double-win level; contiguous = largest "
-            "level with every lower level double-win too. NA = no double-win level; "
-            "levels_missing = levels with an NA verdict (missing or failed cells).</p>"
-            f"<h3>strict (SA std, SA adv, RA adv)</h3>{ext[0]}<h3>loose (SA std, RA adv)</h3>{ext[1]}",
-            "<h2>(4) Verdicts per ticket</h2><p class='note'>SA std is compared at the standard regime's fraction "
-            "(1.0 unless a standard cell at the same fraction exists); NA verdicts say why in 'reason'.</p>"
-            + html_table(*_view(v, _VERDICT_VIEW))]
+    a = v.attrs
+    rule = a["rule"] + (f", margin {a['margin']:g} points" if a["rule"] == "equivalence" else "") + \
+        (f", tol {a['tol']:g} dense std" if a["rule"] == "tol" else "")
+    ext = [html_table(*_view(analysis.extreme(v, reading=r), _EXTREME_VIEW)) for r in analysis.READINGS]
+    return [f"<h2>(2) Extreme double-win sparsity</h2><p class='note'>rule {html.escape(rule)}. contiguous = the "
+            "fixed-sequence answer: levels tested in order of sparsity, stopping at the first that is not double-win "
+            "(contig_stops_at says which and why); max = largest double-win level anywhere (not error-controlled under "
+            "equivalence); seeds = the fewest seeds behind the contiguous answer.</p>"
+            f"<h3>full (SA std, SA adv, RA adv)</h3>{ext[0]}<h3>loose (SA std, RA adv)</h3>{ext[1]}",
+            f"<h2>(4) Verdicts per ticket</h2><p class='note'>rule {html.escape(rule)}; intervals at "
+            f"{100 * a['level']:g} %, {a['resamples']} bootstrap resamples over seeds and test images (seed {a['seed']}). "
+            "SA std is compared at the standard regime's fraction (1.0 unless a standard cell at the same fraction "
+            "exists); missing states say why in 'reason'.</p>" + _LEGEND + html_table(*_view(v, _VERDICT_VIEW))]
 
 
-def write_report(uri: str, out_dir, tol: float = 0.0, checkpoint: str = "paper", cells=None) -> Path:
+def write_report(uri: str, out_dir, checkpoint: str = "paper", cells=None, **verdict_args) -> Path:
     """Write out_dir/index.html and its PNGs for the store at `uri`; returns the path of index.html.
 
-    `cells`: plots and verdicts of only these cell ids (one sweep's cells; `analysis.spec_cells`)."""
+    `cells`: plots and verdicts of only these cell ids (one sweep's cells; `analysis.spec_cells`).
+    `verdict_args`: rule, tol, margin, level, resamples, seed as for analysis.verdicts (the bars use level,
+    resamples and seed too)."""
+    from raydw.uncertainty import Bootstrap
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     df = analysis.trials_frame(uri, cells)
     parts = []
+    v = None
+    if not df.empty and (df["ticket_method"] != "dense").any():
+        v = analysis.verdicts(df, checkpoint=checkpoint, **verdict_args)
     if df.empty:
         parts.append("<p>The store has no trials yet.</p>")
     else:
-        m = _means(df, *analysis.CHECKPOINTS[checkpoint])
+        boot = Bootstrap(verdict_args.get("resamples", 2000), verdict_args.get("level", 0.95), verdict_args.get("seed", 0))
+        m = _means(df, *analysis.CHECKPOINTS[checkpoint], checkpoint, boot)
         plot_curves(m, out / "sa_ra_vs_sparsity.png")
         plot_fractions(m, out / "data_efficiency.png")
-        sections = _verdict_sections(df, tol, checkpoint)
-        parts += ["<h2>(1) SA and RA against sparsity</h2><p class='note'>Mean over done seeds (bars: std); dashed: the "
-                  "dense model of the same colour's pre-training.</p><img src='sa_ra_vs_sparsity.png' alt='SA and RA vs sparsity'>",
+        sections = _verdict_sections(df, v)
+        parts += [f"<h2>(1) SA and RA against sparsity</h2><p class='note'>Mean over done seeds; bars: its "
+                  f"{100 * boot.level:g} % interval (bootstrap over seeds and test images; +-1 std over seeds where the "
+                  "cells stored no per-example outcomes); dashed: the dense model of the same colour's pre-training, "
+                  "its band the interval.</p><img src='sa_ra_vs_sparsity.png' alt='SA and RA vs sparsity'>",
                   sections[0],
                   "<h2>(3) Data efficiency</h2><p class='note'>Adversarial fine-tuning at each data fraction.</p>"
                   "<img src='data_efficiency.png' alt='data efficiency'>",
@@ -195,5 +237,6 @@ def write_report(uri: str, out_dir, tol: float = 0.0, checkpoint: str = "paper",
     parts.append("<h2>(5) Sweep status</h2>" + _status_html(uri))
     index = out / "index.html"
     scope = "" if cells is None else f", the {len(df)} stored cells of one sweep"
-    index.write_text(_page(str(uri), parts, f"checkpoint={checkpoint}, tol={tol:g} dense std{scope}"), encoding="utf-8")
+    rule = (v.attrs["rule"] if v is not None else verdict_args.get("rule", "strict"))
+    index.write_text(_page(str(uri), parts, f"checkpoint={checkpoint}, rule={rule}{scope}"), encoding="utf-8")
     return index

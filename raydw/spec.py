@@ -69,6 +69,7 @@ class RegimeSpec(_Spec):
     data_fractions: list[float] = Field(default_factory=lambda: [1.0], description="fractions of the training pool (the paper: 1.0 for standard; 1.0, 0.1, 0.01 for adversarial)")
     validate_ra: bool = Field(True, description="compute validation RA every epoch (the paper's standard-FT script computes no RA)")
     val_start_epoch: int = Field(0, ge=0, description="validate only from this epoch on (the paper's CIFAR adversarial script: 45); earlier epochs are not candidates for SA-/RA-best")
+    pre_validation: Literal["skip", "reference"] = Field("skip", description="epochs before val_start_epoch: skip (raydw: never SA-/RA-best candidates) or reference (the paper's script logs val SA = RA = 1 % for them, so the first epoch's weights stay the SA-/RA-best candidate until a validated epoch beats 1 %; docs/protocol.md)")
     per_dataset: dict[str, dict[str, Any]] = Field(default_factory=dict, description="overrides of any field above for one dataset (the paper's SVHN adversarial recipe differs)")
 
     @model_validator(mode="after")
@@ -204,6 +205,7 @@ class EvalSpec(_Spec):
     fast_val_images: int = Field(1000, ge=1, description="fast: validation images for RA (the first N of the validation split)")
     fast_ra_steps: int = Field(10, ge=1, description="fast: PGD steps of the validation RA (step size = 2.5 eps / steps)")
     fast_ra_every: int = Field(5, ge=1, description="fast: validation RA every this many epochs (and at the last epoch)")
+    final_attack: Literal["none", "autoattack"] = Field("none", description="a stronger attack added to `attack` on the test set at the evaluated checkpoints: autoattack = RobustBench's standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square; torchattacks, `pip install 'raydw[autoattack]'`), L-inf at attack.eps; stored as ra_final* (robust to every attack) beside the PGD RA. The paper: none (PGD-20)")
 
     def val_schedule(self):
         """None for the paper's schedule; else (every, attack, images) for the loop."""
@@ -233,7 +235,7 @@ class SearchSpec(_Spec):
 
     mode: Literal["grid", "extreme"] = Field("grid", description="grid: every level; extreme: dense first, then the levels raydw.search proposes per (pre-training, dataset, fraction, ticket spec) from finished verdicts (docs/search.md)")
     verify: Literal["none", "full"] = Field("none", description="extreme: afterwards run the remaining levels too, to test the answer")
-    rule: Literal["strict", "loose"] = Field("strict", description="the double-win rule whose verdicts steer the search")
+    rule: Literal["strict", "loose"] = Field("strict", description="which double-win steers the search: strict = all three metrics (verdicts' reading 'full'), loose = SA std and RA adv (reading 'loose'); the comparison is always ticket >= dense")
 
 
 TUNE_FIELDS = ("lr", "weight_decay", "attack_step_size", "epochs")
@@ -344,6 +346,19 @@ class ResourceSpec(_Spec):
     max_failures: int = Field(2, ge=0, description="Ray Train restarts of a cell's workers after a crash (each resumes from the last epoch)")
     cells_per_run: int = Field(1, ge=1, description="cells run one after another in one Ray Train run (a 'pack'): the run's start-up (~7-15 s) is paid once per pack; worth it when cells take under a few minutes (docs/performance.md)")
     torch_threads: int = Field(1, ge=1, description="intra-op threads per CPU worker")
+    amp: Literal["bf16", "fp32"] = Field("bf16", description="precision on CUDA devices for training, attack crafting and evaluation: bf16 autocast, or fp32 as the paper's reference code runs; CPUs always run fp32. Recorded per cell (trials.amp); not part of the cell id (docs/protocol.md)")
+
+
+class VerdictSpec(_Spec):
+    """How this study's verdicts are decided, fixed before the results are seen (docs/findings.md): the sweep's
+    end-of-run table, its report and `raydw verdicts --spec` use it; the command-line flags override it."""
+
+    rule: Literal["strict", "tol", "equivalence"] = Field("strict", description="strict: ticket >= dense (the paper's); tol: >= dense - tol x dense std over seeds (Chen et al. CVPR 2021); equivalence: two one-sided tests on the interval of ticket - dense (match / no match / inconclusive)")
+    tol: float = Field(1.0, ge=0, description="tol: dense standard deviations of slack (needs >= 2 dense seeds)")
+    margin: float = Field(1.0, gt=0, le=100, description="equivalence: the margin in accuracy points (0-100): a metric matches when the interval's lower bound is above -margin")
+    level: float = Field(0.95, gt=0.5, lt=1, description="confidence level of the intervals (two-sided); each one-sided test of equivalence is at (1 - level) / 2")
+    resamples: int = Field(2000, ge=100, le=100_000, description="bootstrap resamples (seeds, then test images)")
+    seed: int = Field(0, description="seed of the bootstrap (the intervals are reproducible)")
 
 
 class SweepSpec(_Spec):
@@ -361,6 +376,7 @@ class SweepSpec(_Spec):
     search: SearchSpec = Field(default_factory=SearchSpec, description="full grid or adaptive search over sparsity levels")
     early_stop: EarlyStopSpec = Field(default_factory=EarlyStopSpec, description="stop tickets that clearly trail the dense model (status 'stopped')")
     tune: TuneSpec = Field(default_factory=TuneSpec, description="Optuna-tuned dense baselines: tune each setting's dense recipe, then hold it fixed for its tickets (docs/tuning.md)")
+    verdicts: VerdictSpec = Field(default_factory=VerdictSpec, description="the rule, margin and interval settings of this study's verdicts (docs/findings.md)")
 
     @field_validator("tickets", mode="before")
     @classmethod

@@ -27,6 +27,8 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from raydw import outcomes
+
 TRIALS = pa.schema([
     ("cell_id", pa.string()), ("sweep", pa.string()), ("status", pa.string()), ("error", pa.string()),
     ("pretraining", pa.string()), ("pretrained_id", pa.string()), ("pretraining_kind", pa.string()), ("arch", pa.string()),
@@ -49,6 +51,13 @@ TRIALS = pa.schema([
     ("phase", pa.string()), ("recipe_id", pa.string()), ("tune_id", pa.string()),
     # A tuned group's dense cell whose rows were copied from its best tuning trial (the same run): that trial's id.
     ("reused_from", pa.string()),
+    # Per-example test outcomes (raydw.outcomes): test_n images, and per checkpoint (sa_best, ra_best, last) one bit per
+    # image for clean-correct, robust to the eval attack, and robust to it and eval.final_attack. Null in older rows.
+    ("test_n", pa.int64()),
+    *[(c, pa.binary()) for c in outcomes.COLUMNS],
+    # eval.final_attack (e.g. autoattack) and test RA under it and the eval attack together, as ra / ra_at_* / ra_last.
+    ("final_attack", pa.string()), ("ra_final", pa.float64()), ("ra_final_at_sa_best", pa.float64()),
+    ("ra_final_at_ra_best", pa.float64()), ("ra_final_last", pa.float64()),
 ])
 
 EPOCHS = pa.schema([

@@ -61,20 +61,20 @@ def test_a_ticket_above_dense_on_every_metric_is_a_strict_double_win(store):
     put_ticket(store, sa_std=0.85, sa_adv=0.65, ra_adv=0.35)
     r = only(verdicts(store.uri))
     assert (r.matching_sa_std, r.matching_sa_adv, r.matching_ra_adv) == (True, True, True)
-    assert r.double_win_strict is True and r.double_win_loose is True and r.reason == ""
+    assert r.double_win_full is True and r.double_win_loose is True and r.reason == ""
 
 
 def test_a_tie_with_the_dense_model_counts_as_matching(store):
     put_dense(store)
     put_ticket(store, sa_std=0.80, sa_adv=0.60, ra_adv=0.30)
-    assert only(verdicts(store.uri)).double_win_strict is True
+    assert only(verdicts(store.uri)).double_win_full is True
 
 
 def test_a_ticket_a_hair_below_dense_is_not_matching(store):
     put_dense(store)
     put_ticket(store, sa_std=0.80, sa_adv=0.60, ra_adv=0.2999)
     r = only(verdicts(store.uri))
-    assert r.matching_ra_adv is False and r.double_win_strict is False
+    assert r.matching_ra_adv is False and r.double_win_full is False
 
 
 def test_a_loss_on_adversarial_sa_only_fails_strict_but_passes_loose(store):
@@ -82,14 +82,16 @@ def test_a_loss_on_adversarial_sa_only_fails_strict_but_passes_loose(store):
     put_ticket(store, sa_std=0.85, sa_adv=0.55, ra_adv=0.35)
     r = only(verdicts(store.uri))
     assert r.matching_sa_adv is False
-    assert r.double_win_strict is False and r.double_win_loose is True
+    assert r.double_win_full is False and r.double_win_loose is True
 
 
-def test_the_rule_argument_chooses_which_verdict_is_double_win(store):
+def test_the_reading_argument_chooses_which_verdict_is_double_win(store):
     put_dense(store)
     put_ticket(store, sa_std=0.85, sa_adv=0.55, ra_adv=0.35)
-    assert only(verdicts(store.uri, rule="loose")).double_win is True
-    assert only(verdicts(store.uri, rule="strict")).double_win is False
+    assert only(verdicts(store.uri, reading="loose")).double_win is True
+    assert only(verdicts(store.uri, reading="full")).double_win is False
+    with pytest.raises(AnalysisError, match="reading='loose'"):  # the old spelling says where it went
+        verdicts(store.uri, rule="loose")
 
 
 def test_each_ticket_is_compared_with_the_dense_model_of_its_own_pretraining(store):
@@ -98,8 +100,8 @@ def test_each_ticket_is_compared_with_the_dense_model_of_its_own_pretraining(sto
     put_ticket(store, pre="ST", sa_std=0.85, sa_adv=0.65, ra_adv=0.35)
     put_ticket(store, pre="AT", sa_std=0.85, sa_adv=0.65, ra_adv=0.35)
     v = verdicts(store.uri)
-    assert only(v, pretraining="ST").double_win_strict is True
-    assert only(v, pretraining="AT").double_win_strict is False
+    assert only(v, pretraining="ST").double_win_full is True
+    assert only(v, pretraining="AT").double_win_full is False
 
 
 def test_a_missing_dense_baseline_gives_na_and_names_the_missing_setting(store):
@@ -108,7 +110,7 @@ def test_a_missing_dense_baseline_gives_na_and_names_the_missing_setting(store):
     put_ticket(store, frac=0.1, sa_adv=0.9, ra_adv=0.9)  # no dense at adversarial f=0.1
     r = only(verdicts(store.uri), data_fraction=0.1)
     assert r.matching_sa_std is True  # the standard side still has its f=1.0 baseline
-    assert r.matching_sa_adv is pd.NA and r.matching_ra_adv is pd.NA and r.double_win_strict is pd.NA
+    assert r.matching_sa_adv is pd.NA and r.matching_ra_adv is pd.NA and r.double_win_full is pd.NA
     assert "dense baseline missing: adversarial f=0.1" in r.reason
 
 
@@ -127,14 +129,14 @@ def test_a_missing_ticket_cell_is_reported_for_a_level_other_pretrainings_have(s
     put_dense(store, pre="AT")
     put_ticket(store, pre="ST", k=1)
     r = only(verdicts(store.uri), pretraining="AT")
-    assert r.double_win_strict is pd.NA and "ticket cell missing: standard f=1" in r.reason
+    assert r.double_win_full is pd.NA and "ticket cell missing: standard f=1" in r.reason
 
 
 def test_a_known_loss_decides_strict_even_when_another_metric_is_missing(store):
     put_dense(store)
     put(store, k=1, regime="standard", sa=0.70, ra=None)  # loses SA std; adversarial cell never ran
     r = only(verdicts(store.uri))
-    assert r.double_win_strict is False and r.matching_sa_adv is pd.NA
+    assert r.double_win_full is False and r.matching_sa_adv is pd.NA
 
 
 def test_the_standard_verdict_at_a_reduced_fraction_uses_the_full_data_standard_cells(store):
@@ -148,7 +150,7 @@ def test_checkpoint_last_reads_the_last_epoch_columns(store):
     put_dense(store)
     put(store, k=1, regime="standard", sa=0.85, ra=None)
     put(store, k=1, regime="adversarial", sa=0.65, ra=0.35, ra_last=0.10)
-    assert only(verdicts(store.uri)).double_win_strict is True
+    assert only(verdicts(store.uri)).double_win_full is True
     assert only(verdicts(store.uri, checkpoint="last")).matching_ra_adv is False
 
 
@@ -163,7 +165,7 @@ def test_tol_one_std_accepts_a_ticket_within_one_dense_std_below(store):
     put_ticket(store, sa_adv=0.585)  # 0.60 - 0.02 = 0.58 <= 0.585
     assert only(verdicts(store.uri, tol=0.0)).matching_sa_adv is False
     r = only(verdicts(store.uri, tol=1.0))
-    assert r.matching_sa_adv is True and r.double_win_strict is True and r.dense_seeds_adv == 3
+    assert r.matching_sa_adv is True and r.double_win_full is True and r.dense_seeds_adv == 3
 
 
 def test_tol_one_std_rejects_a_ticket_more_than_one_dense_std_below(store):
@@ -177,11 +179,11 @@ def test_tol_with_a_single_dense_seed_gives_na_and_warns_instead_of_assuming_zer
     put_ticket(store)
     with pytest.warns(UserWarning, match="needs >= 2 dense seeds"):
         r = only(verdicts(store.uri, tol=1.0))
-    assert r.double_win_strict is pd.NA and "needs the dense std" in r.reason
+    assert r.double_win_full is pd.NA and "needs the dense std" in r.reason
 
 
 def test_a_bad_rule_is_refused_with_the_valid_choices(store):
-    with pytest.raises(AnalysisError, match=r"rule 'lenient' is not one of \['strict', 'loose'\]"):
+    with pytest.raises(AnalysisError, match=r"rule 'lenient' is not one of \['strict', 'tol', 'equivalence'\]"):
         verdicts(store.uri, rule="lenient")
 
 
@@ -219,9 +221,9 @@ def test_extreme_with_no_double_win_level_reports_na(store):
 def test_the_verdicts_command_prints_the_table(store, capsys):
     put_dense(store)
     put_ticket(store, sa_adv=0.55)
-    assert main(["verdicts", store.uri, "--rule", "loose"]) == 0
+    assert main(["verdicts", store.uri, "--reading", "loose"]) == 0
     out = capsys.readouterr().out
-    assert "rule=loose" in out and "extreme double-win sparsity" in out and "True" in out
+    assert "reading loose" in out and "extreme double-win sparsity" in out and "double-win" in out
 
 
 def test_two_runs_of_one_setting_and_seed_are_refused_not_averaged_as_seeds(store):

@@ -63,7 +63,7 @@ def test_verdicts_count_a_stopped_ticket_as_not_matching_and_say_why():
                          "sa": 0.9 if method == "dense" else 0.95, "ra": 0.5 if method == "dense" else None})
     v = verdicts(pd.DataFrame(rows))
     r = v.iloc[0]
-    assert bool(r.matching_sa_std) and not bool(r.matching_sa_adv) and not bool(r.double_win_strict)
+    assert bool(r.matching_sa_std) and not bool(r.matching_sa_adv) and not bool(r.double_win_full)
     assert not pd.isna(r.matching_sa_adv)  # a loss, not a missing value
     assert "stopped" in r.reason and "counted as not matching" in r.reason
 

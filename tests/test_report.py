@@ -69,7 +69,7 @@ def test_every_report_png_is_a_valid_nonempty_image(hand_store, tmp_path):
 def test_the_report_has_all_five_sections_and_the_failed_cells_error(hand_store, tmp_path):
     text = write_report(hand_store.uri, tmp_path / "report").read_text()
     for title in ("(1) SA and RA against sparsity", "(2) Extreme double-win sparsity", "(3) Data efficiency",
-                  "(4) Verdicts per ticket", "(5) Sweep status", "strict (SA std", "loose (SA std"):
+                  "(4) Verdicts per ticket", "(5) Sweep status", "full (SA std", "loose (SA std"):
         assert title in text
     assert "ValueError: mask shape mismatch" in text and "17 done, 1 failed" in text
 

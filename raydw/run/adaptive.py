@@ -76,8 +76,9 @@ class LevelGate:
         done = trials[trials.status.isin(FINAL)]
         if not len(done) or not (done.ticket_method != "dense").any():
             return {}
-        v = verdicts(done, rule=self.rule)
-        col = f"double_win_{self.rule}"
+        # The search's rule names which double-win steers it (strict: all three metrics), compared as ticket >= dense.
+        v = verdicts(done, reading="full" if self.rule == "strict" else "loose")
+        col = "double_win"
         return {(r.pretraining, r.dataset, r.data_fraction, r.ticket_method, round(r.target_sparsity, 9)):
                 (None if pd.isna(r[col]) else bool(r[col])) for _, r in v.iterrows()}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+from raydw import outcomes
 from raydw.cells import Cell
 from raydw.provenance import versions
 from raydw.store import config_json
@@ -16,7 +17,8 @@ _CELL_FIELDS = ("cell_id", "pretraining", "pretrained_id", "arch", "ticket_metho
 
 TRIAL_METRICS = {"status", "error", "sa_at_sa_best", "ra_at_sa_best", "sa_at_ra_best", "ra_at_ra_best", "sa_last",
                  "ra_last", "val_sa_best", "val_ra_best", "best_epoch_sa", "best_epoch_ra", "epochs", "train_s", "fit_s",
-                 "device", "node", "workers", "amp", "train_images"}
+                 "device", "node", "workers", "amp", "train_images", "test_n", "final_attack", "ra_final_at_sa_best",
+                 "ra_final_at_ra_best", "ra_final_last"}
 
 
 # An exception line of a traceback, unindented: "ValueError: ...", "raydw.train.loop.Diverged: ...", a bare
@@ -51,6 +53,7 @@ def cell_row(config: dict, metrics: dict, wall_s: float) -> dict:
     row = {
         **{k: getattr(cell, k) for k in _CELL_FIELDS},
         **{k: v for k, v in metrics.items() if k in TRIAL_METRICS},
+        **{k: outcomes.from_text(metrics.get(k)) for k in outcomes.COLUMNS if metrics.get(k) is not None},
         "sweep": config["sweep"], "mask_id": config["mask_id"], "sparsity": config["sparsity"],
         "pretraining_kind": config.get("pretraining_kind"),
         "index_set_id": config["index_set_id"], "wall_s": wall_s, "git_commit": config.get("git_commit"),
@@ -60,5 +63,7 @@ def cell_row(config: dict, metrics: dict, wall_s: float) -> dict:
         # The paper's early stopping: SA from the SA-best epoch, RA from the RA-best epoch. Without validation
         # RA (standard fine-tuning in the paper), RA is taken at the SA-best epoch.
         row["sa"] = row.get("sa_at_sa_best")
-        row["ra"] = row.get("ra_at_ra_best") if row.get("ra_at_ra_best") is not None else row.get("ra_at_sa_best")
+        at_ra = row.get("ra_at_ra_best") is not None
+        row["ra"] = row.get("ra_at_ra_best") if at_ra else row.get("ra_at_sa_best")
+        row["ra_final"] = row.get("ra_final_at_ra_best") if at_ra else row.get("ra_final_at_sa_best")
     return row

@@ -492,13 +492,14 @@ def _summary(spec: SweepSpec, store: Store, cells: list[Cell], ran: int, t0: flo
         out(_recipes_text(store, cells))
     if done:
         out(_table(store, ids))
+        out(_verdict_text(spec, store, ids))
         if not store.local:  # an object store: write the report where the user reads it
             out(f"report: raydw report {store.uri} --out report/")
         else:
             try:  # the report is a convenience here: a plotting problem must not turn a finished sweep into an error
                 from raydw.report import write_report
 
-                out(f"report: {write_report(store.uri, store.path('report'), cells=ids)}")  # this sweep's cells
+                out(f"report: {write_report(store.uri, store.path('report'), cells=ids, **_verdict_settings(spec))}")
             except Exception as e:  # noqa: BLE001
                 out(f"report: not written ({type(e).__name__}: {e}); try `raydw report {store.uri} --out DIR`")
     out(f"results: {store.uri}")
@@ -539,6 +540,27 @@ def _table(store: Store, ids: set[str]) -> str:
     t = g.pivot(index=["pretraining", "dataset", "ticket"], columns="setting", values="value").fillna("-")
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_rows", 200):
         return f"\ntest SA / RA in % (mean over seeds; SA at the SA-best, RA at the RA-best epoch)\n{t.to_string()}\n"
+
+
+def _verdict_settings(spec: SweepSpec) -> dict:
+    """The spec's `verdicts:` section as analysis.verdicts arguments (tol only for rule tol)."""
+    v = spec.verdicts.model_dump()
+    if v["rule"] != "tol":
+        v["tol"] = 0.0
+    return v
+
+
+def _verdict_text(spec: SweepSpec, store: Store, ids: set[str]) -> str:
+    """The sweep's verdicts with their intervals, under the spec's rule; a problem is said, never fatal here."""
+    from raydw.analysis import AnalysisError, format_verdicts, trials_frame, verdicts
+
+    try:
+        df = trials_frame(store.uri, ids)
+        if not (df["ticket_method"] != "dense").any():
+            return ""
+        return "\n" + format_verdicts(verdicts(df, **_verdict_settings(spec))) + "\n"
+    except AnalysisError as e:
+        return f"\nverdicts: not computed ({e})\n"
 
 
 def run_pretraining(spec: SweepSpec, storage: str | None = None, address: str | None = None, out=print) -> None:

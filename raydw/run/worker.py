@@ -16,6 +16,7 @@ import ray.train as train
 import torch
 from ray.train.torch import get_device
 
+from raydw import outcomes
 from raydw.cells import Cell
 from raydw.data import catalog
 from raydw.models.build import Normalized, build_net
@@ -40,6 +41,22 @@ def _resume_state() -> dict | None:
         return None
     with ckpt.as_directory() as d:
         return torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=True)
+
+
+def _autocast(config: dict, device) -> bool:
+    """resources.amp: bf16 autocast on CUDA unless the spec asks for fp32; CPUs always run fp32."""
+    return device.type == "cuda" and config.get("resources", {}).get("amp", "bf16") == "bf16"
+
+
+def _outcome_fields(examples: dict) -> dict:
+    """The per-example test outcomes as report fields (ASCII, for Tune's JSON results): bits_<outcome>_<checkpoint>."""
+    out = {}
+    for ckpt, ex in examples.items():
+        for name, bits in ex.items():
+            if bits is not None:
+                out[outcomes.column(name, ckpt)] = outcomes.to_text(bits)
+                out["test_n"] = len(bits)
+    return out
 
 
 def _clean(metrics: dict) -> dict:
@@ -173,20 +190,27 @@ def _cell(config: dict, rank: int, world: int, device, resume: dict | None) -> d
     bound = mask.bind(model.net) if mask is not None else None
     idx = np.asarray(store.get("index_sets", config["index_set_id"])["indices"], dtype=np.int64)
     data = load_data(cell.dataset, config.get("data_root"), cell.protocol, idx, device, rank, world)
-    autocast = device.type == "cuda"
+    autocast = _autocast(config, device)
     final: dict = {"final": 1, "device": device_name(device), "node": _node(), "workers": world,
-                   "amp": "bf16" if autocast else "fp32", "train_images": data.train_images}
+                   "amp": "bf16" if autocast else "fp32", "train_images": data.train_images,
+                   "final_attack": None if ev.final_attack == "none" else ev.final_attack}
+    strong = None
+    if ev.final_attack != "none":
+        from raydw import final_attacks
+
+        strong = final_attacks.bound(ev.final_attack, model, eval_attack.eps, catalog.get(cell.dataset).num_classes, cell.seed)
     t_fit = time.perf_counter()
     try:
         out = fit(model, bound, data, regime, eval_attack, cell.seed, on_epoch=reporter, resume=resume,
-                  autocast=autocast, ddp=_wrap(model, world, device), val_schedule=ev.val_schedule())
+                  autocast=autocast, ddp=_wrap(model, world, device), val_schedule=ev.val_schedule(), final_attack=strong)
     except Diverged as e:  # deterministic: record it as the cell's failure instead of letting Train retry it
         final.update(status="failed", error=str(e))
     except EarlyStopped as e:
         final.update(status="stopped", error=str(e), fit_s=time.perf_counter() - t_fit,
                      **_stopped_fields(store, cell.cell_id, e.epoch))
     else:
-        final.update(status="done", error="", **out.test, train_s=out.train_s, fit_s=time.perf_counter() - t_fit,
+        final.update(status="done", error="", **out.test, **_outcome_fields(out.examples), train_s=out.train_s,
+                     fit_s=time.perf_counter() - t_fit,
                      epochs=len(out.history),
                      best_epoch_sa=out.best["sa"]["epoch"], best_epoch_ra=out.best["ra"]["epoch"],
                      val_sa_best=out.best["sa"]["value"], val_ra_best=out.best["ra"]["value"])
@@ -233,7 +257,7 @@ def pretrain_worker(config: dict) -> None:
     data = load_data(recipe.dataset, config.get("data_root"), "native", np.arange(info.pool), device, rank, world)
     resume = _resume_state()
     t0 = time.time()
-    autocast = device.type == "cuda"
+    autocast = _autocast(config, device)
     out = fit(model, None, data, recipe_regime(recipe), recipe_eval_attack(recipe), recipe.seed,
               on_epoch=_Reporter(rank, {}, None, None), resume=resume, autocast=autocast, ddp=_wrap(model, world, device))
     clean, robust = evaluate(model, data.test, data.transform, recipe_eval_attack(recipe), autocast=autocast)
@@ -290,6 +314,6 @@ def imp_worker(config: dict) -> None:
         _report(rank, {"round": k, **record}, {"round": k, "fit": state_fn()} if rank == 0 else None)
 
     train_round = fit_round(model, data, spec_regime(spec, name), spec.seed, eval_attack=None,
-                            autocast=device.type == "cuda", ddp=_wrap(model, world, device), on_epoch=on_epoch, resume=mid)
+                            autocast=_autocast(config, device), ddp=_wrap(model, world, device), on_epoch=on_epoch, resume=mid)
     imp(model.net, imp_rounds_needed(tickets), tickets.rate, train_round, tickets.prunable, start=start, on_round=on_round)
     _report(rank, {"final": 1}, None)
