@@ -114,3 +114,53 @@ def test_fast_schedule_validates_ra_only_every_k_epochs_on_a_subset(mnist):
     assert all(not np.isnan(h["val_sa"]) for h in out.history)  # SA every epoch
     assert out.best["ra"]["epoch"] in (0, 3)
     assert not np.isnan(out.test["ra_at_ra_best"])  # the test set is still attacked with the full eval attack
+
+
+def test_the_stored_per_example_outcomes_are_the_evaluated_accuracies(trained, mnist):
+    from raydw.train.loop import evaluate_examples
+
+    ex = evaluate_examples(trained, mnist.test, mnist.transform, EVAL, seed=3)
+    sa, ra = evaluate(trained, mnist.test, mnist.transform, EVAL, seed=3)
+    assert len(ex["clean"]) == len(mnist.test) and ex["final"] is None
+    assert ex["clean"].mean() == pytest.approx(sa) and ex["robust"].mean() == pytest.approx(ra)
+    assert 0 < ra < sa and not (ex["robust"] & ~ex["clean"]).any()  # robust means clean-correct too here
+
+
+def test_a_final_attack_only_lowers_robustness_and_only_runs_on_the_survivors(trained, mnist):
+    from raydw.train.loop import evaluate_examples
+
+    seen = []
+
+    def breaks_everything(x, y):  # the strongest possible "attack": every image it sees is broken
+        seen.append(len(y))
+        return torch.zeros(len(y), dtype=torch.bool)
+
+    ex = evaluate_examples(trained, mnist.test, mnist.transform, EVAL, seed=3, final=breaks_everything)
+    assert not ex["final"].any() and sum(seen) == int(ex["robust"].sum()) < len(mnist.test)
+
+
+def test_the_reference_pre_validation_keeps_the_first_epoch_as_the_candidate(mnist):
+    """pre_validation: reference (the paper's script logs 1 % before val_start_epoch): epoch 0 stays SA-best unless a
+    validated epoch beats 1 %; raydw's default never considers unvalidated epochs."""
+    # Validation labels no 10-class model can predict: every validated epoch scores 0 %, below the logged 1 %.
+    hopeless = Data(mnist.train, Split(mnist.val.x, torch.full_like(mnist.val.y, 10)), mnist.test, mnist.transform,
+                    mnist.train_images)
+
+    def run(policy, data):
+        torch.manual_seed(0)
+        model = Normalized(build_net("resnet_tiny", 10, 1), (0.131,), (0.308,))
+        r = _regime(epochs=2, validate_ra=False, val_start_epoch=1, pre_validation=policy)
+        return fit(model, None, data, r, EVAL, seed=0)
+
+    assert run("skip", hopeless).best["sa"]["epoch"] == 1
+    ref = run("reference", hopeless)
+    assert ref.best["sa"] == {"epoch": 0, "value": 0.01} and np.isnan(ref.history[0]["val_sa"])  # the row says NaN
+    assert run("reference", mnist).best["sa"]["epoch"] == 1  # a validated epoch above 1 % replaces it
+
+
+def test_amp_is_bf16_on_cuda_unless_the_spec_says_fp32_and_always_fp32_on_a_cpu():
+    from raydw.run.worker import _autocast
+
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert _autocast({"resources": {"amp": "bf16"}}, cuda) and not _autocast({"resources": {"amp": "fp32"}}, cuda)
+    assert not _autocast({"resources": {"amp": "bf16"}}, cpu) and _autocast({}, cuda)

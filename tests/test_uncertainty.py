@@ -1,0 +1,179 @@
+"""Intervals of ticket - dense from per-example outcomes: coverage on simulated data with a known difference, the
+three states of the equivalence rule on hand-made stores, fixed-sequence extreme sparsity, and old rows."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from raydw import outcomes
+from raydw.analysis import extreme, format_verdicts, verdicts
+from raydw.cli import main
+from raydw.store import Store
+from raydw.uncertainty import Bootstrap, delta_interval, resampled_accuracy
+
+N = 400  # test images of the hand-made stores
+
+
+def _pair(rng, n: int, p_dense: float, delta: float, agree: float = 0.8):
+    """Correct-bits of a dense model and a ticket on n images drawn from a population where the ticket's accuracy
+    is p_dense + delta; the two agree on most images (paired outcomes, as two fine-tunings of one network do)."""
+    dense = rng.random(n) < p_dense
+    # Keep agree of the dense outcomes, redraw the rest so the ticket's marginal is p_dense + delta exactly.
+    keep = rng.random(n) < agree
+    p_redraw = (p_dense + delta - agree * p_dense) / (1 - agree)
+    ticket = np.where(keep, dense, rng.random(n) < p_redraw)
+    return ticket, dense
+
+
+def test_the_95_percent_interval_covers_a_known_difference_in_93_to_97_percent_of_1000_simulated_stores():
+    rng = np.random.default_rng(12345)
+    true_delta, covered, stores = -0.02, 0, 1000
+    boot = Bootstrap(resamples=1000, level=0.95, seed=0)
+    for i in range(stores):
+        ticket, dense = _pair(rng, 500, 0.70, true_delta)
+        acc = resampled_accuracy({"t": ticket, "d": dense}, Bootstrap(1000, 0.95, seed=i), "sim")
+        lo, hi = delta_interval([acc["t"]], [acc["d"]], boot, ("sim", i))
+        covered += lo <= true_delta <= hi
+    assert 930 <= covered <= 970, f"coverage {covered / stores:.3f}"
+
+
+def test_seed_to_seed_variation_widens_the_interval_and_one_seed_has_none_to_draw():
+    rng = np.random.default_rng(7)
+    boot = Bootstrap(resamples=1000)
+    t, d = _pair(rng, 2000, 0.8, 0.0)
+    acc = resampled_accuracy({"t": t, "d": d}, boot, "x")
+    one = delta_interval([acc["t"]], [acc["d"]], boot, "k")
+    # Three ticket seeds 4 points apart: the seed level must add width (same images, shifted accuracies).
+    spread = [acc["t"] - 0.04, acc["t"], acc["t"] + 0.04]
+    three = delta_interval(spread, [acc["d"]] * 3, boot, "k")
+    assert (three[1] - three[0]) > 1.5 * (one[1] - one[0])
+    assert delta_interval([acc["t"]], [acc["d"]], boot, "k") == one  # seeded: the same numbers again
+
+
+def test_outcomes_round_trip_through_their_packed_and_text_forms():
+    bits = np.random.default_rng(0).random(10_001) < 0.3
+    assert (outcomes.unpack(outcomes.pack(bits), len(bits)) == bits).all()
+    assert outcomes.from_text(outcomes.to_text(bits)) == outcomes.pack(bits)
+    assert len(outcomes.pack(np.zeros(10_000, bool))) == 1250  # CIFAR's test set: 1,250 bytes per outcome
+
+
+# -- hand-made stores with per-example outcomes ------------------------------------------------------
+def put(store: Store, *, pre="ST", method="omp", k=1, regime="adversarial", seed=1, clean=None, robust=None):
+    """One done trials row whose sa / ra are the means of its stored bits (at the SA-best and RA-best epochs)."""
+    dense = method == "dense"
+    k = 0 if dense else k
+    cid = f"{pre}-{method}-{k}-{regime}-{seed}"
+    row = {"cell_id": cid, "sweep": "t", "status": "done", "error": "", "pretraining": pre, "ticket_method": method,
+           "ticket_round": k, "target_sparsity": 1 - 0.8 ** k, "sparsity": 1 - 0.8 ** k, "dataset": "digits",
+           "regime": regime, "regime_kind": regime, "data_fraction": 1.0, "seed": seed, "sa": clean.mean(),
+           "sa_last": clean.mean(), "wall_s": 1.0, "workers": 1, "device": "cpu"}
+    if clean is not None:
+        row.update({"test_n": len(clean), outcomes.column("clean", "sa_best"): outcomes.pack(clean),
+                    outcomes.column("clean", "last"): outcomes.pack(clean)})
+    if robust is not None:
+        row.update({"ra": robust.mean(), "ra_last": robust.mean(), outcomes.column("robust", "ra_best"): outcomes.pack(robust),
+                    outcomes.column("robust", "last"): outcomes.pack(robust)})
+    store.write_row("trials", row)
+
+
+def flip(bits: np.ndarray, n_wrong: int, n_right: int = 0, start: int = 0) -> np.ndarray:
+    """bits with n_wrong correct images made wrong and n_right wrong ones made right (deterministic)."""
+    out = bits.copy()
+    right, wrong = np.flatnonzero(out), np.flatnonzero(~out)
+    out[right[start:start + n_wrong]] = False
+    out[wrong[start:start + n_right]] = True
+    return out
+
+
+BASE = np.random.default_rng(3).random(N) < 0.75  # the dense model: 75 % of the 400 images right
+
+
+def put_setting(store, k, seeds, ticket_bits, pre="ST"):
+    for s in seeds:
+        put(store, pre=pre, method="dense", regime="standard", seed=s, clean=BASE)
+        put(store, pre=pre, method="dense", regime="adversarial", seed=s, clean=BASE, robust=BASE)
+    for s in seeds:
+        put(store, pre=pre, k=k, regime="standard", seed=s, clean=ticket_bits)
+        put(store, pre=pre, k=k, regime="adversarial", seed=s, clean=ticket_bits, robust=ticket_bits)
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    return Store(str(tmp_path / "store"))
+
+
+def one(v: pd.DataFrame, **where) -> dict:
+    for c, x in where.items():
+        v = v[v[c] == x]
+    assert len(v) == 1
+    return v.iloc[0].to_dict()
+
+
+def test_equivalence_says_match_for_a_ticket_equal_to_dense(store):
+    put_setting(store, 1, [1, 2, 3], BASE)  # the same outcomes: Delta is 0, the interval a point
+    r = one(verdicts(store.uri, rule="equivalence", margin=1.0))
+    assert r["state_sa_std"] == r["state_ra_adv"] == "match" and r["verdict"] == "double-win"
+    assert r["delta_ra_adv"] == 0 and r["lo_ra_adv"] == 0 == r["hi_ra_adv"] and r["seeds"] == 3
+
+
+def test_equivalence_says_no_match_for_a_clear_loss_and_inconclusive_for_a_small_one(store):
+    put_setting(store, 1, [1], flip(BASE, 60))  # 15 points worse, on 400 images: clearly beyond a 1-point margin
+    put_setting(store, 2, [1], flip(BASE, 6, 2))  # 1 point worse: the interval straddles -1
+    v = verdicts(store.uri, rule="equivalence", margin=1.0)
+    lose, near = one(v, ticket_round=1), one(v, ticket_round=2)
+    assert lose["state_sa_std"] == "no match" and lose["verdict"] == "not double-win" and lose["hi_sa_std"] < -0.01
+    assert near["state_sa_std"] == "inconclusive" and near["verdict"] == "inconclusive"
+    assert near["lo_sa_std"] < -0.01 < near["hi_sa_std"]
+    assert near["delta_sa_std"] == pytest.approx(-0.01)
+    # The paper's strict rule calls the small loss a plain "no": the interval is shown beside it all the same.
+    strict = one(verdicts(store.uri, rule="strict"), ticket_round=2)
+    assert strict["state_sa_std"] == "no match" and strict["lo_sa_std"] == near["lo_sa_std"]
+
+
+def test_a_wider_margin_turns_the_small_loss_into_a_match(store):
+    put_setting(store, 2, [1], flip(BASE, 6, 2))
+    assert one(verdicts(store.uri, rule="equivalence", margin=8.0))["verdict"] == "double-win"
+
+
+def test_intervals_are_reproducible_and_change_with_the_bootstrap_seed(store):
+    put_setting(store, 2, [1], flip(BASE, 6, 2))
+    a = one(verdicts(store.uri, rule="equivalence", seed=0))
+    b = one(verdicts(store.uri, rule="equivalence", seed=0))
+    c = one(verdicts(store.uri, rule="equivalence", seed=1))
+    assert a["lo_sa_std"] == b["lo_sa_std"] and a["lo_sa_std"] != c["lo_sa_std"]
+
+
+def test_extreme_under_equivalence_stops_at_the_first_level_not_conclusively_double_win(store):
+    put_setting(store, 1, [1], BASE)
+    put_setting(store, 2, [1], flip(BASE, 6, 2))  # inconclusive
+    # k=3 matches again, but fixed-sequence testing never reaches it: the answer is k=1
+    for regime, robust in (("standard", None), ("adversarial", BASE)):
+        put(store, k=3, regime=regime, clean=BASE, robust=robust)
+    e = one(extreme(store.uri, rule="equivalence", margin=1.0))
+    assert e["max_contig_round_dw"] == 1 and e["max_round_dw"] == 3 and e["rule"] == "equivalence"
+    assert e["contig_stops_at"].startswith("s=0.360 (k=2) inconclusive") and e["levels_inconclusive"] == 1
+    assert e["seeds"] == 1
+
+
+def test_rows_without_per_example_outcomes_say_so_instead_of_failing(store):
+    put_setting(store, 1, [1], BASE)
+    # An old row (written before the outcomes existed): a ticket at k=2 with values but no bits.
+    for regime in ("standard", "adversarial"):
+        store.write_row("trials", {"cell_id": f"old-{regime}", "sweep": "t", "status": "done", "pretraining": "ST",
+                                   "ticket_method": "omp", "ticket_round": 2, "target_sparsity": 0.36, "sparsity": 0.36,
+                                   "dataset": "digits", "regime": regime, "regime_kind": regime, "data_fraction": 1.0,
+                                   "seed": 1, "sa": 0.9, "ra": 0.9 if regime == "adversarial" else None})
+    eq = one(verdicts(store.uri, rule="equivalence"), ticket_round=2)
+    assert eq["state_sa_std"] == "missing" and "no per-example data" in eq["reason"] and eq["verdict"] == "missing"
+    strict = one(verdicts(store.uri, rule="strict"), ticket_round=2)
+    assert strict["verdict"] == "double-win" and np.isnan(strict["lo_sa_std"])  # the paper's rule needs no bits
+    assert "[no bits]" in format_verdicts(verdicts(store.uri))
+
+
+def test_the_verdicts_command_prints_delta_its_interval_and_the_state(store, capsys):
+    put_setting(store, 2, [1, 2, 3], flip(BASE, 6, 2))
+    assert main(["verdicts", store.uri, "--rule", "equivalence"]) == 0
+    out = capsys.readouterr().out
+    assert "rule equivalence, margin 1 points" in out and "-1.0 [" in out and "incon." in out
+    assert "extreme double-win sparsity (rule equivalence" in out
