@@ -8,13 +8,16 @@ only if it is clean-correct and no attack flips it.
 It is assembled from torchattacks' components with the settings of the reference implementation
 (fra31/auto-attack, `set_version('standard')`), not from `torchattacks.AutoAttack`: in torchattacks 3.5.1 that
 class passes no iteration count, so its APGD-CE, APGD-T and FAB-T run their default 10 iterations instead of 100
-(attacks/autoattack.py:61-97; apgd.py:48, apgdt.py:48, fab.py:58), it targets n_classes - 1 classes (99 on
+(attacks/autoattack.py:58-98; apgd.py:47, apgdt.py:47, fab.py:58), it targets n_classes - 1 classes (99 on
 CIFAR-100; the reference targets 9) and its Square rescales the p schedule (square.py:56,175).
 
 Cost: on an image that survives, AutoAttack runs about 1,900 forward-backward passes (100 + 9 x 100 + 9 x 100)
-and 5,000 forward passes, against PGD-20's 20 forward-backward passes; an image broken early costs little. On
-the tiny digits model of tests/test_autoattack.py (200 test images, 2 CPU cores) PGD-20 took 0.08 s and
-AutoAttack 5.6 s, about 70x; on a more robust model the ratio grows towards the per-image worst case.
+and 5,000 forward passes, against PGD-20's 20 forward-backward passes; an image broken early costs little, and
+on small models the many tiny steps are bound by Python overhead. Measured on the digits model of
+tests/test_autoattack.py (120 test images, eps 0.055, one CPU thread): PGD-20 0.05 s (RA 0.25), AutoAttack
+9.2 s (RA 0.20), about 175x; torchattacks.AutoAttack's 10-iteration version took 4.0 s and left RA 0.208.
+Where compute dominates (a ResNet on a GPU; a backward pass ~ 2 forwards), AutoAttack costs about
+5 + 175 x (share of images APGD-CE leaves robust) PGD-20 evaluations: ~180x for a fully robust image.
 
 Randomness: every component re-seeds torch's global generators with `seed` (apgd.py:327, apgdt.py:320,
 fab.py:657, square.py:466); it runs inside `torch.random.fork_rng`, so the caller's random stream is untouched.
@@ -48,7 +51,7 @@ def _autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, 
     # n_classes and target n_classes - 1 of them (apgdt.py:65, fab.py:81).
     targets = min(n_classes, 10)
     common = dict(norm="Linf", eps=eps, seed=seed, n_restarts=1)
-    aa = ta.MultiAttack([  # attacks only the images every earlier attack left correct (multiattack.py:54-74)
+    aa = ta.MultiAttack([  # attacks only the images every earlier attack left correct (wrappers/multiattack.py:54-74)
         ta.APGD(model, loss="ce", steps=100, **common),
         ta.APGDT(model, steps=100, n_classes=targets, **common),
         ta.FAB(model, steps=100, multi_targeted=True, n_classes=targets, **common),
@@ -93,8 +96,8 @@ def robust_correct(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor
                    seed: int, batch_size: int = 250) -> torch.Tensor:
     """Per image of x ([0,1] pixels, on the model's device): still correctly classified under attack `name`.
 
-    Runs with the model in eval mode and its parameters frozen, and restores both after. `eps` is the L-inf
-    radius in [0,1] pixels, `n_classes` the model's number of outputs (checked)."""
+    Runs with the model in eval mode and its parameters frozen, and restores both after (module by module).
+    `eps` is the L-inf radius in [0,1] pixels, `n_classes` the model's number of outputs (checked)."""
     fa = get(name)
     problem = available(name)
     if problem is not None:
@@ -111,7 +114,7 @@ def robust_correct(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor
     if n_classes < 4:
         raise ValueError(f"{name} needs at least 4 classes (APGD-T's DLR loss reads the 4th-largest logit), "
                          f"got {n_classes}")
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]  # per module: a frozen BN inside stays frozen
     # Frozen: FAB calls .backward(), which would otherwise leave gradients in the parameters (fab.py:114,136).
     trainable = [p for p in model.parameters() if p.requires_grad]
     cuda = [torch.cuda.current_device()] if dev.type == "cuda" else []  # the components seed the current device
@@ -127,7 +130,8 @@ def robust_correct(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor
         finally:
             for p in trainable:
                 p.requires_grad_(True)
-            model.train(was_training)
+            for m, training in modes:
+                m.training = training
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool, device=dev)
 
 
@@ -145,6 +149,7 @@ def _one_batch(fa: FinalAttack, name: str, model, x, y, eps: float, n_classes: i
         excess = (x_adv - x[ok]).abs().amax().item() - eps
         if excess > 1e-5 or x_adv.min() < 0 or x_adv.max() > 1:
             raise RuntimeError(f"{name} returned examples outside the eps-ball or [0,1] (excess {excess:.2e})")
+        idx = ok.nonzero().squeeze(1)
         with torch.no_grad():
-            ok[ok.clone()] = model(x_adv).argmax(1) == y[ok]
+            ok[idx] = model(x_adv).argmax(1) == y[idx]
     return ok
