@@ -475,7 +475,11 @@ class StoreLock:
         import socket
 
         me = {"pid": os.getpid(), "host": socket.gethostname(), "what": self.what, "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-        self.store.fs.create_dir(self.store.path("locks"), recursive=True)
+        try:
+            self.store.fs.create_dir(self.store.path("locks"), recursive=True)
+        except OSError as e:  # `locks` is a file, or the store cannot be written
+            raise StorePathError(f"results store {self.store.uri}: cannot make its lock folder {self.store.path('locks')}: "
+                                 f"{e}") from None
         if not self.store.local:  # object stores: best effort, no O_EXCL
             holder = self._holder()
             if holder is None:
@@ -563,8 +567,9 @@ class StoreLock:
             d = json.loads(raw)
         except ValueError:
             return {"unreadable": "empty" if not raw.strip() else f"not JSON: {raw[:40]!r}"}
-        if not isinstance(d, dict) or "pid" not in d:
-            return {"unreadable": f"no pid in it: {raw[:60]!r}"}
+        pid = d.get("pid") if isinstance(d, dict) else None
+        if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < 2 ** 31:
+            return {"unreadable": f"no valid pid in it: {raw[:60]!r}"}
         return d
 
     def _remove(self) -> None:
@@ -581,11 +586,11 @@ def _host() -> str:
 
 
 def _alive(pid) -> bool:
-    if not isinstance(pid, int):
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
         return True

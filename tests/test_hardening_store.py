@@ -234,7 +234,8 @@ def test_a_stale_lock_is_taken_over_by_exactly_one_of_many_racing_processes(tmp_
     assert not os.path.exists(f"{root}/locks/driver.json")  # released by the one that took it
 
 
-@pytest.mark.parametrize("content", ["", "{not json", "[1, 2]", '{"host": "x"}'])
+@pytest.mark.parametrize("content", ["", "{not json", "[1, 2]", '{"host": "x"}', '{"pid": 0}', '{"pid": -1}',
+                                     '{"pid": true}', '{"pid": "123"}', '{"pid": 1099511627776}'])
 def test_a_garbage_or_empty_lock_is_named_as_such(tmp_path, content):
     (tmp_path / "locks").mkdir()
     (tmp_path / "locks" / "driver.json").write_text(content)
@@ -242,6 +243,13 @@ def test_a_garbage_or_empty_lock_is_named_as_such(tmp_path, content):
         with Store(str(tmp_path)).lock("x"):
             pass
     assert "None" not in str(e.value) and "not a raydw lock" in str(e.value) and "delete it" in str(e.value)
+
+
+def test_a_locks_entry_that_is_a_file_is_a_clear_refusal(tmp_path):
+    (tmp_path / "locks").write_text("x")
+    with pytest.raises(StorePathError, match="cannot make its lock folder"):
+        with Store(str(tmp_path)).lock("x"):
+            pass
 
 
 def test_a_killed_lock_writer_never_leaves_an_empty_lock(tmp_path):
@@ -331,3 +339,33 @@ def test_a_cell_larger_than_the_local_ray_is_refused_with_the_numbers(ray_sessio
         run_sweep(parse_spec(d), storage=str(tmp_path / "s"), out=lambda s: None)
     assert time.time() - t < 60
     assert not os.path.exists(tmp_path / "s" / "tune") and not os.path.exists(tmp_path / "s" / "trials")
+
+
+# -- cause 21: SIGTERM / SIGINT stop a sweep cleanly -------------------------------------------------------------------
+@pytest.mark.ray
+def test_sigterm_stops_a_sweep_cleanly_and_says_how_to_resume(tmp_path, tiny_spec_text):
+    """Exit 143 (not Ray's abort, 134), the rerun hint (not Tune's Tuner.restore), the lock released, every stored
+    row whole. SIGINT takes the same path (exit 130; checked by hand, see docs/bad-input-store.md)."""
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(tiny_spec_text)
+    store = tmp_path / "store"
+    log = open(tmp_path / "out.txt", "w+")
+    p = subprocess.Popen([sys.executable, "-m", "raydw.cli", "sweep", str(spec), "--storage", str(store)],
+                         stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+        t = time.time()
+        while "running" not in (tmp_path / "out.txt").read_text() and time.time() - t < 180 and p.poll() is None:
+            time.sleep(0.5)
+        time.sleep(4)  # cells are training now
+        p.send_signal(signal.SIGTERM)
+        rc = p.wait(120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    out = (tmp_path / "out.txt").read_text()
+    assert rc == 143, out[-3000:]
+    assert "rerun the same command to resume" in out and "Tuner.restore" not in out and "Traceback" not in out
+    assert not (store / "locks" / "driver.json").exists()
+    s = Store(str(store))
+    for n in s.names("trials"):
+        assert s.get("trials", n) is not None and not s.problems
