@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from raydw.spec import SpecError, load_spec
-from raydw.store import SCHEMAS, StoreError
+from raydw.store import SCHEMAS, StoreError, StorePathError
 
 DEMO = Path(__file__).resolve().parent / "sweeps" / "demo.yaml"
 
@@ -372,15 +372,23 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except StorePathError as e:  # the store's path is unusable (a symlink loop, a file): the user must fix it
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except StoreError as e:  # not writable, or in use by another driver: nothing was run
         print(f"error: {e}", file=sys.stderr)
         return 3
     except BrokenPipeError:  # `raydw ... | head`: the reader left, nothing is wrong
         sys.stderr.close()
         return 0
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM / SIGINT to a sweep (raydw.run.sweep.Interrupted)
+        import signal
+
+        driver = sys.modules.get("raydw.run.sweep")
+        signum = getattr(e, "signum", None) or getattr(driver, "STOPPED_BY", None) or signal.SIGINT
+        print(f"interrupted ({signal.Signals(signum).name}); every row already stored is kept whole: rerun the same "
+              "command to resume (finished cells are not run again)", file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":

@@ -90,10 +90,24 @@ def ensure_masks(store: Store, p: PretrainingSpec, tickets: TicketSpec, log=prin
     return out
 
 
+def mask_id(mask: Mask, pid: str, method: str, params_json: str, rnd: int | None, target: float) -> str:
+    """A masks row's key: the bits' content hash AND how they were made (pre-trained model, method, params, round,
+    target). One row per provenance: importing the bits of a stored OMP mask makes a second row and never rewrites the
+    first, whose cells keep pointing at a row that describes their own ticket (issue 14, cause 2).
+
+    Rows stored before this key existed keep their bits-only ids: they are found by their provenance columns
+    (existing_masks, stored_imp_rounds), never by recomputing an id, so old stores read and resume as before."""
+    import hashlib
+
+    prov = json.dumps([mask.id, pid, method, params_json, rnd, round(float(target), 9)])
+    return hashlib.sha256(prov.encode()).hexdigest()[:16]
+
+
 def mask_row(mask: Mask, pretraining: str, pid: str, method: str, params: dict, rnd: int | None, target: float) -> dict:
     bits, layout = mask.packed()
-    return {"mask_id": mask.id, "pretraining": pretraining, "pretrained_id": pid, "method": method,
-            "params": json.dumps(params, sort_keys=True), "round": rnd, "target_sparsity": target,
+    params_json = json.dumps(params, sort_keys=True)
+    return {"mask_id": mask_id(mask, pid, method, params_json, rnd, target), "pretraining": pretraining, "pretrained_id": pid, "method": method,
+            "params": params_json, "round": rnd, "target_sparsity": target,
             "sparsity": mask.sparsity(), "prunable": params.get("prunable", "paper"), "n_prunable": mask.numel(),
             "n_kept": mask.kept(), "layer_density": json.dumps(mask.layer_density()), "layout": json.dumps(layout),
             "bits": bits}

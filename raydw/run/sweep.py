@@ -21,7 +21,9 @@ from raydw.store import Store, config_json
 # and a toy cell pays ~6 s more (ray-notes sections 3 and 9). 0.2 s costs nothing measurable.
 RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
 DRIVER_RESOURCE = "TRAIN_DRIVER"
-AUTOSCALE_CELLS = 4  # cells started on a cluster that has no fitting node yet (the autoscaler's demand signal)
+AUTOSCALE_CELLS = 4
+_JOINED_CLUSTER = False
+STOPPED_BY: int | None = None  # the signal (SIGTERM / SIGINT) that stopped this driver  # connect() joined a cluster (--address / RAY_ADDRESS), rather than starting a local Ray  # cells started on a cluster that has no fitting node yet (the autoscaler's demand signal)
 
 
 @dataclass
@@ -50,6 +52,11 @@ def connect(address: str | None, verbose: bool = False) -> None:
     """
     import logging
 
+    global _JOINED_CLUSTER
+    addr = _cluster_address(address)
+    _JOINED_CLUSTER = bool(addr)
+    if not addr:
+        _loopback_only()
     import ray
 
     for k, v in RAY_ENV.items():
@@ -58,16 +65,84 @@ def connect(address: str | None, verbose: bool = False) -> None:
         _release_stale()
         return
     env = {"env_vars": {k: os.environ[k] for k in RAY_ENV}}
-    addr = _cluster_address(address)
     # Train workers log every report and checkpoint; progress comes from the Tune callback instead, and a
     # cell's error lands in its trials row. --verbose brings the worker logs back.
     common = dict(include_dashboard=False, runtime_env=env, logging_level=logging.INFO if verbose else logging.WARNING,
                   log_to_driver=verbose)
     if addr:
         ray.init(address=addr, **common)
+        _stop_on_signals()
         _release_stale()  # a killed driver's Train runs can leave placement groups holding the cluster's CPUs/GPUs
     else:  # "local" always starts a fresh Ray, never a dead cluster left in /tmp/ray (ray-notes section 9)
         ray.init(address="local", num_cpus=os.cpu_count(), resources={DRIVER_RESOURCE: 1000}, **common)
+        _stop_on_signals()
+        ip = ray.util.get_node_ip_address()
+        if ip not in ("127.0.0.1", "::1"):
+            print(f"warning: the local Ray took the node address {ip}, not loopback: its ports may be reachable from the "
+                  "network", file=sys.stderr)
+
+
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # Ray's switch: "0" = a single-node Ray on 127.0.0.1 (its macOS default)
+
+
+def _loopback_only() -> None:
+    """A local Ray listens on 127.0.0.1 only (GCS, raylet, workers), not on every interface: a laptop on a shared
+    network exposes none of its ports. Ray binds its gRPC servers to loopback exactly when the node address is
+    127.0.0.1, which it picks on Linux only with its cluster mode off. Set before Ray starts (its processes inherit
+    it); the constant is patched too in case ray was imported already. Never for --address (a cluster's nodes must
+    reach each other)."""
+    os.environ[LOOPBACK_ENV] = "0"
+    if "ray" in sys.modules:
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGINT to the driver: raised in the main thread, out of Tune's loop, so the sweep stops at once."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGINT stop the driver cleanly (exit 143 / 130, `raydw sweep` says to rerun it to resume).
+
+    Ray's own SIGTERM handler (sys.exit inside Tune's loop) ended in an abort (exit 134), and Tune's SIGINT handler
+    stops the experiment and says to resume with Tuner.restore, which is not how raydw resumes: a rerun of the same
+    command plans from the store. So both raise Interrupted here (Tune's handler off), the driver shuts Ray down, and
+    the store is as a SIGKILL leaves it: every row is whole (atomic writes), a half-done cell continues from its
+    last checkpoint on the rerun, and hidden temporaries of killed writers are removed by the next sweep."""
+    import signal
+    import threading
+
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def stop(signum, frame):
+        global STOPPED_BY
+        STOPPED_BY = signum  # Tune may re-raise a plain KeyboardInterrupt: the CLI reads the signal here
+        for s in (signal.SIGTERM, signal.SIGINT):  # a second signal while Ray shuts down is not another traceback
+            signal.signal(s, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, stop)
+
+
+def _shutdown_after_interrupt() -> None:
+    import signal
+
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, signal.SIG_IGN)
+    try:
+        import ray
+
+        ray.shutdown()
+    except Exception:  # noqa: BLE001 - stopping anyway
+        pass
 
 
 def _release_stale() -> None:
@@ -99,7 +174,7 @@ def max_concurrent(spec: SweepSpec) -> int:
     n = int(total.get("CPU", 1) // (r.workers_per_cell * r.cpus_per_worker))
     if r.gpus_per_worker > 0:
         n = min(n, int(total.get("GPU", 0) // (r.workers_per_cell * r.gpus_per_worker)))
-    if n < 1 and total.get(DRIVER_RESOURCE, 0) >= 1:
+    if n < 1 and total.get(DRIVER_RESOURCE, 0) >= 1 and _JOINED_CLUSTER:
         # An autoscaling cluster (cluster.yaml) starts without GPU nodes: pending cells are the demand that makes
         # the autoscaler add them, so start some instead of refusing.
         print(f"warning: the cluster has no node that fits a cell yet ({dict(total)}); starting {AUTOSCALE_CELLS} cells so "
@@ -117,6 +192,19 @@ def _num(v) -> float:
 
 def _say(msg: str) -> None:
     print(msg, flush=True)
+
+
+def _no_row(trial) -> dict:
+    """A finished trial left no trials row: its writer failed (a full disk, say). The trial's own error says why."""
+    why = "no trials row was stored"
+    try:
+        err = trial.get_error()
+    except Exception:  # noqa: BLE001 - only for the message
+        err = None
+    lines = [ln.strip() for ln in str(err or "").splitlines() if ln.strip()]
+    if lines:
+        why += f" ({lines[-1][:200]})"
+    return {"status": "failed", "error": why}
 
 
 def _progress_callback(total: int, concurrency: int):
@@ -138,14 +226,14 @@ def _progress_callback(total: int, concurrency: int):
             if kind == "pack":  # one line per packed cell, from the rows its workers stored
                 store = Store(trial.config["job"]["storage"])
                 for c in trial.config["job"]["cells"]:
-                    row = store.get("trials", c["cell"]["cell_id"]) or {"status": "failed", "error": "no trials row"}
+                    row = store.get("trials", c["cell"]["cell_id"]) or _no_row(trial)
                     self._line(Cell.from_dict(c["cell"]).label(), row, row.get("wall_s"))
                 return
             if kind != "cell":
                 return
             job = trial.config["job"]
             # The cell's stored row says how it ended (a failed cell's error starts with its cause).
-            row = Store(job["storage"]).get("trials", job["cell"]["cell_id"]) or {"status": "failed", "error": "no trials row"}
+            row = Store(job["storage"]).get("trials", job["cell"]["cell_id"]) or _no_row(trial)
             self._line(Cell.from_dict(job["cell"]).label(), row, (trial.last_result or {}).get("time_total_s"))
 
         def _line(self, label: str, r: dict, took) -> None:
@@ -197,7 +285,12 @@ def run_sweep(spec: SweepSpec, storage: str | None = None, address: str | None =
     _preflight(spec, store, address, data_root, out)
     store.check_writable()
     with store.lock(f"raydw sweep {spec.name}"):
-        summary = _run_locked(spec, store, address, data_root, out, t0)
+        store.check_tables()  # bad files move to quarantine/ (said) before anything is planned from them
+        try:
+            summary = _run_locked(spec, store, address, data_root, out, t0)
+        except KeyboardInterrupt:  # Interrupted (SIGTERM / SIGINT): Ray down first, then the lock is released
+            _shutdown_after_interrupt()
+            raise
         for f in store.remove_temporaries(older_than=t0):  # half-written files of an earlier, killed driver's writers
             out(f"removed {f} (a write killed half-way before this sweep started)")
         return summary
@@ -210,7 +303,8 @@ def _cluster_address(address: str | None) -> str | None:
 
 def _check_fits(res: dict, what: str, address: str | None, out) -> None:
     """A Train run asking for more than the whole Ray cluster would wait forever without a word: refuse on a local
-    Ray; on a cluster, say that it waits for the autoscaler."""
+    Ray (before any trial starts); on a cluster, say that it waits for the autoscaler. Every kind of Train run a
+    sweep starts is checked: cells (and packed cells, tuning trials), pre-training and IMP jobs."""
     import ray
 
     total = ray.cluster_resources()
@@ -223,7 +317,13 @@ def _check_fits(res: dict, what: str, address: str | None, out) -> None:
         out(f"warning: {what} needs {said}: it waits until the autoscaler adds a node that fits")
         return
     raise SpecError(f"{what} needs {said} on this machine's Ray; lower them in the spec, or run on a cluster "
-                    "(docs/cluster.md)")
+                    "(docs/cluster.md). Nothing was run")
+
+
+def _check_cells_fit(spec: SweepSpec, address: str | None, out) -> None:
+    r = spec.resources
+    _check_fits(r.model_dump(), f"each cell ({r.workers_per_cell} workers x {r.cpus_per_worker:g} CPU / "
+                f"{r.gpus_per_worker:g} GPU: resources.workers_per_cell, cpus_per_worker, gpus_per_worker)", address, out)
 
 
 def _preflight(spec: SweepSpec, store: Store, address: str | None, data_root: str | None, out) -> None:
@@ -277,6 +377,7 @@ def _tune_stage(spec: SweepSpec, store: Store, address: str | None, data_root: s
     out(f"tune: {len(pending)} dense recipe(s) to tune first, {spec.tune.num_samples} Optuna trials each "
         "(the chosen recipe is then held fixed for the dense cell and every ticket of its group)")
     connect(address)
+    _check_cells_fit(spec, address, out)
     conc = max_concurrent(spec)
     jobs = _pretrain_jobs(spec, store, {g.base.pretrained_id for g in pending}, data_root)
     if jobs:
@@ -309,6 +410,7 @@ def _run_locked(spec: SweepSpec, store: Store, address: str | None, data_root: s
     from raydw.run.pipeline import Job, StagedSearcher
 
     connect(address)
+    _check_cells_fit(spec, address, out)
     needed = {c.pretrained_id for c in todo}
     pres = [p for p in spec.pretrainings if pretrained_id(p) in needed]
     jobs: list[Job] = _pretrain_jobs(spec, store, needed, data_root)
@@ -567,12 +669,21 @@ def run_pretraining(spec: SweepSpec, storage: str | None = None, address: str | 
     """`raydw pretrain`: stage 1 alone (a later sweep with the same recipes finds them in the store)."""
     store = Store(storage or spec.storage)
     store.check_writable()
-    recipes = [p for p in spec.pretrainings if p.recipe is not None and store.get("pretrained", pretrained_id(p)) is None]
-    if recipes:
-        connect(address)
-        cfgs = [_pretrain_config(store, spec, p, None) for p in recipes]
-        _tune_jobs(None, f"{spec.name}-pretrain-{dt.datetime.now():%Y%m%d-%H%M%S}", store, max_concurrent(spec), [],
-                   grid=cfgs)
+    # The store's one lock, as a sweep takes it: a pretrain and a sweep (or two pretrains) on one store would train
+    # the same recipe twice and write its row and weights twice.
+    with store.lock(f"raydw pretrain {spec.name}"):
+        store.check_tables(("pretrained",))
+        recipes = [p for p in spec.pretrainings if p.recipe is not None and store.get("pretrained", pretrained_id(p)) is None]
+        if recipes:
+            try:
+                connect(address)
+                _check_cells_fit(spec, address, out)
+                cfgs = [_pretrain_config(store, spec, p, None) for p in recipes]
+                _tune_jobs(None, f"{spec.name}-pretrain-{dt.datetime.now():%Y%m%d-%H%M%S}", store, max_concurrent(spec),
+                           [], grid=cfgs)
+            except KeyboardInterrupt:
+                _shutdown_after_interrupt()
+                raise
     for p in spec.pretrainings:
         row = store.get("pretrained", pretrained_id(p))
         out(f"{p.name}: " + (f"{row['pretrained_id']} {row['kind']} clean {row['clean_acc']:.3f} robust {row['robust_acc']:.3f}"

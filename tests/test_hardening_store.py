@@ -1,0 +1,371 @@
+"""Issue 14, store side: a bad file never stops a store, provenance is never rewritten, one driver at a time (atomic
+stale-lock takeover, `raydw pretrain` too), a local Ray on loopback only, a cell too big for the local Ray refused,
+signals stop a sweep cleanly. One test (at least) per cause; the Ray-starting ones are few and marked."""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from raydw import results
+from raydw.store import Store, StoreLocked, StorePathError
+
+
+def _row(cid: str, status: str = "done", sa: float = 0.5) -> dict:
+    return {"cell_id": cid, "sweep": "t", "status": status, "sa": sa, "ra": 0.1, "dataset": "digits"}
+
+
+def _store_with_rows(tmp_path, n=3) -> Store:
+    s = Store(str(tmp_path))
+    for i in range(n):
+        s.write_row("trials", _row(f"c{i}"))
+    return s
+
+
+# -- cause 9: a truncated / empty / junk / symlinked file, a folder named *.parquet, a wrong-typed column ----------
+BAD_FILES = {
+    "truncated": lambda d: (d / "bad.parquet").write_bytes((d / "c0.parquet").read_bytes()[:200]),
+    "empty": lambda d: (d / "bad.parquet").write_bytes(b""),
+    "junk": lambda d: (d / "bad.parquet").write_bytes(b"this is not parquet at all" * 10),
+    "dangling_link": lambda d: os.symlink(d / "nowhere.parquet", d / "bad.parquet"),
+    "link_to_fifo": lambda d: (os.mkfifo(d.parent / "fifo"), os.symlink(d.parent / "fifo", d / "bad.parquet")),
+    "folder": lambda d: (d / "bad.parquet").mkdir(),
+    "wrong_type": lambda d: pq.write_table(pa.table({"cell_id": ["bad"], "status": ["done"], "sa": ["high"]}),
+                                           d / "bad.parquet"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_FILES))
+def test_a_bad_trials_file_is_named_and_skipped_and_the_other_rows_are_read(tmp_path, kind, capsys):
+    s = _store_with_rows(tmp_path)
+    BAD_FILES[kind](tmp_path / "trials")
+    df = results.load(str(tmp_path))
+    assert sorted(df.cell_id) == ["c0", "c1", "c2"]
+    err = capsys.readouterr().err
+    assert "bad.parquet" in err and "skipped" in err
+    assert s.get("trials", "bad") is None and s.get("trials", "c1")["status"] == "done"
+    assert os.path.lexists(tmp_path / "trials" / "bad.parquet")  # a reader never moves or writes anything
+    if kind != "wrong_type":  # a read of some columns checks those columns' types only
+        assert s.done_cells() == {"c0", "c1", "c2"}
+    with s.lock("sweep"):  # the sweep's check at start: every column, bad files moved aside
+        s.check_tables()
+    assert s.done_cells() == {"c0", "c1", "c2"} and not os.path.lexists(tmp_path / "trials" / "bad.parquet")
+
+
+def test_status_and_results_cli_survive_a_bad_file(tmp_path, capsys):
+    from raydw.cli import main
+
+    _store_with_rows(tmp_path)
+    (tmp_path / "trials" / "bad.parquet").write_bytes(b"PAR1junk")
+    assert main(["status", str(tmp_path)]) == 0
+    assert "3 done" in capsys.readouterr().out
+    assert main(["results", str(tmp_path)]) == 0
+
+
+def test_the_lock_holder_moves_bad_files_to_quarantine_with_the_reason(tmp_path, capsys):
+    s = _store_with_rows(tmp_path)
+    (tmp_path / "trials" / "bad.parquet").write_bytes(b"junk")
+    (tmp_path / "pretrained").mkdir()
+    (tmp_path / "pretrained" / "p1.parquet").write_bytes(b"PAR1" + b"\0" * 50)  # a truncated pretrained row
+    with s.lock("test"):
+        s.check_tables()
+    assert not os.path.exists(tmp_path / "trials" / "bad.parquet")
+    q = sorted(os.listdir(tmp_path / "quarantine" / "trials"))
+    assert len(q) == 2 and q[0].startswith("bad.parquet.") and q[1].endswith(".why.txt")
+    assert "not a readable Parquet file" in (tmp_path / "quarantine" / "trials" / q[1]).read_text()
+    assert os.listdir(tmp_path / "quarantine" / "pretrained")  # then the sweep sees it as missing and makes it again
+    assert s.get("pretrained", "p1") is None
+    assert "moved to" in capsys.readouterr().err
+    assert sorted(results.load(str(tmp_path)).cell_id) == ["c0", "c1", "c2"]
+
+
+def test_a_truncated_pretrained_row_is_missing_not_a_crash(tmp_path, capsys):
+    s = Store(str(tmp_path))
+    (tmp_path / "pretrained").mkdir()
+    (tmp_path / "pretrained" / "pid.parquet").write_bytes(b"PAR1\x00\x01")
+    assert s.get("pretrained", "pid") is None
+    assert "pretrained/pid.parquet" in capsys.readouterr().err
+
+
+# -- cause 10: a Parquet file of another schema is refused by name, not read as a row of nulls --------------------
+def test_a_file_of_another_schema_is_refused_by_name(tmp_path, capsys):
+    s = _store_with_rows(tmp_path)
+    pq.write_table(pa.table({"x": [1, 2], "y": ["a", "b"]}), tmp_path / "trials" / "other.parquet")
+    # an epochs row copied into trials/: it has a cell_id, but it is not a trials row
+    pq.write_table(pa.table({"cell_id": ["c9"], "epoch": [0], "val_sa": [0.3]}), tmp_path / "trials" / "c9.parquet")
+    df = results.load(str(tmp_path))
+    assert sorted(df.cell_id) == ["c0", "c1", "c2"] and df.status.notna().all()
+    err = capsys.readouterr().err
+    assert "other.parquet" in err and "c9.parquet" in err and "another schema" in err
+    assert s.get("trials", "c9") is None
+
+
+def test_rows_of_an_older_raydw_lacking_newer_columns_still_read(tmp_path, capsys):
+    s = _store_with_rows(tmp_path, 1)
+    pq.write_table(pa.table({"cell_id": ["old"], "status": ["done"], "sa": [0.7]}), tmp_path / "trials" / "old.parquet")
+    pq.write_table(pa.table({"x": [1]}), tmp_path / "trials" / "zz.parquet")  # forces the file-by-file path
+    t = s.read_table("trials", columns=["cell_id", "phase", "sa"]).to_pylist()
+    assert t == [{"cell_id": "c0", "phase": None, "sa": 0.5}, {"cell_id": "old", "phase": None, "sa": 0.7}]
+
+
+# -- cause 11: a duplicated trials file -----------------------------------------------------------------------------
+def test_a_copied_row_file_is_detected_and_named(tmp_path, capsys):
+    import shutil
+
+    from raydw.status import collect
+
+    s = _store_with_rows(tmp_path)
+    shutil.copy(tmp_path / "trials" / "c1.parquet", tmp_path / "trials" / "c1 copy.parquet")
+    shutil.copy(tmp_path / "trials" / "c2.parquet", tmp_path / "trials" / "a-backup.parquet")  # sorts first
+    df = results.load(str(tmp_path))
+    assert sorted(df.cell_id) == ["c0", "c1", "c2"]
+    err = capsys.readouterr().err
+    assert "c1 copy.parquet" in err and "a-backup.parquet" in err and "second row with the key" in err
+    assert collect(str(tmp_path)).done == 3
+    with s.lock("t"):
+        s.check_tables()
+    assert sorted(os.listdir(tmp_path / "trials")) == ["c0.parquet", "c1.parquet", "c2.parquet"]
+
+
+# -- cause 18: a store that is a symlink loop ------------------------------------------------------------------------
+def test_a_store_that_is_a_symlink_loop_is_refused_with_exit_2(tmp_path, capsys):
+    from raydw.cli import main
+
+    os.symlink(tmp_path / "b", tmp_path / "a")
+    os.symlink(tmp_path / "a", tmp_path / "b")
+    with pytest.raises(StorePathError, match="loop of symbolic links"):
+        Store(str(tmp_path / "a"))
+    assert main(["status", str(tmp_path / "a")]) == 2
+    assert main(["results", str(tmp_path / "a" / "sub")]) == 2
+    assert "symbolic links" in capsys.readouterr().err
+
+
+# -- cause 2: importing the bits of a stored mask never rewrites its row ---------------------------------------------
+def test_importing_a_stored_masks_bits_keeps_the_original_row(tmp_path):
+    import torch
+
+    from raydw import tickets
+    from raydw.cells import pretrained_id
+    from raydw.models.build import build_net
+    from raydw.spec import TicketSpec, parse_spec
+    from raydw.train.setup import load_mask, save_pretrained
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    import yaml
+    from conftest import TINY_SPEC
+
+    spec = parse_spec(yaml.safe_load(TINY_SPEC))
+    p = spec.pretrainings[0]
+    store = Store(str(tmp_path / "store"))
+    torch.manual_seed(0)
+    net = build_net("resnet_tiny", 10, 1)
+    pid = pretrained_id(p)
+    save_pretrained(store, {"pretrained_id": pid, "name": p.name, "arch": "resnet_tiny", "kind": "standard",
+                            "num_classes": 10, "in_chans": 1, "mean": [0.1], "std": [0.3]}, net)
+    omp = tickets.ensure_masks(store, p, TicketSpec(method="omp", sparsities=[0.5]), log=lambda s: None)[0.5]
+    before = (tmp_path / "store" / "masks" / f"{omp['mask_id']}.parquet").read_bytes()
+    # the OMP mask exported in the reference format, then imported under method: import
+    m = load_mask(store, omp["mask_id"])
+    state = {k: v for k, v in net.state_dict().items() if k not in m.tensors}
+    params = dict(net.named_parameters())
+    for n in m.names:
+        state[f"{n}_orig"], state[f"{n}_mask"] = params[n].detach(), m.tensors[n].float()
+    torch.save({"state_dict": state}, tmp_path / "omp.pth.tar")
+    imp_t = TicketSpec(method="import", sparsities=[0.5], files={p.name: str(tmp_path / "omp.pth.tar")})
+    imported = tickets.ensure_masks(store, p, imp_t, log=lambda s: None)[0.5]
+    assert imported["mask_id"] != omp["mask_id"]
+    assert (tmp_path / "store" / "masks" / f"{omp['mask_id']}.parquet").read_bytes() == before
+    assert store.get("masks", omp["mask_id"])["method"] == "omp"
+    assert store.get("masks", imported["mask_id"])["method"] == "import"
+    assert store.get("masks", imported["mask_id"])["bits"] == store.get("masks", omp["mask_id"])["bits"]
+    # an old store's row (bits-only id) is still found by its provenance: no new row, no new id
+    old = {**store.get("masks", omp["mask_id"]), "mask_id": m.id}
+    os.unlink(tmp_path / "store" / "masks" / f"{omp['mask_id']}.parquet")
+    store.write_row("masks", old)
+    again = tickets.ensure_masks(store, p, TicketSpec(method="omp", sparsities=[0.5]), log=lambda s: None)[0.5]
+    assert again["mask_id"] == m.id
+
+
+# -- cause 3: stale-lock takeover is atomic ---------------------------------------------------------------------------
+def _race(root: str, go: float, q) -> None:
+    while time.time() < go:
+        time.sleep(0.001)
+    try:
+        with Store(root).lock("racer"):
+            q.put("got")
+            time.sleep(0.3)  # hold it while the others try
+    except StoreLocked:
+        q.put("refused")
+
+
+def _dead_pid() -> int:
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+
+
+def test_a_stale_lock_is_taken_over_by_exactly_one_of_many_racing_processes(tmp_path):
+    ctx = mp.get_context("fork")
+    doubles = 0
+    dead = _dead_pid()
+    for r in range(12):
+        root = str(tmp_path / f"s{r}")
+        os.makedirs(f"{root}/locks")
+        with open(f"{root}/locks/driver.json", "w") as f:
+            json.dump({"pid": dead, "host": socket.gethostname(), "what": "killed", "since": "x"}, f)
+        q = ctx.Queue()
+        go = time.time() + 0.4
+        procs = [ctx.Process(target=_race, args=(root, go, q)) for _ in range(8)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(30)
+        got = [q.get(timeout=5) for _ in procs].count("got")
+        doubles += got != 1
+    assert doubles == 0
+    assert not os.path.exists(f"{root}/locks/driver.json")  # released by the one that took it
+
+
+@pytest.mark.parametrize("content", ["", "{not json", "[1, 2]", '{"host": "x"}', '{"pid": 0}', '{"pid": -1}',
+                                     '{"pid": true}', '{"pid": "123"}', '{"pid": 1099511627776}'])
+def test_a_garbage_or_empty_lock_is_named_as_such(tmp_path, content):
+    (tmp_path / "locks").mkdir()
+    (tmp_path / "locks" / "driver.json").write_text(content)
+    with pytest.raises(StoreLocked) as e:
+        with Store(str(tmp_path)).lock("x"):
+            pass
+    assert "None" not in str(e.value) and "not a raydw lock" in str(e.value) and "delete it" in str(e.value)
+
+
+def test_a_locks_entry_that_is_a_file_is_a_clear_refusal(tmp_path):
+    (tmp_path / "locks").write_text("x")
+    with pytest.raises(StorePathError, match="cannot make its lock folder"):
+        with Store(str(tmp_path)).lock("x"):
+            pass
+
+
+def test_a_killed_lock_writer_never_leaves_an_empty_lock(tmp_path):
+    """The lock is written whole before it appears (link of a complete temporary)."""
+    s = Store(str(tmp_path))
+    with s.lock("x") as lk:
+        assert json.loads(open(lk.path).read())["pid"] == os.getpid()
+        assert [n for n in os.listdir(tmp_path / "locks") if n.endswith(".tmp")] == []
+
+
+# -- cause 4: `raydw pretrain` takes the store's lock -----------------------------------------------------------------
+def test_pretrain_is_refused_while_a_sweep_holds_the_store(tmp_path, tiny_spec_text, capsys):
+    from raydw.cli import main
+
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(tiny_spec_text)
+    store = tmp_path / "store"
+    with Store(str(store)).lock("raydw sweep tiny"):
+        assert main(["pretrain", str(spec), "--storage", str(store)]) == 3
+    assert "in use by another raydw driver" in capsys.readouterr().err
+    assert not (store / "pretrained").exists()
+
+
+# -- cause 5: a local Ray listens on loopback only ---------------------------------------------------------------------
+def test_a_local_ray_is_started_on_loopback_and_a_cluster_is_joined_as_before(monkeypatch):
+    import ray
+
+    from raydw.run import sweep
+    from ray._private import ray_constants
+
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append((kw, os.environ.get(sweep.LOOPBACK_ENV),
+                                                                 ray_constants.ENABLE_RAY_CLUSTER)))
+    monkeypatch.setattr(ray.util, "get_node_ip_address", lambda: "127.0.0.1")
+    monkeypatch.setattr(sweep, "_release_stale", lambda: None)
+    monkeypatch.setattr(sweep, "_stop_on_signals", lambda: None)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv(sweep.LOOPBACK_ENV, "1")
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)
+    sweep.connect(None)
+    kw, env, cluster_mode = calls[-1]
+    assert kw["address"] == "local" and env == "0" and cluster_mode is False and kw["include_dashboard"] is False
+    monkeypatch.setenv(sweep.LOOPBACK_ENV, "1")
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)
+    sweep.connect("10.0.0.1:6379")
+    kw, env, cluster_mode = calls[-1]
+    assert kw["address"] == "10.0.0.1:6379" and env == "1" and cluster_mode is True
+
+
+@pytest.mark.ray
+def test_a_local_ray_listens_on_no_public_interface():
+    """The real thing: every listening TCP socket of the Ray this starts is on 127.0.0.1."""
+    code = (
+        "import os, subprocess, ray\n"
+        "from raydw.run.sweep import connect\n"
+        "connect(None)\n"
+        "ray.get(ray.remote(lambda: 1).remote())\n"
+        "tree = set(subprocess.run(['pstree', '-p', str(os.getpid())], capture_output=True, text=True).stdout"
+        ".replace('(', ' ').replace(')', ' ').split())\n"
+        "ss = subprocess.run(['ss', '-ltnpH'], capture_output=True, text=True).stdout.splitlines()\n"
+        "mine = [l for l in ss if any(f'pid={p},' in l for p in tree if p.isdigit())]\n"
+        "print('LISTEN', len(mine)); [print('SOCK', l.split()[3]) for l in mine]\n"
+        "ray.shutdown()\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240).stdout
+    socks = [l.split()[1] for l in out.splitlines() if l.startswith("SOCK")]
+    assert socks, out
+    assert all(s.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:", "[::1]:")) for s in socks), socks
+
+
+# -- cause 6: a cell larger than the local Ray is refused before any trial starts --------------------------------------
+@pytest.mark.ray
+@pytest.mark.parametrize("res", [{"cpus_per_worker": 100}, {"gpus_per_worker": 1}])
+def test_a_cell_larger_than_the_local_ray_is_refused_with_the_numbers(ray_session, tmp_path, tiny_spec_text, res):
+    import yaml
+
+    from raydw.run.sweep import run_sweep
+    from raydw.spec import SpecError, parse_spec
+
+    d = yaml.safe_load(tiny_spec_text)
+    d["resources"] = {**d["resources"], **res}
+    d["pretrainings"] = [{"name": "ST", "recipe": d["pretrainings"][0]["recipe"]}]
+    if ray_session.cluster_resources().get("GPU", 0) and "gpus_per_worker" in res:
+        pytest.skip("this machine has a GPU")
+    t = time.time()
+    with pytest.raises(SpecError, match=r"each cell .* needs .*\(Ray has \d+\).*lower them in the spec"):
+        run_sweep(parse_spec(d), storage=str(tmp_path / "s"), out=lambda s: None)
+    assert time.time() - t < 60
+    assert not os.path.exists(tmp_path / "s" / "tune") and not os.path.exists(tmp_path / "s" / "trials")
+
+
+# -- cause 21: SIGTERM / SIGINT stop a sweep cleanly -------------------------------------------------------------------
+@pytest.mark.ray
+def test_sigterm_stops_a_sweep_cleanly_and_says_how_to_resume(tmp_path, tiny_spec_text):
+    """Exit 143 (not Ray's abort, 134), the rerun hint (not Tune's Tuner.restore), the lock released, every stored
+    row whole. SIGINT takes the same path (exit 130; checked by hand, see docs/bad-input-store.md)."""
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(tiny_spec_text)
+    store = tmp_path / "store"
+    log = open(tmp_path / "out.txt", "w+")
+    p = subprocess.Popen([sys.executable, "-m", "raydw.cli", "sweep", str(spec), "--storage", str(store)],
+                         stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+        t = time.time()
+        while "running" not in (tmp_path / "out.txt").read_text() and time.time() - t < 180 and p.poll() is None:
+            time.sleep(0.5)
+        time.sleep(4)  # cells are training now
+        p.send_signal(signal.SIGTERM)
+        rc = p.wait(120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    out = (tmp_path / "out.txt").read_text()
+    assert rc == 143, out[-3000:]
+    assert "rerun the same command to resume" in out and "Tuner.restore" not in out and "Traceback" not in out
+    assert not (store / "locks" / "driver.json").exists()
+    s = Store(str(store))
+    for n in s.names("trials"):
+        assert s.get("trials", n) is not None and not s.problems
