@@ -21,9 +21,9 @@ from raydw.store import Store, config_json
 # and a toy cell pays ~6 s more (ray-notes sections 3 and 9). 0.2 s costs nothing measurable.
 RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
 DRIVER_RESOURCE = "TRAIN_DRIVER"
-AUTOSCALE_CELLS = 4
-_JOINED_CLUSTER = False
-STOPPED_BY: int | None = None  # the signal (SIGTERM / SIGINT) that stopped this driver  # connect() joined a cluster (--address / RAY_ADDRESS), rather than starting a local Ray  # cells started on a cluster that has no fitting node yet (the autoscaler's demand signal)
+AUTOSCALE_CELLS = 4  # cells started on a cluster that has no fitting node yet (the autoscaler's demand signal)
+_JOINED_CLUSTER = False  # connect() joined a cluster (--address / RAY_ADDRESS), rather than starting a local Ray
+STOPPED_BY: int | None = None  # the signal (SIGTERM / SIGINT) that stopped this driver
 
 
 @dataclass
