@@ -135,6 +135,17 @@ def robust_correct(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool, device=dev)
 
 
+def bound(name: str, model: nn.Module, eps: float, n_classes: int, seed: int,
+          batch_size: int = 250) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """`robust_correct` with all but the images fixed: the `final(x, y)` the training loop takes.
+
+    Checks the attack can run now, so a missing package fails the cell before training, not after it."""
+    problem = available(name)
+    if problem is not None:
+        raise ImportError(problem)
+    return lambda x, y: robust_correct(name, model, x, y, eps, n_classes, seed, batch_size)
+
+
 def _one_batch(fa: FinalAttack, name: str, model, x, y, eps: float, n_classes: int, seed: int):
     import torch
 

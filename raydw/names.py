@@ -74,4 +74,9 @@ def check_spec(spec) -> list[str]:
                     problems.append(f"{where}.files: no mask file for pretraining {p.name!r} (method import needs one per pretraining)")
             if len(t.levels()) - int(t.include_dense) != 1:
                 problems.append(f"{where}: method import takes one level (the file's sparsity) in 'sparsities' or 'rounds'")
+    if spec.eval.final_attack != "none":  # an optional package: say how to install it before any GPU time is spent
+        from raydw.final_attacks import available
+
+        if (why := available(spec.eval.final_attack)) is not None:
+            problems.append(f"eval.final_attack: {why}")
     return problems

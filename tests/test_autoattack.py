@@ -116,6 +116,7 @@ def test_inputs_are_checked_before_attacking(trained):
     assert model.training and not model.net[2].training and all(p.requires_grad for p in model.parameters())
     assert final_attacks.robust_correct("autoattack", model, x[:0], y[:0], EPS, n_classes=10, seed=0).shape == (0,)
     assert model.training and not model.net[2].training
+    assert final_attacks.bound("autoattack", model, EPS, 10, 0)(x[:0], y[:0]).shape == (0,)  # the loop's form
     model.eval()
 
 
@@ -138,6 +139,8 @@ def test_registry_names_and_availability(monkeypatch):
     assert msg is not None and "pip install 'raydw[autoattack]'" in msg
     with pytest.raises(ImportError, match=r"pip install 'raydw\[autoattack\]'"):
         final_attacks.robust_correct("autoattack", nn.Linear(1, 1), torch.zeros(1, 1), torch.zeros(1), EPS, 10, 0)
+    with pytest.raises(ImportError, match=r"pip install 'raydw\[autoattack\]'"):  # at the cell's start
+        final_attacks.bound("autoattack", nn.Linear(1, 1), EPS, 10, 0)
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "3.4.9" if name == "torchattacks" else real(name))
     assert "torchattacks>=3.5, found 3.4.9" in final_attacks.available("autoattack")
 

@@ -244,12 +244,14 @@ def fit(model: nn.Module, mask: BoundMask | None, data: Data, regime: RegimeSpec
         if on_epoch is not None:
             on_epoch(record, state)
 
-    out.test, out.examples = _test_at_best(model, data, eval_attack, best_states, out.best, autocast, seed, final_attack)
+    last_epoch = out.history[-1]["epoch"] if out.history else None
+    out.test, out.examples = _test_at_best(model, data, eval_attack, best_states, out.best, autocast, seed, final_attack,
+                                           last_epoch)
     return out
 
 
 def _test_at_best(model, data: Data, attack: AttackSpec, best_states: dict, best: dict, autocast: bool, seed: int,
-                  final: Callable | None) -> tuple[dict, dict]:
+                  final: Callable | None, last_epoch: int | None = None) -> tuple[dict, dict]:
     """Test SA/RA at the last, SA-best and RA-best epochs (an epoch without a best state falls back: NaN), and the
     per-example outcomes behind them: {"last" | "sa_best" | "ra_best": {"clean" | "robust" | "final": bools}}."""
     res, examples = {}, {}
@@ -263,7 +265,8 @@ def _test_at_best(model, data: Data, attack: AttackSpec, best_states: dict, best
 
     examples["last"] = run()
     res["sa_last"], res["ra_last"], res["ra_final_last"] = rates(examples["last"])
-    done: dict[int, dict] = {}  # by epoch: evaluate each distinct state once (SA-best is often RA-best)
+    # By epoch: evaluate each distinct state once (SA-best is often RA-best, and often the last epoch itself).
+    done: dict[int, dict] = {} if last_epoch is None else {last_epoch: examples["last"]}
     for key in ("sa", "ra"):
         st = best_states.get(key)
         if st is None:
