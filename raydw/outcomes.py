@@ -30,7 +30,7 @@ def pack(correct) -> bytes:
 
 
 def unpack(bits: bytes, n: int) -> np.ndarray:
-    return np.unpackbits(np.frombuffer(bits, dtype=np.uint8), count=n, bitorder="little").astype(bool)
+    return np.unpackbits(np.frombuffer(bits, dtype=np.uint8), count=int(n), bitorder="little").astype(bool)
 
 
 def to_text(correct) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -50,6 +51,21 @@ def test_finished_cells_have_real_metrics_in_unit_range(swept):
     assert set(done.ticket_method) == {"dense", "omp"}
     assert (done.pretraining_kind == "standard").all()  # from the stored pre-trained model's row
     assert done.torch_version.notna().all() and done.wall_s.gt(0).all()
+
+
+def test_finished_cells_store_the_per_example_outcomes_behind_their_accuracies(swept):
+    from raydw import outcomes
+
+    _, store, _, _ = swept
+    done = results.load(store).query("status == 'done'")
+    for r in done.to_dict("records"):
+        n = r["test_n"]
+        assert n == 360  # the digits test set
+        clean = outcomes.unpack(r[outcomes.column("clean", "sa_best")], n)
+        assert clean.mean() == pytest.approx(r["sa"]) and r["amp"] == "fp32" and pd.isna(r["final_attack"])
+        robust = r[outcomes.column("robust", "ra_best")] or r[outcomes.column("robust", "sa_best")]
+        assert outcomes.unpack(robust, n).mean() == pytest.approx(r["ra"])
+        assert outcomes.unpack(r[outcomes.column("robust", "last")], n).mean() == pytest.approx(r["ra_last"])
 
 
 def test_diverging_cells_are_failed_with_their_reason(swept):
