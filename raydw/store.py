@@ -363,7 +363,7 @@ class Store:
         if not files:
             return pa.schema([schema.field(c) for c in want]).empty_table()
         key_cols = ("cell_id", "epoch") if table == "epochs" else (KEYS[table],)
-        read = [*want, *(c for c in (*CORE[table], *key_cols) if c not in want)]
+        read = list(dict.fromkeys([*want, *CORE[table], *key_cols]))  # each once: a core column can be the key too
         try:
             t = ds.dataset(files, schema=schema, format="parquet", filesystem=self.fs).to_table(columns=[*read, "__filename"])
             if any(t.column(c).null_count for c in CORE[table]):

@@ -128,3 +128,10 @@ def test_temporaries_of_killed_writes_are_removed_only_if_older_than_the_sweep(t
     os.utime(other, (0, 0))
     assert s.remove_temporaries(older_than=time.time() - 30) == [str(old)]
     assert not old.exists() and fresh.exists() and other.exists() and s.names("trials") == ["a"]
+
+
+def test_a_column_subset_without_the_key_reads_back(tmp_path):
+    """The scan adds the key and core columns it checks; asking for neither must not ask pyarrow for one twice."""
+    s = Store(str(tmp_path / "s"))
+    s.write_row("trials", {"cell_id": "a", "status": "done", "tune_id": "t1"})
+    assert s.read_table("trials", columns=["tune_id"]).to_pylist() == [{"tune_id": "t1"}]
