@@ -20,6 +20,17 @@ def _spec_path(p: str) -> Path:
     return path
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (a batch of -1 images fails deep in torch, 0 steps times nothing)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{v} is not >= 1")
+    return v
+
+
 def cmd_sweep(a) -> int:
     spec = load_spec(_spec_path(a.spec))
     if a.dry_run:
@@ -377,10 +388,10 @@ def main(argv: list[str] | None = None) -> int:
 
     s = sub.add_parser("bench", help="images/s of the reference recipe vs raydw's engine, side by side (docs/performance.md)")
     s.add_argument("--profile", default="cpu", choices=["cpu", "gpu"], help="cpu: ResNet-18 at 32 px, minutes on a laptop; gpu: ResNet-50 at 224 px, batch 128")
-    s.add_argument("--steps", type=int, help="timed steps (batches) per row (default: the profile's)")
-    s.add_argument("--batch", type=int, help="batch size (default: the profile's)")
-    s.add_argument("--warmup", type=int, help="untimed warm-up steps per row, at least 1 (FLOPs are counted on them)")
-    s.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    s.add_argument("--steps", type=_positive_int, help="timed steps (batches) per row (default: the profile's)")
+    s.add_argument("--batch", type=_positive_int, help="batch size (default: the profile's)")
+    s.add_argument("--warmup", type=_positive_int, help="untimed warm-up steps per row, at least 1 (FLOPs are counted on them)")
+    s.add_argument("--threads", type=_positive_int, help="torch intra-op threads (default: torch's)")
     s.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     s.add_argument("--json", help="write the table here too (default: bench-<profile>.json)")
     s.set_defaults(fn=cmd_bench)

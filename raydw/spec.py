@@ -47,6 +47,25 @@ def _number(v: Any) -> Any:
     return v
 
 
+def _int64(v: int) -> int:
+    if not -(2 ** 63) <= v < 2 ** 63:
+        raise ValueError(f"{short(v, 40)} does not fit a 64-bit integer (the store's columns)")
+    return v
+
+
+def _seed(v: int) -> int:
+    if not 0 <= v < 2 ** 32:  # numpy's RandomState and Optuna's sampler take seeds in [0, 2**32)
+        raise ValueError(f"a seed is a whole number in [0, 2**32), got {short(v, 40)}")
+    return v
+
+
+def _storage(v: str) -> str:
+    """An empty storage would be the working directory itself; a NUL cannot be in any path."""
+    if not v.strip() or "\0" in v:
+        raise ValueError(f"storage {short(v, 60)} is not a folder or URI (e.g. ./results, ~/raydw-results, s3://bucket/x)")
+    return v
+
+
 def _name(v: str) -> str:
     """Names become folder and file names (Ray Tune's experiment folder is the sweep name) and table labels:
     one safe path component, so `../../x` cannot write outside the store."""
@@ -59,7 +78,8 @@ def _name(v: str) -> str:
 Num = Annotated[float, BeforeValidator(_number), AllowInfNan(False)]
 # Whole numbers are whole numbers: strict, so `epochs: true` or `steps: 2.5` is refused, not read as 1 or 2;
 # bounded to the int64 the store's columns hold.
-Int = Annotated[int, Strict(), Field(ge=-(2 ** 63), le=2 ** 63 - 1)]
+Int = Annotated[int, Strict(), AfterValidator(lambda v: _int64(v))]  # not Field(ge=..): it would replace a field's own ge
+Seed = Annotated[int, Strict(), AfterValidator(lambda v: _seed(v))]
 Bool = Annotated[bool, Strict()]  # `true` / `false` only; pydantic would accept 1, "yes" and "off"
 Name = Annotated[str, Strict(), AfterValidator(_name)]
 
@@ -100,7 +120,7 @@ class RegimeSpec(_Spec):
     batch_size: Int = Field(ge=1, description="global batch size (split across Train workers)")
     optimizer: OptimizerSpec
     attack: AttackSpec | None = Field(None, description="training attack; required for adversarial, forbidden for standard")
-    data_fractions: list[Num] = Field(default_factory=lambda: [1.0], description="fractions of the training pool (the paper: 1.0 for standard; 1.0, 0.1, 0.01 for adversarial)")
+    data_fractions: list[Num] = Field(default_factory=lambda: [1.0], min_length=1, description="fractions of the training pool (the paper: 1.0 for standard; 1.0, 0.1, 0.01 for adversarial)")
     validate_ra: Bool = Field(True, description="compute validation RA every epoch (the paper's standard-FT script computes no RA)")
     val_start_epoch: Int = Field(0, ge=0, description="validate only from this epoch on (the paper's CIFAR adversarial script: 45); earlier epochs are not candidates for SA-/RA-best")
     per_dataset: dict[str, dict[str, Any]] = Field(default_factory=dict, description="overrides of any field above for one dataset (the paper's SVHN adversarial recipe differs)")
@@ -135,7 +155,7 @@ class RecipeSpec(_Spec):
     weight_decay: Num = Field(5e-4, ge=0)
     eps: Num = Field(0.1, gt=0, le=1, description="L-inf radius of the adversarial kinds, [0,1] pixels")
     pgd_steps: Int = Field(3, ge=1, description="PGD steps for pgd_adversarial (step size 2.5*eps/steps)")
-    seed: Int = 0
+    seed: Seed = 0
 
 
 class PretrainingSpec(_Spec):
@@ -171,7 +191,7 @@ class ImpSpec(_Spec):
                                      description="the paper: SGD 0.9, constant lr 5e-4, wd 1e-4, fresh each round")
     attack: AttackSpec = Field(default_factory=lambda: AttackSpec(eps=8 / 255, step_size=16 / (3 * 255), steps=3),
                                description="adversarial re-training attack (the paper: PGD-3, eps 8/255, step 2*eps/3)")
-    seed: Int = Field(1, description="the paper: 1")
+    seed: Seed = Field(1, description="the paper: 1")
     workers: Int | None = Field(None, ge=1, description="Ray Train workers (DDP) of each IMP job; default resources.workers_per_cell (the paper's IMP ran DDP over several GPUs, global batch 2048)")
     cpus_per_worker: Num | None = Field(None, gt=0, description="CPUs per IMP worker, all but one decoding ImageNet JPEGs; default resources.cpus_per_worker")
 
@@ -189,7 +209,7 @@ class TicketSpec(_Spec):
     prunable: Literal["paper", "cv_lth"] = Field("paper", description="paper: every Conv2d weight incl. the stem; cv_lth: stem conv excluded")
     include_dense: Bool = Field(True, description="run level 0 (the dense baseline every verdict compares against)")
     imp: ImpSpec | None = Field(None, description="IMP settings (method: imp); defaults are the paper's")
-    seed: Int = Field(0, description="seed of random masks")
+    seed: Seed = Field(0, description="seed of random masks")
     layerwise: Bool = Field(False, description="random masks: same sparsity in every layer instead of one global draw")
     files: dict[str, str] = Field(default_factory=dict, description="import: pretraining name -> mask checkpoint path (reference format); its sparsity is measured")
 
@@ -201,6 +221,10 @@ class TicketSpec(_Spec):
             raise ValueError("give 'rounds' (IMP rounds k) or 'sparsities'")
         if self.rounds is not None and any(k < 1 for k in self.rounds):
             raise ValueError("rounds are k >= 1 (k = 0 is the dense model, added by include_dense)")
+        if self.rounds is not None and any(1 - (1 - self.rate) ** k >= 1 - 1e-9 for k in self.rounds):
+            k = max(self.rounds)  # 0.8**k underflows: a mask that prunes every weight
+            raise ValueError(f"round {k} at rate {self.rate} is sparsity 1 - {1 - self.rate:g}^{k}, which is 1.0 in floating "
+                             "point (every weight pruned); use fewer rounds")
         if self.sparsities is not None:
             if self.method == "imp":
                 raise ValueError("imp produces rounds; give 'rounds' instead of 'sparsities'")
@@ -342,7 +366,7 @@ class TuneSpec(_Spec):
 
     enabled: Bool = Field(False, description="off: every cell uses its regime as written (the paper)")
     num_samples: Int = Field(8, ge=1, description="trials per group (pre-training, dataset, regime, data fraction): the budget; each trial is one dense fine-tuning run")
-    seed: Int = Field(0, description="seed of Optuna's TPESampler (its startup trials and its proposals)")
+    seed: Seed = Field(0, description="seed of Optuna's TPESampler (its startup trials and its proposals)")
     startup_trials: Int | None = Field(None, ge=1, description="seeded random trials before TPE models the results; default min(10, max(1, num_samples // 2))")
     space: TuneSpaceSpec = Field(default_factory=TuneSpaceSpec, description="search distributions; at least one entry when enabled")
     metric: Literal["auto", "val_sa", "val_ra"] = Field("auto", description="a trial's score, maximized: the best validation-epoch value (val_sa_best / val_ra_best, accuracy in [0,1] on the validation split, never test) of its dense run; auto: val_sa for standard regimes, val_ra for adversarial ones")
@@ -376,13 +400,13 @@ class SweepSpec(_Spec):
     """A whole study: the grid of cells and how to run them."""
 
     name: Name = Field(description="sweep name, recorded in every trials row and naming Ray Tune's folder in the store; letters, digits, '.', '_', '-'")
-    storage: str = Field("./results", description="results store: local folder or file:// / s3:// URI")
+    storage: Annotated[str, AfterValidator(lambda v: _storage(v))] = Field("./results", description="results store: local folder or file:// / s3:// URI; ~ is your home folder")
     pretrainings: list[PretrainingSpec] = Field(min_length=1)
     tickets: list[TicketSpec] = Field(min_length=1, description="one ticket spec, or a list of them (e.g. omp, imp and random side by side); the dense level is shared")
     data: DataSpec
     regimes: dict[Name, RegimeSpec] = Field(min_length=1, description="named fine-tuning regimes, e.g. standard and adversarial")
     eval: EvalSpec
-    seeds: list[Int] = Field(default_factory=lambda: [1], min_length=1, description="fine-tuning seeds (the paper: 1)")
+    seeds: list[Seed] = Field(default_factory=lambda: [1], min_length=1, description="fine-tuning seeds (the paper: 1)")
     resources: ResourceSpec = Field(default_factory=ResourceSpec)
     search: SearchSpec = Field(default_factory=SearchSpec, description="full grid or adaptive search over sparsity levels")
     early_stop: EarlyStopSpec = Field(default_factory=EarlyStopSpec, description="stop tickets that clearly trail the dense model (status 'stopped')")

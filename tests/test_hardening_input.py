@@ -356,3 +356,52 @@ def test_status_points_out_a_store_path_that_does_not_exist(tmp_path, capsys):
     assert main(["status", str(tmp_path / "reslts"), "--spec", "demo"]) == 0
     assert "no results store" in capsys.readouterr().out
     assert not (tmp_path / "reslts").exists()
+
+
+# -- adversarial pass: neighbours of the causes above ------------------------------------------------------------
+@pytest.mark.parametrize("where,value,words", [
+    (("regimes", "standard", "epochs"), 0, "greater than or equal to 1"),  # a field's own bound beside Int's int64 one
+    (("eval", "fast_val_images"), 0, "greater than or equal to 1"),
+    (("regimes", "standard", "batch_size"), 10 ** 30, "64-bit"),
+    (("seeds",), [-1], "[0, 2**32)"),
+    (("seeds",), [2 ** 40], "[0, 2**32)"),
+    (("tickets",), {"method": "omp", "rounds": [1_000_000]}, "every weight pruned"),
+    (("storage",), "", "storage"),
+    (("storage",), "a\0b", "storage"),
+    (("regimes", "standard", "data_fractions"), [], "at least 1"),
+    (("name",), "ünïcode", "letters, digits"),
+    (("data", "datasets"), ["x" * 200_000], "unknown dataset"),
+])
+def test_neighbouring_bad_values_are_refused(tiny_spec_text, where, value, words):
+    def edit(d):
+        node = d
+        for k in where[:-1]:
+            node = node[k]
+        node[where[-1]] = value
+    with pytest.raises(SpecError) as e:
+        parse_spec(_spec(tiny_spec_text, edit))
+    assert words in str(e.value) and len(str(e.value)) < 2000
+
+
+def test_yaml_tags_and_recursive_aliases_are_refused(tmp_path, capsys):
+    _refused(capsys, ["sweep", str(_write(tmp_path, "name: !!python/object/apply:os.getcwd []\n")), "--dry-run"], "not valid YAML")
+    _refused(capsys, ["sweep", str(_write(tmp_path, "name: &a [*a]\n")), "--dry-run"], "aliases")
+    loop = tmp_path / "loop.yaml"
+    os.symlink(loop, loop)
+    _refused(capsys, ["sweep", str(loop), "--dry-run"], "symbolic links")
+
+
+def test_bench_sizes_must_be_positive(capsys):
+    for opt in ("--batch", "--steps", "--warmup", "--threads"):
+        with pytest.raises(SystemExit) as e:
+            main(["bench", opt, "-1"])
+        assert e.value.code == 2 and "is not >= 1" in capsys.readouterr().err
+
+
+def test_dry_run_of_an_arch_without_a_flop_count_lists_its_cells(tiny_spec_text, tmp_path, capsys):
+    """resnet_tiny on 32 px CIFAR has no FLOP count: the plan says so instead of a KeyError traceback."""
+    p = _write(tmp_path, _spec(tiny_spec_text, lambda d: d.update(
+        pretrainings=[{"name": "X", "weights": str(tmp_path / "w.pt"), "arch": "resnet_tiny"}],
+        data={"datasets": ["cifar10"], "root": str(tmp_path)}, storage=str(tmp_path / "store"))))
+    assert main(["sweep", str(p), "--dry-run"]) == 0
+    assert "not estimated: 2 cell(s) of resnet_tiny at 32 px" in capsys.readouterr().out
