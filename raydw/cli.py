@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from raydw.outputs import output_dir, output_file
 from raydw.spec import SpecError, load_spec
 from raydw.store import SCHEMAS, StoreError, StorePathError
 
@@ -17,6 +18,17 @@ def _spec_path(p: str) -> Path:
     if not path.exists() and (Path(__file__).resolve().parent / "sweeps" / f"{p}.yaml").exists():
         return Path(__file__).resolve().parent / "sweeps" / f"{p}.yaml"
     return path
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (a batch of -1 images fails deep in torch, 0 steps times nothing)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{v} is not >= 1")
+    return v
 
 
 def cmd_sweep(a) -> int:
@@ -72,6 +84,8 @@ def cmd_results(a) -> int:
     if a.phase is not None and a.table != "trials":
         raise SpecError(f"--phase applies to --table trials only (tuning trials are trials rows); got --table {a.table}")
     phase = a.phase or "main"
+    if a.out:
+        output_file(a.out)  # before reading the store: a typo in the folder is said at once
     df = load(a.uri, a.table, phase=PHASES[phase])  # load applies phase to trials only
     if a.table == "trials" and phase != "main" and "config" in df.columns:
         df = df.assign(recipe=[_trial_recipe(c) for c in df["config"]])  # the candidate a tuning trial ran
@@ -110,6 +124,7 @@ def cmd_export_mask(a) -> int:
     from raydw.store import Store
     from raydw.train.setup import load_mask, load_pretrained
 
+    output_file(a.out, "export-mask OUT")
     store = Store(a.uri)
     row = store.get("masks", a.mask_id)
     if row is None:
@@ -169,10 +184,33 @@ def _verdict_args(a) -> dict:
     return {**chosen, "reading": getattr(a, "reading", "full"), "checkpoint": a.checkpoint}
 
 
+def _store_note(uri: str) -> str | None:
+    """What is wrong with a local store path that is not a store: a mistyped path reads as an empty store."""
+    from raydw.store import Store
+
+    store = Store(uri)
+    if not store.local:
+        return None
+    root = Path(store.root)
+    if not root.exists():
+        return f"no results store at {root} (no such folder; the store is the spec's `storage`, default ./results)"
+    if not root.is_dir():
+        return f"{root} is a file, not a results store (a folder)"
+    if not any((root / t).is_dir() for t in (*SCHEMAS, "locks", "tune", "train")):
+        return f"{root} holds no raydw tables ({', '.join(SCHEMAS)}): is it the results store?"
+    return None
+
+
 def cmd_status(a) -> int:
     from raydw.status import summary
 
-    print(summary(a.uri, _spec_path(a.spec) if a.spec else None))
+    note = _store_note(a.uri)
+    if note and not a.spec:  # without a spec there is nothing to say about an empty store but this
+        raise SpecError(note)
+    spec = _spec_path(a.spec) if a.spec else None
+    if spec is not None:
+        load_spec(spec)  # a bad spec is refused before the store is read
+    print((f"note: {note}; counting the spec's cells as missing\n" if note else "") + summary(a.uri, spec))
     return 0
 
 
@@ -180,6 +218,7 @@ def cmd_report(a) -> int:
     from raydw.analysis import AnalysisError
     from raydw.report import write_report
 
+    output_dir(a.out)
     try:
         print(f"wrote {write_report(a.uri, a.out, cells=_spec_cells(a), **_verdict_args(a))}")
     except AnalysisError as e:
@@ -221,6 +260,7 @@ def _spec_cells(a) -> set[str] | None:
 def cmd_convert(a) -> int:
     from raydw.models.convert import CheckpointError, convert_file
 
+    output_file(a.output, "convert OUTPUT")
     try:
         info = convert_file(a.input, a.output, fmt=a.format, arch=a.arch, trust=a.trust)
     except (CheckpointError, FileNotFoundError) as e:
@@ -237,6 +277,8 @@ def cmd_fetch(a) -> int:
     from raydw.models.convert import CheckpointError
     from raydw.models.fetch import DEFAULT_CACHE, FetchError, fetch
 
+    if a.cache:
+        output_dir(a.cache, "--cache")
     try:
         fetch(a.name, cache=a.cache or DEFAULT_CACHE, url=a.url, trust=a.trust, force=a.force)
     except (FetchError, CheckpointError, KeyError) as e:
@@ -265,6 +307,7 @@ def cmd_data(a) -> int:
 def cmd_bench(a) -> int:
     from raydw.bench import format_table, run, write_json
 
+    output_file(a.json or f"bench-{a.profile}.json", "--json")  # before minutes of benchmarking
     res = run(a.profile, steps=a.steps, batch=a.batch, device=a.device, warmup=a.warmup, threads=a.threads)
     print(format_table(res))
     print(f"wrote {write_json(res, a.json or f'bench-{a.profile}.json')}")
@@ -358,10 +401,10 @@ def main(argv: list[str] | None = None) -> int:
 
     s = sub.add_parser("bench", help="images/s of the reference recipe vs raydw's engine, side by side (docs/performance.md)")
     s.add_argument("--profile", default="cpu", choices=["cpu", "gpu"], help="cpu: ResNet-18 at 32 px, minutes on a laptop; gpu: ResNet-50 at 224 px, batch 128")
-    s.add_argument("--steps", type=int, help="timed steps (batches) per row (default: the profile's)")
-    s.add_argument("--batch", type=int, help="batch size (default: the profile's)")
-    s.add_argument("--warmup", type=int, help="untimed warm-up steps per row, at least 1 (FLOPs are counted on them)")
-    s.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    s.add_argument("--steps", type=_positive_int, help="timed steps (batches) per row (default: the profile's)")
+    s.add_argument("--batch", type=_positive_int, help="batch size (default: the profile's)")
+    s.add_argument("--warmup", type=_positive_int, help="untimed warm-up steps per row, at least 1 (FLOPs are counted on them)")
+    s.add_argument("--threads", type=_positive_int, help="torch intra-op threads (default: torch's)")
     s.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     s.add_argument("--json", help="write the table here too (default: bench-<profile>.json)")
     s.set_defaults(fn=cmd_bench)

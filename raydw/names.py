@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from raydw.bounded import short
 from raydw.data import catalog as data_catalog
 from raydw.models import catalog as model_catalog
 
@@ -17,27 +18,27 @@ def check_spec(spec) -> list[str]:
     in_memory = sorted(set(data_catalog.DATASETS) - STREAMED)
     for i, ds in enumerate(spec.data.datasets):
         if ds in STREAMED:  # streamed for IMP only: the cells' loop holds its training pool in device memory
-            problems.append(f"data.datasets.{i}: {ds!r} is a source task for tickets.imp.dataset, not a downstream "
+            problems.append(f"data.datasets.{i}: {short(ds)} is a source task for tickets.imp.dataset, not a downstream "
                             f"dataset; downstream datasets: {in_memory}")
         elif ds not in data_catalog.DATASETS:
-            problems.append(f"data.datasets.{i}: unknown dataset {ds!r}; known: {in_memory}")
+            problems.append(f"data.datasets.{i}: unknown dataset {short(ds)}; known: {in_memory}")
     for i, p in enumerate(spec.pretrainings):
         if p.recipe is not None and p.recipe.dataset in STREAMED:
-            problems.append(f"pretrainings.{i}.recipe.dataset: {p.recipe.dataset!r} cannot be a raydw pretrain recipe's "
+            problems.append(f"pretrainings.{i}.recipe.dataset: {short(p.recipe.dataset)} cannot be a raydw pretrain recipe's "
                             f"task (use its published weights: raydw models); recipe tasks: {in_memory}")
     for i, p in enumerate(spec.pretrainings):
         where = f"pretrainings.{i}"
         if p.recipe is not None:
             if p.recipe.arch not in model_catalog.ARCHS:
-                problems.append(f"{where}.recipe.arch: unknown arch {p.recipe.arch!r}; known: {sorted(model_catalog.ARCHS)}")
+                problems.append(f"{where}.recipe.arch: unknown arch {short(p.recipe.arch)}; known: {sorted(model_catalog.ARCHS)}")
             if p.recipe.dataset not in data_catalog.DATASETS:
-                problems.append(f"{where}.recipe.dataset: unknown dataset {p.recipe.dataset!r}; known: {sorted(data_catalog.DATASETS)}")
+                problems.append(f"{where}.recipe.dataset: unknown dataset {short(p.recipe.dataset)}; known: {sorted(data_catalog.DATASETS)}")
         elif p.weights is not None:
             is_path = "/" in p.weights or Path(p.weights).suffix in (".pt", ".pth", ".tar", ".ckpt")
             if not is_path and p.weights not in model_catalog.PRETRAINED:
-                problems.append(f"{where}.weights: unknown pre-trained entry {p.weights!r}; known: {sorted(model_catalog.PRETRAINED)} (or a local checkpoint path)")
+                problems.append(f"{where}.weights: unknown pre-trained entry {short(p.weights)}; known: {sorted(model_catalog.PRETRAINED)} (or a local checkpoint path)")
         if p.arch is not None and p.arch not in model_catalog.ARCHS:
-            problems.append(f"{where}.arch: unknown arch {p.arch!r}; known: {sorted(model_catalog.ARCHS)}")
+            problems.append(f"{where}.arch: unknown arch {short(p.arch)}; known: {sorted(model_catalog.ARCHS)}")
     # A model takes the channels of the task it was trained on; a downstream dataset with others cannot be fed to it.
     for i, p in enumerate(spec.pretrainings):
         # A `weights:` entry, registry or local file, is loaded as an ImageNet model (tickets.register_weights
@@ -48,14 +49,14 @@ def check_spec(spec) -> list[str]:
         chans = data_catalog.get(src).channels
         for j, ds in enumerate(spec.data.datasets):
             if ds in data_catalog.DATASETS and data_catalog.get(ds).channels != chans:
-                problems.append(f"data.datasets.{j}: {ds!r} has {data_catalog.get(ds).channels}-channel images, but "
+                problems.append(f"data.datasets.{j}: {short(ds)} has {data_catalog.get(ds).channels}-channel images, but "
                                 f"pretrainings.{i} ({p.name}) takes {chans}-channel input (it was trained on {src})")
     levels: dict[str, tuple[int, set]] = {}
     for i, t in enumerate(spec.tickets):
         mine = {round(s, 9) for _, s in t.levels() if s > 0}
         if t.method in levels and levels[t.method][1] & mine:
             j = levels[t.method][0]
-            problems.append(f"tickets.{i}: a second {t.method!r} ticket spec at sparsities tickets.{j} also has "
+            problems.append(f"tickets.{i}: a second {short(t.method)} ticket spec at sparsities tickets.{j} also has "
                             f"({sorted(levels[t.method][1] & mine)}): results name a ticket by method and sparsity, so "
                             "verdicts could not tell the two apart; run the variant as a sweep with its own storage")
         levels.setdefault(t.method, (i, set()))[1].update(mine)
@@ -64,14 +65,14 @@ def check_spec(spec) -> list[str]:
         where = f"tickets.{i}"
         if t.imp is not None:
             if t.imp.dataset not in data_catalog.DATASETS:
-                problems.append(f"{where}.imp.dataset: unknown dataset {t.imp.dataset!r}; known: {sorted(data_catalog.DATASETS)}")
+                problems.append(f"{where}.imp.dataset: unknown dataset {short(t.imp.dataset)}; known: {sorted(data_catalog.DATASETS)}")
             for n in t.imp.per_pretraining:
                 if n not in names:
-                    problems.append(f"{where}.imp.per_pretraining.{n}: no pretraining named {n!r}; names: {sorted(names)}")
+                    problems.append(f"{where}.imp.per_pretraining.{n}: no pretraining named {short(n)}; names: {sorted(names)}")
         if t.method == "import":
             for p in spec.pretrainings:
                 if p.name not in t.files:
-                    problems.append(f"{where}.files: no mask file for pretraining {p.name!r} (method import needs one per pretraining)")
+                    problems.append(f"{where}.files: no mask file for pretraining {short(p.name)} (method import needs one per pretraining)")
             if len(t.levels()) - int(t.include_dense) != 1:
                 problems.append(f"{where}: method import takes one level (the file's sparsity) in 'sparsities' or 'rounds'")
     if spec.eval.final_attack != "none":  # an optional package: say how to install it before any GPU time is spent

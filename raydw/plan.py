@@ -24,7 +24,7 @@ def missing_inputs(spec: SweepSpec, data_root: str | None = None, store: Store |
     the datasets of the cells still to run, where the caller has planned them already (else planned here)."""
     from raydw.cells import pretrained_id
     from raydw.data.catalog import STREAMED
-    from raydw.data.prepare import FILES, missing_files
+    from raydw.data.prepare import FILES, missing_files, unusable_files
     from raydw.mask_keys import imp_rounds_needed, mask_params, stored_imp_rounds
     from raydw.models.catalog import fetch_command, local_weights_path
     from raydw.spec import ImpSpec
@@ -35,9 +35,11 @@ def missing_inputs(spec: SweepSpec, data_root: str | None = None, store: Store |
     out = []
     for p in (p for p in spec.pretrainings if p.weights is not None and not stored(p)):
         path = local_weights_path(p.weights)
-        if not path.exists():
-            how = fetch_command(p.weights) if p.weights in PRETRAINED else "a local file: check the path"
-            out.append(f"pre-training {p.name}: {path} missing -> {how}")
+        how = fetch_command(p.weights) if p.weights in PRETRAINED else "a local file: check the path"
+        if not path.is_file():
+            out.append(f"pre-training {p.name}: {path} {'is a folder' if path.is_dir() else 'missing'} -> {how}")
+        elif path.stat().st_size == 0:
+            out.append(f"pre-training {p.name}: {path} is empty (0 bytes) -> {how}")
     if store is not None and todo is None:
         done = store.done_cells()
         todo = {c.dataset for c in expand(spec, store.recipes() if spec.tune.enabled else {}) if c.cell_id not in done}
@@ -47,11 +49,12 @@ def missing_inputs(spec: SweepSpec, data_root: str | None = None, store: Store |
     for ds in dict.fromkeys([*(d for d in spec.data.datasets if todo is None or d in todo), *recipes]):
         if not data_catalog.get(ds).needs_root or ds not in FILES:
             continue  # packaged data; or a dataset without a downstream reader (imagenet: streamed, below)
-        gone = missing_files(ds, root)
-        if gone:
-            where = f"--root {root}" if root else "--root DIR (and set data.root)"
-            more = f" and {len(gone) - 1} more" if len(gone) > 1 else ""
-            out.append(f"dataset {ds}: {gone[0]}{more} missing -> raydw data prepare {ds} {where}")
+        where = f"--root {root}" if root else "--root DIR (and set data.root)"
+        for gone, what in ((missing_files(ds, root), " missing"), (unusable_files(ds, root), "")):
+            if gone:  # unusable: present but empty, a folder, or another format by its first bytes
+                more = f" and {len(gone) - 1} more" if len(gone) > 1 else ""
+                out.append(f"dataset {ds}: {gone[0]}{more}{what} -> raydw data prepare {ds} {where}")
+    out += _missing_mask_files(spec, store)
     for t in (t for t in spec.tickets if t.method == "imp"):
         imp = t.imp or ImpSpec()  # no imp section: the paper's defaults
         if imp.dataset not in STREAMED:
@@ -65,6 +68,32 @@ def missing_inputs(spec: SweepSpec, data_root: str | None = None, store: Store |
         if gone:  # no download: ILSVRC-2012 needs an account (image-net.org), so this is a manual step
             out.append(f"IMP source {imp.dataset}: {' and '.join(gone)} missing -> put ILSVRC-2012 there as an ImageFolder "
                        "(train/<wnid>/*.JPEG, val/<wnid>/*.JPEG, 1000 classes each; docs/tickets.md)")
+    return out
+
+
+def _missing_mask_files(spec: SweepSpec, store: Store | None) -> list[str]:
+    """Import tickets' mask files that are not on this machine, unless the store holds their masks already."""
+    import json
+
+    from raydw.cells import pretrained_id
+    from raydw.mask_keys import mask_params
+
+    have: set[tuple] = set()
+    if store is not None:
+        have = {(r["pretrained_id"], r["method"], r["params"]) for r in
+                store.read_table("masks", columns=["pretrained_id", "method", "params"]).to_pylist()}
+    out = []
+    for i, t in enumerate(spec.tickets):
+        for p in (p for p in spec.pretrainings if t.method == "import" and p.name in t.files):
+            f = Path(t.files[p.name]).expanduser()
+            key = (pretrained_id(p), "import", json.dumps(mask_params(t, p.name), sort_keys=True))
+            if key in have:
+                continue
+            if not f.is_file():
+                out.append(f"tickets.{i}.files.{p.name}: mask file {f} {'is a folder' if f.is_dir() else 'missing'} "
+                           "-> a reference-format ticket checkpoint (`raydw export-mask` writes one)")
+            elif f.stat().st_size == 0:
+                out.append(f"tickets.{i}.files.{p.name}: mask file {f} is empty (0 bytes)")
     return out
 
 

@@ -5,14 +5,20 @@ Torch-free on purpose: `raydw sweep --dry-run` and result queries must not pay f
 from __future__ import annotations
 
 import copy
+import math
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError,
+                      field_validator, model_validator)
+
+from raydw.bounded import short
 
 _FRACTION = re.compile(r"^\s*([0-9.]+)\s*/\s*([0-9.]+)\s*$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+NAME_RULE = "1-100 characters: letters, digits, '.', '_' and '-', not starting with '.', '_' or '-'"
+MAX_CELLS = 100_000  # default of SweepSpec.max_cells: the paper's grid is 468 cells
 
 
 class SpecError(ValueError):
@@ -20,12 +26,62 @@ class SpecError(ValueError):
 
 
 def _number(v: Any) -> Any:
-    """Accept '8/255' in YAML where a float is expected: that is how the paper writes eps."""
+    """Accept '8/255' in YAML where a float is expected: that is how the paper writes eps. A boolean is not a
+    number (pydantic would read `true` as 1.0)."""
+    if isinstance(v, bool):
+        raise ValueError(f"expected a number, got {str(v).lower()}")
     if isinstance(v, str):
         m = _FRACTION.match(v)
         if m:
-            return float(m.group(1)) / float(m.group(2))
+            num, den = float(m.group(1)), float(m.group(2))
+            if den == 0:
+                raise ValueError(f"{v.strip()!r} divides by zero")
+            return num / den
+        try:
+            f = float(v)  # "nan", "inf", "1e-3" (YAML 1.1 reads 1e-3 as a string)
+        except ValueError:
+            return v  # pydantic says it is not a number
+        v = f
+    if isinstance(v, float) and not math.isfinite(v):  # `.inf` and `.nan` pass gt=0 / fail it with a puzzling message
+        raise ValueError(f"must be a finite number, got {v}")
     return v
+
+
+def _int64(v: int) -> int:
+    if not -(2 ** 63) <= v < 2 ** 63:
+        raise ValueError(f"{short(v, 40)} does not fit a 64-bit integer (the store's columns)")
+    return v
+
+
+def _seed(v: int) -> int:
+    if not 0 <= v < 2 ** 32:  # numpy's RandomState and Optuna's sampler take seeds in [0, 2**32)
+        raise ValueError(f"a seed is a whole number in [0, 2**32), got {short(v, 40)}")
+    return v
+
+
+def _storage(v: str) -> str:
+    """An empty storage would be the working directory itself; a NUL cannot be in any path."""
+    if not v.strip() or "\0" in v:
+        raise ValueError(f"storage {short(v, 60)} is not a folder or URI (e.g. ./results, ~/raydw-results, s3://bucket/x)")
+    return v
+
+
+def _name(v: str) -> str:
+    """Names become folder and file names (Ray Tune's experiment folder is the sweep name) and table labels:
+    one safe path component, so `../../x` cannot write outside the store."""
+    if not _NAME.match(v):
+        raise ValueError(f"{short(v, 60)} is not a valid name: {NAME_RULE}")
+    return v
+
+
+# Every float of the spec is finite (`.inf` / `.nan` pass `gt=0`), and '8/255' is read as a fraction.
+Num = Annotated[float, BeforeValidator(_number), AllowInfNan(False)]
+# Whole numbers are whole numbers: strict, so `epochs: true` or `steps: 2.5` is refused, not read as 1 or 2;
+# bounded to the int64 the store's columns hold.
+Int = Annotated[int, Strict(), AfterValidator(lambda v: _int64(v))]  # not Field(ge=..): it would replace a field's own ge
+Seed = Annotated[int, Strict(), AfterValidator(lambda v: _seed(v))]
+Bool = Annotated[bool, Strict()]  # `true` / `false` only; pydantic would accept 1, "yes" and "off"
+Name = Annotated[str, Strict(), AfterValidator(_name)]
 
 
 class _Spec(BaseModel):
@@ -38,37 +94,35 @@ class AttackSpec(_Spec):
 
     method: Literal["pgd", "fgsm_rs"] = Field("pgd", description="pgd: projected sign-gradient steps; fgsm_rs: one step from a uniform random start (Wong et al. 2020)")
     norm: Literal["linf"] = Field("linf", description="threat model; only L-inf is used by the paper")
-    eps: float = Field(description="radius in [0,1] pixel units, e.g. 8/255", gt=0, le=1)
-    step_size: float = Field(description="per-step size in [0,1] pixel units, e.g. 2/255", gt=0, le=1)
-    steps: int = Field(description="number of gradient steps (PGD-10 training, PGD-20 evaluation in the paper)", ge=1)
-    random_start: bool = Field(True, description="uniform start in the eps-ball (the paper's advertorch default)")
+    eps: Num = Field(description="radius in [0,1] pixel units, e.g. 8/255", gt=0, le=1)
+    step_size: Num = Field(description="per-step size in [0,1] pixel units, e.g. 2/255", gt=0, le=1)
+    steps: Int = Field(description="number of gradient steps (PGD-10 training, PGD-20 evaluation in the paper)", ge=1)
+    random_start: Bool = Field(True, description="uniform start in the eps-ball (the paper's advertorch default)")
     bn_mode: Literal["train", "eval"] = Field("train", description="BatchNorm mode while crafting *training* attacks: the paper's code uses train; MadryLab uses eval. Evaluation attacks always use eval mode")
-
-    _num = field_validator("eps", "step_size", mode="before")(classmethod(lambda cls, v: _number(v)))
 
 
 class OptimizerSpec(_Spec):
     """SGD with momentum and a learning-rate schedule, as in every script of the paper."""
 
-    lr: float = Field(description="initial learning rate", gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0, description="L2 on all parameters (the paper's downstream scripts use 5e-4)")
+    lr: Num = Field(description="initial learning rate", gt=0)
+    momentum: Num = Field(0.9, ge=0, lt=1)
+    weight_decay: Num = Field(5e-4, ge=0, description="L2 on all parameters (the paper's downstream scripts use 5e-4)")
     schedule: Literal["constant", "multistep", "cosine"] = Field("multistep", description="multistep: x gamma at each milestone epoch; cosine: T_max = epochs")
-    milestones: list[int] = Field(default_factory=list, description="epochs at which multistep multiplies lr by gamma")
-    gamma: float = Field(0.1, gt=0, le=1)
+    milestones: list[Int] = Field(default_factory=list, description="epochs at which multistep multiplies lr by gamma")
+    gamma: Num = Field(0.1, gt=0, le=1)
 
 
 class RegimeSpec(_Spec):
     """A downstream fine-tuning regime: standard (clean CE) or adversarial (CE on PGD examples only)."""
 
     kind: Literal["standard", "adversarial"]
-    epochs: int = Field(ge=1, description="fine-tuning epochs")
-    batch_size: int = Field(ge=1, description="global batch size (split across Train workers)")
+    epochs: Int = Field(ge=1, description="fine-tuning epochs")
+    batch_size: Int = Field(ge=1, description="global batch size (split across Train workers)")
     optimizer: OptimizerSpec
     attack: AttackSpec | None = Field(None, description="training attack; required for adversarial, forbidden for standard")
-    data_fractions: list[float] = Field(default_factory=lambda: [1.0], description="fractions of the training pool (the paper: 1.0 for standard; 1.0, 0.1, 0.01 for adversarial)")
-    validate_ra: bool = Field(True, description="compute validation RA every epoch (the paper's standard-FT script computes no RA)")
-    val_start_epoch: int = Field(0, ge=0, description="validate only from this epoch on (the paper's CIFAR adversarial script: 45); earlier epochs are not candidates for SA-/RA-best")
+    data_fractions: list[Num] = Field(default_factory=lambda: [1.0], min_length=1, description="fractions of the training pool (the paper: 1.0 for standard; 1.0, 0.1, 0.01 for adversarial)")
+    validate_ra: Bool = Field(True, description="compute validation RA every epoch (the paper's standard-FT script computes no RA)")
+    val_start_epoch: Int = Field(0, ge=0, description="validate only from this epoch on (the paper's CIFAR adversarial script: 45); earlier epochs are not candidates for SA-/RA-best")
     pre_validation: Literal["skip", "reference"] = Field("skip", description="epochs before val_start_epoch: skip (raydw: never SA-/RA-best candidates) or reference (the paper's script logs val SA = RA = 1 % for them, so the first epoch's weights stay the SA-/RA-best candidate until a validated epoch beats 1 %; docs/protocol.md)")
     per_dataset: dict[str, dict[str, Any]] = Field(default_factory=dict, description="overrides of any field above for one dataset (the paper's SVHN adversarial recipe differs)")
 
@@ -96,21 +150,19 @@ class RecipeSpec(_Spec):
     kind: Literal["standard", "fast_adversarial", "pgd_adversarial"] = Field(description="standard CE; fast adversarial = FGSM with random start (Wong et al.); PGD adversarial (Madry et al.)")
     arch: str = Field("resnet_tiny", description="architecture name in raydw.models")
     dataset: str = Field("mnist5k", description="source dataset name in raydw.data")
-    epochs: int = Field(4, ge=1)
-    batch_size: int = Field(128, ge=1)
-    lr: float = Field(0.05, gt=0)
-    weight_decay: float = Field(5e-4, ge=0)
-    eps: float = Field(0.1, gt=0, le=1, description="L-inf radius of the adversarial kinds, [0,1] pixels")
-    pgd_steps: int = Field(3, ge=1, description="PGD steps for pgd_adversarial (step size 2.5*eps/steps)")
-    seed: int = 0
-
-    _num = field_validator("eps", mode="before")(classmethod(lambda cls, v: _number(v)))
+    epochs: Int = Field(4, ge=1)
+    batch_size: Int = Field(128, ge=1)
+    lr: Num = Field(0.05, gt=0)
+    weight_decay: Num = Field(5e-4, ge=0)
+    eps: Num = Field(0.1, gt=0, le=1, description="L-inf radius of the adversarial kinds, [0,1] pixels")
+    pgd_steps: Int = Field(3, ge=1, description="PGD steps for pgd_adversarial (step size 2.5*eps/steps)")
+    seed: Seed = 0
 
 
 class PretrainingSpec(_Spec):
     """One pre-trained model: a registry name, a local checkpoint path, or a raydw pretrain recipe."""
 
-    name: str = Field(description="short label used in results (e.g. ST, FAT, AT)")
+    name: Name = Field(description="short label used in results (e.g. ST, FAT, AT); letters, digits, '.', '_', '-'")
     weights: str | None = Field(None, description="registry entry (raydw models) or a local checkpoint path")
     recipe: RecipeSpec | None = Field(None, description="train it with raydw pretrain (cached in the store by content hash)")
     arch: str | None = Field(None, description="architecture; implied by the registry entry or the recipe")
@@ -132,17 +184,17 @@ class ImpSpec(_Spec):
 
     dataset: str = Field("imagenet", description="source task the rounds re-train on (the paper: ImageNet; the demo: mnist5k)")
     root: str | None = Field(None, description="local folder of the source data where it needs one (ImageNet ImageFolder)")
-    epochs_per_round: int = Field(30, ge=1, description="re-training epochs between two prunings (the paper: 30)")
+    epochs_per_round: Int = Field(30, ge=1, description="re-training epochs between two prunings (the paper: 30)")
     regime: Literal["standard", "adversarial"] = Field("standard", description="re-training with clean CE (main_std.py) or PGD (main_adv.py)")
     per_pretraining: dict[str, Literal["standard", "adversarial"]] = Field(default_factory=dict, description="regime per pretraining name, overriding 'regime' (the paper's pairing is unverified)")
-    batch_size: int = Field(2048, ge=1, description="global batch (the paper: 2048 over its GPUs)")
+    batch_size: Int = Field(2048, ge=1, description="global batch (the paper: 2048 over its GPUs)")
     optimizer: OptimizerSpec = Field(default_factory=lambda: OptimizerSpec(lr=5e-4, weight_decay=1e-4, schedule="constant"),
                                      description="the paper: SGD 0.9, constant lr 5e-4, wd 1e-4, fresh each round")
     attack: AttackSpec = Field(default_factory=lambda: AttackSpec(eps=8 / 255, step_size=16 / (3 * 255), steps=3),
                                description="adversarial re-training attack (the paper: PGD-3, eps 8/255, step 2*eps/3)")
-    seed: int = Field(1, description="the paper: 1")
-    workers: int | None = Field(None, ge=1, description="Ray Train workers (DDP) of each IMP job; default resources.workers_per_cell (the paper's IMP ran DDP over several GPUs, global batch 2048)")
-    cpus_per_worker: float | None = Field(None, gt=0, description="CPUs per IMP worker, all but one decoding ImageNet JPEGs; default resources.cpus_per_worker")
+    seed: Seed = Field(1, description="the paper: 1")
+    workers: Int | None = Field(None, ge=1, description="Ray Train workers (DDP) of each IMP job; default resources.workers_per_cell (the paper's IMP ran DDP over several GPUs, global batch 2048)")
+    cpus_per_worker: Num | None = Field(None, gt=0, description="CPUs per IMP worker, all but one decoding ImageNet JPEGs; default resources.cpus_per_worker")
 
     def regime_for(self, pretraining: str) -> str:
         return self.per_pretraining.get(pretraining, self.regime)
@@ -152,14 +204,14 @@ class TicketSpec(_Spec):
     """How the sparse masks (tickets) are found. Level 0, the dense model, is always included."""
 
     method: Literal["omp", "imp", "random", "import"] = Field("omp", description="omp: one-shot global magnitude; imp: iterative with rewinding; random; import: masks from files")
-    rounds: list[int] | None = Field(None, description="IMP rounds k; sparsity = 1-(1-rate)^k (the paper: k=1..19)")
-    rate: float = Field(0.2, gt=0, lt=1, description="fraction of the remaining weights pruned per round")
-    sparsities: list[float] | None = Field(None, description="explicit sparsities instead of rounds (omp and random only)")
+    rounds: list[Int] | None = Field(None, description="IMP rounds k; sparsity = 1-(1-rate)^k (the paper: k=1..19)")
+    rate: Num = Field(0.2, gt=0, lt=1, description="fraction of the remaining weights pruned per round")
+    sparsities: list[Num] | None = Field(None, description="explicit sparsities instead of rounds (omp and random only)")
     prunable: Literal["paper", "cv_lth"] = Field("paper", description="paper: every Conv2d weight incl. the stem; cv_lth: stem conv excluded")
-    include_dense: bool = Field(True, description="run level 0 (the dense baseline every verdict compares against)")
+    include_dense: Bool = Field(True, description="run level 0 (the dense baseline every verdict compares against)")
     imp: ImpSpec | None = Field(None, description="IMP settings (method: imp); defaults are the paper's")
-    seed: int = Field(0, description="seed of random masks")
-    layerwise: bool = Field(False, description="random masks: same sparsity in every layer instead of one global draw")
+    seed: Seed = Field(0, description="seed of random masks")
+    layerwise: Bool = Field(False, description="random masks: same sparsity in every layer instead of one global draw")
     files: dict[str, str] = Field(default_factory=dict, description="import: pretraining name -> mask checkpoint path (reference format); its sparsity is measured")
 
     @model_validator(mode="after")
@@ -170,6 +222,10 @@ class TicketSpec(_Spec):
             raise ValueError("give 'rounds' (IMP rounds k) or 'sparsities'")
         if self.rounds is not None and any(k < 1 for k in self.rounds):
             raise ValueError("rounds are k >= 1 (k = 0 is the dense model, added by include_dense)")
+        if self.rounds is not None and any(1 - (1 - self.rate) ** k >= 1 - 1e-9 for k in self.rounds):
+            k = max(self.rounds)  # 0.8**k underflows: a mask that prunes every weight
+            raise ValueError(f"round {k} at rate {self.rate} is sparsity 1 - {1 - self.rate:g}^{k}, which is 1.0 in floating "
+                             "point (every weight pruned); use fewer rounds")
         if self.sparsities is not None:
             if self.method == "imp":
                 raise ValueError("imp produces rounds; give 'rounds' instead of 'sparsities'")
@@ -202,9 +258,9 @@ class EvalSpec(_Spec):
 
     attack: AttackSpec = Field(description="the paper: PGD-20, eps 8/255, step 2/255, one random start; used on the test set at the selected epochs, and for validation under schedule 'paper'")
     schedule: Literal["paper", "fast"] = Field("paper", description="paper: SA and RA (this attack) on the whole validation split every epoch; fast: SA every epoch, RA by a cheaper PGD on a fixed validation subset every few epochs (docs/performance.md)")
-    fast_val_images: int = Field(1000, ge=1, description="fast: validation images for RA (the first N of the validation split)")
-    fast_ra_steps: int = Field(10, ge=1, description="fast: PGD steps of the validation RA (step size = 2.5 eps / steps)")
-    fast_ra_every: int = Field(5, ge=1, description="fast: validation RA every this many epochs (and at the last epoch)")
+    fast_val_images: Int = Field(1000, ge=1, description="fast: validation images for RA (the first N of the validation split)")
+    fast_ra_steps: Int = Field(10, ge=1, description="fast: PGD steps of the validation RA (step size = 2.5 eps / steps)")
+    fast_ra_every: Int = Field(5, ge=1, description="fast: validation RA every this many epochs (and at the last epoch)")
     final_attack: Literal["none", "autoattack"] = Field("none", description="a stronger attack added to `attack` on the test set at the evaluated checkpoints: autoattack = RobustBench's standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square; torchattacks, `pip install 'raydw[autoattack]'`), L-inf at attack.eps; stored as ra_final* (robust to every attack) beside the PGD RA. The paper: none (PGD-20)")
 
     def val_schedule(self):
@@ -218,9 +274,9 @@ class EvalSpec(_Spec):
 class EarlyStopSpec(_Spec):
     """Double-win-aware early stopping: stop a ticket whose validation trails its dense model's at the same epoch."""
 
-    enabled: bool = Field(False, description="off for the paper's grid (fidelity); on in sweeps/paper-fast.yaml")
-    margin: float = Field(0.05, ge=0, le=1, description="stop when ticket val SA or RA < dense's - margin (accuracy in [0,1])")
-    grace_epochs: int | None = Field(None, ge=0, description="compare only from this epoch on; default: the regime's first lr milestone (its first decay), else half its epochs")
+    enabled: Bool = Field(False, description="off for the paper's grid (fidelity); on in sweeps/paper-fast.yaml")
+    margin: Num = Field(0.05, ge=0, le=1, description="stop when ticket val SA or RA < dense's - margin (accuracy in [0,1])")
+    grace_epochs: Int | None = Field(None, ge=0, description="compare only from this epoch on; default: the regime's first lr milestone (its first decay), else half its epochs")
     metrics: list[Literal["sa", "ra"]] = Field(default_factory=lambda: ["sa", "ra"], description="validation metrics compared")
 
     def grace_for(self, regime: "RegimeSpec") -> int:
@@ -247,16 +303,10 @@ class DistSpec(_Spec):
     """One search distribution, sampled by Optuna (seeded random for the startup trials, TPE after them)."""
 
     kind: Literal["loguniform", "uniform", "int", "choice"] = Field(description="loguniform / uniform: a float in [low, high] (log-uniform for scales such as lr); int: an integer in [low, high], both ends included; choice: one of values")
-    low: float | None = Field(None, description="lower end, included, in the tuned field's unit (lr: learning rate; weight_decay: L2 coefficient; attack_step_size: [0,1] pixels, e.g. 1/255; epochs: epochs)")
-    high: float | None = Field(None, description="upper end, included, same unit as low")
-    values: list[float] | None = Field(None, description="choice: the candidates (same unit as low)")
+    low: Num | None = Field(None, description="lower end, included, in the tuned field's unit (lr: learning rate; weight_decay: L2 coefficient; attack_step_size: [0,1] pixels, e.g. 1/255; epochs: epochs)")
+    high: Num | None = Field(None, description="upper end, included, same unit as low")
+    values: list[Num] | None = Field(None, description="choice: the candidates (same unit as low)")
 
-    _num = field_validator("low", "high", mode="before")(classmethod(lambda cls, v: _number(v)))
-
-    @field_validator("values", mode="before")
-    @classmethod
-    def _nums(cls, v):
-        return [_number(x) for x in v] if isinstance(v, list) else v
 
     @model_validator(mode="after")
     def _shape(self) -> "DistSpec":
@@ -299,13 +349,13 @@ class TuneSpaceSpec(_Spec):
             raise ValueError(f"{name} takes kind {' or '.join(_TUNE_KINDS[name])}, got {d.kind!r}")
         pts = d.points()
         if name == "lr" and min(pts) <= 0:
-            raise ValueError(f"lr values must be > 0, got {pts}")
+            raise ValueError(f"lr values must be > 0, got {short(pts)}")
         if name == "weight_decay" and min(pts) < 0:
-            raise ValueError(f"weight_decay values must be >= 0, got {pts}")
+            raise ValueError(f"weight_decay values must be >= 0, got {short(pts)}")
         if name == "attack_step_size" and not all(0 < v <= 1 for v in pts):
-            raise ValueError(f"attack_step_size values lie in (0, 1] ([0,1] pixel units), got {pts}")
+            raise ValueError(f"attack_step_size values lie in (0, 1] ([0,1] pixel units), got {short(pts)}")
         if name == "epochs" and not all(v >= 1 and v == int(v) for v in pts):
-            raise ValueError(f"epochs values are whole numbers >= 1, got {pts}")
+            raise ValueError(f"epochs values are whole numbers >= 1, got {short(pts)}")
         return d
 
     def fields(self) -> dict[str, DistSpec]:
@@ -316,10 +366,10 @@ class TuneSpec(_Spec):
     """Optuna-tuned dense baselines (docs/tuning.md): per (pre-training, dataset, regime, fraction) the dense model's
     recipe is searched with Ray Tune's OptunaSearch (TPE, seeded), then held fixed for the dense cell and every ticket."""
 
-    enabled: bool = Field(False, description="off: every cell uses its regime as written (the paper)")
-    num_samples: int = Field(8, ge=1, description="trials per group (pre-training, dataset, regime, data fraction): the budget; each trial is one dense fine-tuning run")
-    seed: int = Field(0, description="seed of Optuna's TPESampler (its startup trials and its proposals)")
-    startup_trials: int | None = Field(None, ge=1, description="seeded random trials before TPE models the results; default min(10, max(1, num_samples // 2))")
+    enabled: Bool = Field(False, description="off: every cell uses its regime as written (the paper)")
+    num_samples: Int = Field(8, ge=1, description="trials per group (pre-training, dataset, regime, data fraction): the budget; each trial is one dense fine-tuning run")
+    seed: Seed = Field(0, description="seed of Optuna's TPESampler (its startup trials and its proposals)")
+    startup_trials: Int | None = Field(None, ge=1, description="seeded random trials before TPE models the results; default min(10, max(1, num_samples // 2))")
     space: TuneSpaceSpec = Field(default_factory=TuneSpaceSpec, description="search distributions; at least one entry when enabled")
     metric: Literal["auto", "val_sa", "val_ra"] = Field("auto", description="a trial's score, maximized: the best validation-epoch value (val_sa_best / val_ra_best, accuracy in [0,1] on the validation split, never test) of its dense run; auto: val_sa for standard regimes, val_ra for adversarial ones")
     regimes: list[str] | None = Field(None, description="regimes to tune (default: all); the others keep their recipe as written")
@@ -339,13 +389,13 @@ class TuneSpec(_Spec):
 class ResourceSpec(_Spec):
     """What one cell asks of the cluster."""
 
-    workers_per_cell: int = Field(1, ge=1, description="Ray Train workers per cell (DDP when > 1)")
-    gpus_per_worker: float = Field(0, ge=0, description="GPUs per Train worker (0 = CPU)")
-    cpus_per_worker: float = Field(1, gt=0, description="CPUs per Train worker")
-    max_concurrent_cells: int | None = Field(None, ge=1, description="cells running at once; default: as many as the cluster's CPUs/GPUs fit")
-    max_failures: int = Field(2, ge=0, description="Ray Train restarts of a cell's workers after a crash (each resumes from the last epoch)")
-    cells_per_run: int = Field(1, ge=1, description="cells run one after another in one Ray Train run (a 'pack'): the run's start-up (~7-15 s) is paid once per pack; worth it when cells take under a few minutes (docs/performance.md)")
-    torch_threads: int = Field(1, ge=1, description="intra-op threads per CPU worker")
+    workers_per_cell: Int = Field(1, ge=1, description="Ray Train workers per cell (DDP when > 1)")
+    gpus_per_worker: Num = Field(0, ge=0, description="GPUs per Train worker (0 = CPU)")
+    cpus_per_worker: Num = Field(1, gt=0, description="CPUs per Train worker")
+    max_concurrent_cells: Int | None = Field(None, ge=1, description="cells running at once; default: as many as the cluster's CPUs/GPUs fit")
+    max_failures: Int = Field(2, ge=0, description="Ray Train restarts of a cell's workers after a crash (each resumes from the last epoch)")
+    cells_per_run: Int = Field(1, ge=1, description="cells run one after another in one Ray Train run (a 'pack'): the run's start-up (~7-15 s) is paid once per pack; worth it when cells take under a few minutes (docs/performance.md)")
+    torch_threads: Int = Field(1, ge=1, description="intra-op threads per CPU worker")
     amp: Literal["bf16", "fp32"] = Field("bf16", description="precision on CUDA devices for training, attack crafting and evaluation: bf16 autocast, or fp32 as the paper's reference code runs; CPUs always run fp32. Recorded per cell (trials.amp); not part of the cell id (docs/protocol.md)")
 
 
@@ -354,29 +404,30 @@ class VerdictSpec(_Spec):
     end-of-run table, its report and `raydw verdicts --spec` use it; the command-line flags override it."""
 
     rule: Literal["strict", "tol", "equivalence"] = Field("strict", description="strict: ticket >= dense (the paper's); tol: >= dense - tol x dense std over seeds (Chen et al. CVPR 2021); equivalence: two one-sided tests on the interval of ticket - dense (match / no match / inconclusive)")
-    tol: float = Field(1.0, ge=0, description="tol: dense standard deviations of slack (needs >= 2 dense seeds)")
-    margin: float = Field(1.0, gt=0, le=100, description="equivalence: the margin in accuracy points (0-100): a metric matches when the interval's lower bound is above -margin")
-    level: float = Field(0.95, gt=0.5, lt=1, description="confidence level of the intervals (two-sided); each one-sided test of equivalence is at (1 - level) / 2")
-    resamples: int = Field(2000, ge=100, le=100_000, description="bootstrap resamples (seeds, then test images)")
-    seed: int = Field(0, description="seed of the bootstrap (the intervals are reproducible)")
+    tol: Num = Field(1.0, ge=0, description="tol: dense standard deviations of slack (needs >= 2 dense seeds)")
+    margin: Num = Field(1.0, gt=0, le=100, description="equivalence: the margin in accuracy points (0-100): a metric matches when the interval's lower bound is above -margin")
+    level: Num = Field(0.95, gt=0.5, lt=1, description="confidence level of the intervals (two-sided); each one-sided test of equivalence is at (1 - level) / 2")
+    resamples: Int = Field(2000, ge=100, le=100_000, description="bootstrap resamples (seeds, then test images)")
+    seed: Seed = Field(0, description="seed of the bootstrap (the intervals are reproducible)")
 
 
 class SweepSpec(_Spec):
     """A whole study: the grid of cells and how to run them."""
 
-    name: str = Field(description="sweep name, recorded in every trials row")
-    storage: str = Field("./results", description="results store: local folder or file:// / s3:// URI")
+    name: Name = Field(description="sweep name, recorded in every trials row and naming Ray Tune's folder in the store; letters, digits, '.', '_', '-'")
+    storage: Annotated[str, AfterValidator(lambda v: _storage(v))] = Field("./results", description="results store: local folder or file:// / s3:// URI; ~ is your home folder")
     pretrainings: list[PretrainingSpec] = Field(min_length=1)
     tickets: list[TicketSpec] = Field(min_length=1, description="one ticket spec, or a list of them (e.g. omp, imp and random side by side); the dense level is shared")
     data: DataSpec
-    regimes: dict[str, RegimeSpec] = Field(min_length=1, description="named fine-tuning regimes, e.g. standard and adversarial")
+    regimes: dict[Name, RegimeSpec] = Field(min_length=1, description="named fine-tuning regimes, e.g. standard and adversarial")
     eval: EvalSpec
-    seeds: list[int] = Field(default_factory=lambda: [1], min_length=1, description="fine-tuning seeds (the paper: 1)")
+    seeds: list[Seed] = Field(default_factory=lambda: [1], min_length=1, description="fine-tuning seeds (the paper: 1)")
     resources: ResourceSpec = Field(default_factory=ResourceSpec)
     search: SearchSpec = Field(default_factory=SearchSpec, description="full grid or adaptive search over sparsity levels")
     early_stop: EarlyStopSpec = Field(default_factory=EarlyStopSpec, description="stop tickets that clearly trail the dense model (status 'stopped')")
     tune: TuneSpec = Field(default_factory=TuneSpec, description="Optuna-tuned dense baselines: tune each setting's dense recipe, then hold it fixed for its tickets (docs/tuning.md)")
     verdicts: VerdictSpec = Field(default_factory=VerdictSpec, description="the rule, margin and interval settings of this study's verdicts (docs/findings.md)")
+    max_cells: Int = Field(MAX_CELLS, ge=1, description="refuse a grid of more cells than this (a typo such as 2,000,000 seeds would fill memory while the grid is listed); raise it here for a larger study")
 
     @field_validator("tickets", mode="before")
     @classmethod
@@ -385,6 +436,7 @@ class SweepSpec(_Spec):
 
     @model_validator(mode="after")
     def _unique_names(self) -> "SweepSpec":
+        self._check_grid_size()
         names = [p.name for p in self.pretrainings]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
@@ -396,6 +448,24 @@ class SweepSpec(_Spec):
         if self.tune.enabled:
             self._check_tune()
         return self
+
+    def grid_bound(self) -> int:
+        """An upper bound of the number of cells, from the axis sizes alone (nothing expanded): pre-trainings x
+        ticket levels x (dataset, regime, fraction) settings x seeds. Duplicates that expand() merges count here."""
+        levels = sum(int(t.include_dense) + len(t.rounds if t.rounds is not None else t.sparsities or []) for t in self.tickets)
+        settings = 0
+        for r in self.regimes.values():
+            for ds in self.data.datasets:
+                over = r.per_dataset.get(ds, {}).get("data_fractions") if isinstance(r.per_dataset.get(ds), dict) else None
+                settings += len(over) if isinstance(over, list) else len(r.data_fractions)
+        return len(self.pretrainings) * levels * settings * len(self.seeds)
+
+    def _check_grid_size(self) -> None:
+        n = self.grid_bound()
+        if n > self.max_cells:
+            raise ValueError(f"the grid has up to {n:,} cells ({len(self.pretrainings)} pre-trainings x ticket levels x "
+                             f"{len(self.data.datasets)} datasets x regimes and fractions x {len(self.seeds)} seeds), more "
+                             f"than max_cells {self.max_cells:,}; shrink an axis, or set max_cells: {n} if you mean it")
 
     def _check_tune(self) -> None:
         t = self.tune
@@ -421,7 +491,7 @@ class SweepSpec(_Spec):
                                      "choose metric val_sa or turn validate_ra on")
                 if "epochs" in fields and min(fields["epochs"].points()) <= r.val_start_epoch:
                     raise ValueError(f"tune.space.epochs: {where} validates from epoch {r.val_start_epoch} (val_start_epoch); "
-                                     f"every epochs value must exceed it, got {fields['epochs'].points()}")
+                                     f"every epochs value must exceed it, got {short(fields['epochs'].points())}")
 
 
 def _deep_merge(base: dict, over: dict) -> dict:
@@ -440,12 +510,12 @@ def _format_errors(err: ValidationError, source: str, single_tickets: bool = Fal
         loc = list(e["loc"])
         if single_tickets and loc[:2] == ["tickets", 0]:  # the YAML had one mapping, not a list: say its path
             loc = ["tickets", *loc[2:]]
-        path = ".".join(str(p) for p in loc) or "(top level)"
+        path = ".".join(str(p)[:60] for p in loc) or "(top level)"  # a key is user text: bounded too
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field (misspelt?)"
         if e["type"] == "literal_error":
-            msg = f"{msg}; got {e.get('input')!r}"
+            msg = f"{msg}; got {short(e.get('input'))}"
         lines.append(f"  at {path}: {msg}")
     return "\n".join(lines)
 
@@ -474,14 +544,36 @@ def parse_spec(data: Any, source: str = "<spec>") -> SweepSpec:
 
 
 def load_spec(path: str | Path) -> SweepSpec:
+    """Read a sweep file with raydw.safeyaml (bounded, no duplicate keys) and validate it; SpecError otherwise."""
+    import yaml
+
+    from raydw import safeyaml
+
     p = Path(path)
-    if not p.exists():
-        raise SpecError(f"{p}: no such sweep file")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = safeyaml.load(p, "sweep file")
+    except safeyaml.InputError as e:
+        raise SpecError(str(e)) from None
     except yaml.YAMLError as e:
         raise SpecError(f"{p}: not valid YAML: {e}") from None
     return parse_spec(data, str(p))
+
+
+def _type_name(ann) -> str:
+    """A field's type as the user writes it: Num is a float, Int an int (the Annotated validators are not shown)."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is typing.Annotated:
+        return _type_name(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is not None and args and origin in (list, dict):
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in args)}]"
+    if ann is type(None):
+        return "None"
+    return getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
 
 
 def describe(model: type[BaseModel] = SweepSpec, prefix: str = "") -> list[str]:
@@ -494,7 +586,7 @@ def describe(model: type[BaseModel] = SweepSpec, prefix: str = "") -> list[str]:
         inner = [a for a in getattr(ann, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             inner = [ann]
-        tname = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+        tname = _type_name(ann)
         shown = tname if not inner else (f"list of {inner[0].__name__}" if tname.startswith("list") else inner[0].__name__)
         out.append(f"{path}: {shown} ({default})" + (f"\n    {f.description}" if f.description else ""))
         for sub in inner:

@@ -157,7 +157,9 @@ def _resolve(uri: str) -> tuple[pafs.FileSystem, str, str]:
     """(filesystem, root path on it, canonical URI). Local paths become absolute, so Ray workers agree."""
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file"):
-        path = os.path.abspath(parsed.path if parsed.scheme == "file" else uri)
+        # `storage: "~/results"` in YAML reaches here unexpanded (only a shell expands ~): expand it, else a
+        # folder named `~` appears under the working directory.
+        path = os.path.abspath(os.path.expanduser(parsed.path if parsed.scheme == "file" else uri))
         return pafs.LocalFileSystem(), path, path
     fs, path = pafs.FileSystem.from_uri(uri)
     return fs, path, uri

@@ -243,7 +243,7 @@ def test_missing_inputs_names_cache_path_and_command(tmp_path, monkeypatch):
     assert miss[0] == f"pre-training ST: {tmp_path}/models/resnet50.tv_in1k.pt missing -> raydw fetch resnet50.tv_in1k"
     assert "by hand from https://drive.google.com" in miss[1] and miss[2].endswith("raydw fetch resnet50.pgd_linf4_in1k --trust")
     (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "resnet50.tv_in1k.pt").touch()
+    (tmp_path / "models" / "resnet50.tv_in1k.pt").write_bytes(b"x")  # present (an empty file is reported as empty)
     assert len(missing_inputs(load_spec(tmp_path / "s.yaml"))) == 3  # FAT, AT and cifar10
 
 

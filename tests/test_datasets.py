@@ -217,7 +217,7 @@ def test_missing_files_and_missing_inputs(tmp_path):
     doc["data"] |= {"datasets": ["cifar10", "svhn"], "root": str(tmp_path / "data")}
     # A local checkpoint (present; an ImageNet-shaped model): the demo's recipes take 1-channel digits, not CIFAR.
     doc["pretrainings"] = [{"name": "X", "weights": str(tmp_path / "x.pt"), "arch": "resnet_tiny"}]
-    (tmp_path / "x.pt").touch()
+    (tmp_path / "x.pt").write_bytes(b"x")  # present (an empty file is reported as empty)
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc))
     miss = missing_inputs(load_spec(tmp_path / "s.yaml"))
     assert miss == [f"dataset svhn: {tmp_path}/data/train_32x32.mat and 1 more missing -> "

@@ -59,6 +59,37 @@ def missing_files(name: str, root: str | Path | None) -> list[str]:
     return [str(Path(root or "<data.root>") / rel) for rel in FILES[name] if find_file(name, rel, root) is None]
 
 
+def _head_problem(p: Path) -> str | None:
+    """Why a found member cannot be what its reader expects, from its first bytes (no parsing, no torch/numpy)."""
+    if not p.is_file():
+        return "is not a file"
+    if p.stat().st_size == 0:
+        return "is empty (0 bytes)"
+    with open(p, "rb") as f:
+        head = f.read(8)
+    if p.suffix == ".gz":
+        return None if head[:2] == b"\x1f\x8b" else "is not gzip data"
+    if p.suffix == ".mat":  # scipy.io.loadmat reads MATLAB 5 files, which start with this text header
+        return None if head.startswith(b"MATLAB") else "is not a MATLAB 5 .mat file"
+    if "idx" in p.name:  # IDX: two zero bytes, then the type code 0x08 (unsigned bytes)
+        return None if head[:3] == b"\0\0\x08" else "is not an IDX file of unsigned bytes"
+    return None
+
+
+def unusable_files(name: str, root: str | Path | None) -> list[str]:
+    """Members of `name` that are present but cannot be read: empty (an interrupted copy), a folder, or of another
+    format by their first bytes. Cheap, so the input check of every sweep and dry run can afford it."""
+    if name in PACKAGED or name not in FILES:
+        return []
+    out = []
+    for rel in FILES[name]:
+        p = find_file(name, rel, root)
+        why = _head_problem(p) if p is not None else None
+        if why:
+            out.append(f"{p} {why}")
+    return out
+
+
 def verify(name: str, root: str | Path) -> list[str]:
     from raydw.data.sources import verify_md5
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -34,23 +36,63 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def read_checkpoint(path: str | Path, trust: bool = False) -> dict:
-    """torch.load weights-only; full unpickling only with `trust` (it can run arbitrary code)."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found")
+_NEEDS_PICKLE = re.compile(r"\bGLOBAL\b")  # torch's weights-only unpickler names the global it refused
+
+
+def _first_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}".rstrip(": ")
+
+
+def read_checkpoint(path: str | Path, trust: bool = False, mmap: bool = False) -> dict:
+    """torch.load weights-only; full unpickling only with `trust` (it can run arbitrary code).
+
+    A file that weights-only loading refuses because it pickles a class (dill, numpy) is told apart from a file
+    that is damaged (truncated, empty, not a PyTorch file): `--trust` helps the first and never the second, so it
+    is suggested only there. `mmap`: map the tensors instead of reading them (a cheap check of a large file)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found" + (" (it is a folder)" if p.is_dir() else ""))
+    if p.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file (0 bytes); a failed download or copy?")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError and friends
+        return _load(p, weights_only=True, mmap=mmap)
+    except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, OSError, EOFError, KeyError
+        if not _NEEDS_PICKLE.search(str(e)):
+            raise CheckpointError(_damaged(path, e)) from None
         if not trust:
-            first = (str(e).splitlines() or [""])[0][:200]
             raise CheckpointError(
-                f"{path}: cannot be loaded weights-only ({type(e).__name__}: {first}). "
+                f"{path}: cannot be loaded weights-only ({_first_line(e)}). "
                 "It needs full unpickling, which can run arbitrary code. If you trust the file, convert it once with "
                 f"`raydw convert {path} OUT.pt --trust` (writes a plain weights-only state dict)") from None
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return _load(p, weights_only=False, mmap=False)
     except ModuleNotFoundError as e:  # robustness files pickle dill types; their unpickling needs dill importable
         raise CheckpointError(f"{path}: full unpickling needs the module {e.name!r} (pip install {e.name})") from None
+    except Exception as e:  # noqa: BLE001 - a damaged file fails full unpickling too
+        raise CheckpointError(_damaged(path, e)) from None
+
+
+def _load(p: Path, weights_only: bool, mmap: bool):
+    if mmap and zipfile.is_zipfile(p):  # torch maps only its zip format; the legacy format is read whole
+        return torch.load(p, map_location="cpu", weights_only=weights_only, mmap=True)
+    return torch.load(p, map_location="cpu", weights_only=weights_only)
+
+
+def _damaged(path, e: BaseException) -> str:
+    return (f"{path}: not a readable PyTorch checkpoint ({_first_line(e) or type(e).__name__}); the file looks "
+            "truncated or damaged (an interrupted download or copy?) or is another kind of file; --trust would not help")
+
+
+def check_tensors(sd: dict, source: str = "checkpoint") -> dict:
+    """Every value of a state dict is a tensor (a number or a string in it would fail deep inside a load)."""
+    names = [k for k in sd if not isinstance(k, str)]
+    if names:
+        raise CheckpointError(f"{source}: state dict keys must be parameter names (strings), got {names[:5]!r}")
+    bad = [f"{k} ({type(v).__name__})" for k, v in sd.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{source}: not a state dict of tensors: {bad[:5]}{' ...' if len(bad) > 5 else ''} "
+                              "are not tensors")
+    return sd
 
 
 def _is_state(d) -> bool:
@@ -62,9 +104,10 @@ def detect_format(obj: dict, source: str = "checkpoint") -> str:
         raise CheckpointError(f"{source}: a checkpoint is a dict, got {type(obj).__name__}")
     for key in ("model", "state_dict"):
         if isinstance(obj.get(key), dict):
-            sd = obj[key]
+            sd = check_tensors(obj[key], f"{source} ['{key}']")
             return "robustness" if key == "model" or any(k.startswith(_ROBUST_NET) for k in sd) else "fast_adversarial"
-    if _is_state(obj):
+    if any(isinstance(v, torch.Tensor) for v in obj.values()):  # a state dict, perhaps with a bad entry
+        check_tensors(obj, source)
         # A bare robustness model state (someone saved model.state_dict() of an AttackerModel).
         return "robustness" if any(k.startswith(_ROBUST_NET) for k in obj) else "torchvision"
     raise CheckpointError(f"{source}: unrecognised checkpoint layout; top-level keys {sorted(map(str, obj))[:10]}; "
@@ -127,7 +170,14 @@ def load_strict(net: nn.Module, state: dict[str, torch.Tensor], source: str = "c
     Only BatchNorm's `num_batches_tracked` may be absent: files saved before PyTorch 0.4 (torchvision's
     resnet50-19c8e357.pth) lack it, and torchvision itself loads them; it is filled with 0.
     """
-    want = net.state_dict()
+    state = fit_state(net.state_dict(), state, source)
+    net.load_state_dict(state, strict=True)
+
+
+def fit_state(want: dict[str, torch.Tensor], state: dict[str, torch.Tensor], source: str = "checkpoint") -> dict:
+    """`state` with absent `num_batches_tracked` filled, if its keys and shapes are exactly `want`'s; else a
+    CheckpointError listing every difference. Only shapes are read, so `want` may live on the meta device."""
+    check_tensors(state, source)
     hint = _common_prefix_hint(set(want), state)
     state = dict(state)
     for k in want:
@@ -143,7 +193,21 @@ def load_strict(net: nn.Module, state: dict[str, torch.Tensor], source: str = "c
 
         raise CheckpointError(f"{source} does not fit the model{hint}: missing keys {cut(missing)}; "
                               f"unexpected keys {cut(unexpected)}; shape mismatches {cut(shapes)}")
-    net.load_state_dict(state, strict=True)
+    return state
+
+
+def check_weights(path: str | Path, arch: str, fmt: str | None = None, trust: bool = False,
+                  num_classes: int = 1000, in_chans: int = 3) -> None:
+    """What register_weights will find, found before Ray starts and cheaply: the file maps (mmap, weights-only),
+    its layout and entries are tensors, and its keys and shapes are exactly `arch`'s (built on the meta device:
+    no memory, no init). CheckpointError naming the file otherwise."""
+    from raydw.models.build import build_net
+
+    obj = read_checkpoint(path, trust=trust, mmap=True)
+    sd = to_torchvision(obj, fmt, str(path))
+    with torch.device("meta"):
+        want = build_net(arch, num_classes, in_chans).state_dict()
+    fit_state(want, sd, str(path))
 
 
 def save_state(state: dict[str, torch.Tensor], dst: str | Path) -> str:
@@ -168,7 +232,10 @@ def convert_file(src: str | Path, dst: str | Path, fmt: str | None = None, arch:
     obj = read_checkpoint(src, trust=trust)
     found = detect_format(obj, str(src))
     sd = to_torchvision(obj, fmt, str(src))
-    num_classes = sd["fc.weight"].shape[0] if "fc.weight" in sd else 1000
+    fc = sd.get("fc.weight")
+    if fc is not None and fc.dim() != 2:  # a 0-dim or flat head has no class count; load_strict would say less
+        raise CheckpointError(f"{src}: fc.weight has shape {tuple(fc.shape)}; a classifier head is (classes, features)")
+    num_classes = fc.shape[0] if fc is not None else 1000
     net = build_net(arch, num_classes)
     load_strict(net, sd, str(src))
     out_sha = save_state(net.state_dict(), dst)

@@ -17,14 +17,33 @@ SUFFIX = ".weight_mask"
 
 def read_checkpoint_masks(path: str | Path, net: nn.Module, prunable: str = "paper") -> Mask:
     """The mask held by a checkpoint file (e.g. Double-Win-LTH's `{k}-checkpoint.pth.tar`), checked against `net`."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"mask checkpoint {path} not found")
+    path = Path(path).expanduser()  # tickets.files: "~/masks/x.pth.tar" as written in YAML
+    if not path.is_file():
+        raise FileNotFoundError(f"mask checkpoint {path} not found" + (" (it is a folder)" if path.is_dir() else ""))
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - say which file and why, whatever the unpickler raised
         raise ValueError(f"{path} cannot be read with torch.load(weights_only=True): {e}") from None
     return masks_from_state(obj, net, prunable, source=str(path))
+
+
+def check_mask_file(path: str | Path) -> None:
+    """Before a sweep starts: the file loads weights-only (memory-mapped) and holds binary '*.weight_mask'
+    tensors. Whether they fit the pre-trained net is checked where the net is loaded (read_checkpoint_masks)."""
+    from raydw.models.convert import CheckpointError, read_checkpoint
+
+    try:
+        obj = read_checkpoint(Path(path).expanduser(), mmap=True)
+    except CheckpointError as e:
+        raise ValueError(f"mask checkpoint {e}") from None
+    state = _unwrap(obj, str(path))
+    masks = {k: v for k, v in state.items() if isinstance(k, str) and k.endswith(SUFFIX)}
+    if not masks:
+        raise ValueError(f"{path} holds no '*{SUFFIX}' entries (keys look like {sorted(map(str, state))[:5]}): "
+                         "is it a pruned checkpoint?")
+    bad = [k for k, v in masks.items() if not isinstance(v, torch.Tensor) or v.dim() == 0]
+    if bad:
+        raise ValueError(f"{path}: {bad[:5]} are not mask tensors")
 
 
 def masks_from_state(obj: Mapping, net: nn.Module, prunable: str = "paper", source: str = "<state dict>") -> Mask:

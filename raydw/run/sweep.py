@@ -333,6 +333,10 @@ def _preflight(spec: SweepSpec, store: Store, address: str | None, data_root: st
     from raydw.plan import missing_inputs
 
     miss = missing_inputs(spec, data_root, store)
+    bad = unreadable_inputs(spec, store)  # files that are there but cannot be used: refused wherever the cells run
+    if bad:
+        listed = "\n".join(f"  {m}" for m in bad)
+        raise SpecError(f"sweep {spec.name}: input files that cannot be used, nothing was run:\n{listed}")
     if not miss:
         return
     listed = "\n".join(f"  {m}" for m in miss)
@@ -340,6 +344,39 @@ def _preflight(spec: SweepSpec, store: Store, address: str | None, data_root: st
         out(f"inputs missing on this machine (the driver); cells fail unless the cluster's workers have them:\n{listed}")
         return
     raise SpecError(f"sweep {spec.name}: inputs missing on this machine, nothing was run:\n{listed}")
+
+
+def unreadable_inputs(spec: SweepSpec, store: Store) -> list[str]:
+    """`weights:` files and import mask files present on this machine that the sweep could not use (damaged,
+    a pickle payload, not a state dict, wrong keys or shapes for the arch), each with the file and the reason.
+    Checked before Ray starts, where the driver reads them (register_weights, ensure_masks); cheap: tensors are
+    memory-mapped and compared by shape with the arch built on the meta device."""
+    from raydw.cells import pretraining_arch
+    from raydw.models.catalog import PRETRAINED, local_weights_path
+    from raydw.models.convert import CheckpointError, check_weights
+    from raydw.pruning.importer import check_mask_file
+
+    out = []
+    for i, p in enumerate(spec.pretrainings):
+        if p.weights is None or store.get("pretrained", pretrained_id(p)) is not None:
+            continue
+        path = local_weights_path(p.weights)
+        if not path.is_file():
+            continue  # missing: missing_inputs says so, with the command that fetches it
+        entry = PRETRAINED.get(p.weights)
+        try:
+            check_weights(path, pretraining_arch(p), entry.format if entry else None)
+        except CheckpointError as e:
+            out.append(f"pretrainings.{i}.weights ({p.name}): {e}")
+    for i, t in enumerate(spec.tickets):
+        for name, f in (t.files.items() if t.method == "import" else ()):
+            try:
+                check_mask_file(f)
+            except FileNotFoundError:
+                continue  # missing_inputs says so (unless its mask is stored already)
+            except ValueError as e:
+                out.append(f"tickets.{i}.files.{name}: {e}")
+    return out
 
 
 def _pretrain_jobs(spec: SweepSpec, store: Store, needed: set[str], data_root: str | None) -> list:
