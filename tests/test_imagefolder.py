@@ -118,11 +118,11 @@ def test_the_dry_run_names_a_missing_imagenet_root(tmp_path, root):
     for p in paper.pretrainings:
         for k in range(1, 12):
             store.write_row("masks", {"mask_id": f"{p.name}{k}", "pretrained_id": pretrained_id(p), "method": "imp",
-                                      "params": json.dumps(mask_params(t, p.name), sort_keys=True), "round": k})
+                                      "params": json.dumps(mask_params(t, p.name), sort_keys=True), "round": k, "bits": b"\0"})
     assert [m for m in missing_inputs(paper, store=store) if m.startswith("IMP source")]  # round 12 missing
     for p in paper.pretrainings:
         store.write_row("masks", {"mask_id": f"{p.name}12", "pretrained_id": pretrained_id(p), "method": "imp",
-                                  "params": json.dumps(mask_params(t, p.name), sort_keys=True), "round": 12})
+                                  "params": json.dumps(mask_params(t, p.name), sort_keys=True), "round": 12, "bits": b"\0"})
     assert not [m for m in missing_inputs(paper, store=store) if m.startswith("IMP source")]
     spec["tickets"]["imp"]["root"] = str(root)
     (tmp_path / "paper.yaml").write_text(yaml.safe_dump(spec))
