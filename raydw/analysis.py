@@ -36,7 +36,7 @@ def trials_frame(uri_or_df, cells=None) -> pd.DataFrame:
     `cells` (cell ids, e.g. `spec_cells(uri, spec)`) keeps only those rows: one sweep's cells in a store that
     also holds other runs. Two rows of one setting and seed are refused (see _check_one_run_per_seed)."""
     if isinstance(uri_or_df, pd.DataFrame):
-        df = uri_or_df.copy()
+        df = uri_or_df.reset_index(drop=True)  # rows are looked up by position label: a concatenated frame repeats them
     else:
         from raydw.results import load
 
@@ -220,38 +220,59 @@ def _bits_columns(checkpoint: str, value: str) -> list[str]:
     return cols
 
 
-def _cell_bits(df: pd.DataFrame, i: int, cols: list[str]) -> np.ndarray | None:
+def _cell_bits(df: pd.DataFrame, i: int, cols: list[str]) -> np.ndarray | str | None:
+    """The cell's outcomes behind a value; None if it stored none; a reason if what it stored is inconsistent."""
     n = df.at[i, "test_n"] if "test_n" in df else None
     if n is None or pd.isna(n):
         return None
     for c in cols:
         b = df.at[i, c] if c in df else None
         if isinstance(b, (bytes, bytearray)):
+            if len(b) != (int(n) + 7) // 8:  # unpacking would pad with zeros: wrong images counted as wrong answers
+                return f"cell {df.at[i, 'cell_id']}: {len(b)} bytes of outcomes for test_n {int(n)}"
             return outcomes.unpack(b, int(n))
     return None
 
 
-def _intervals(df: pd.DataFrame, wanted: list[tuple], checkpoint: str, boot: Bootstrap) -> dict:
-    """wanted: (key, dataset, value, ticket rows, dense rows) -> {key: (lo, hi)} or {key: NO_BITS} where any cell
-    lacks its outcomes (rows written before they were stored)."""
-    series: dict[str, dict] = {}  # dataset -> {(row, value): bits}
-    result: dict = {}
+def _outcome_series(df: pd.DataFrame, wanted: list[tuple], checkpoint: str) -> tuple[dict, dict]:
+    """(dataset -> {(row, value): bits}, key -> why no interval) for the comparisons in `wanted`. Cells whose test set
+    differs in size from the rest of their dataset's (another test set, or a damaged row) are named, never resampled."""
+    series: dict[str, dict] = {}
+    why: dict = {}
     for key, ds, value, t_rows, d_rows in wanted:
-        cols = _bits_columns(checkpoint, value)
-        got = {r: _cell_bits(df, r, cols) for r in (*t_rows, *d_rows)}
-        if any(b is None for b in got.values()):
-            result[key] = NO_BITS
+        got = {r: _cell_bits(df, r, _bits_columns(checkpoint, value)) for r in (*t_rows, *d_rows)}
+        bad = [b for b in got.values() if isinstance(b, str)]
+        if bad or any(b is None for b in got.values()):
+            why[key] = f"per-example data unusable ({bad[0]})" if bad else NO_BITS
             continue
         series.setdefault(ds, {}).update({(r, value): b for r, b in got.items()})
+    for ds, bits in series.items():
+        sizes = pd.Series({k: len(b) for k, b in bits.items()})
+        common = sizes.mode().iloc[0]
+        odd = sizes[sizes != common]
+        if len(odd):
+            (r, _), n = next(iter(odd.items()))
+            msg = (f"per-example data unusable (cell {df.at[r, 'cell_id']} has {n} test outcomes, the other {ds} cells "
+                   f"{common}: not the same test set)")
+            odd_rows = {r for r, _ in odd.index}
+            for key, kds, value, t_rows, d_rows in wanted:
+                if kds == ds and key not in why and odd_rows & {*t_rows, *d_rows}:
+                    why[key] = msg
+            series[ds] = {k: b for k, b in bits.items() if len(b) == common}
+    return series, why
+
+
+def _intervals(df: pd.DataFrame, wanted: list[tuple], checkpoint: str, boot: Bootstrap) -> dict:
+    """wanted: (key, dataset, value, ticket rows, dense rows) -> {key: (lo, hi)}, or {key: why not} where a cell lacks
+    usable outcomes (rows written before they were stored: NO_BITS)."""
+    series, result = _outcome_series(df, wanted, checkpoint)
     acc: dict = {}
     for ds, bits in series.items():
-        try:
-            acc.update(resampled_accuracy(bits, boot, ds))
-        except ValueError as e:
-            raise AnalysisError(str(e)) from None
+        res = resampled_accuracy(bits, boot, ds)
+        acc.update({k: (float(b.mean()), res[k]) for k, b in bits.items()})
     for key, ds, value, t_rows, d_rows in wanted:
         if key not in result:
-            result[key] = delta_interval([acc[(r, value)] for r in t_rows], [acc[(r, value)] for r in d_rows], boot, key)
+            result[key] = delta_interval([acc[(r, value)] for r in t_rows], [acc[(r, value)] for r in d_rows], boot.level)
     return result
 
 
@@ -293,16 +314,21 @@ def _tickets(df: pd.DataFrame, regimes: dict) -> pd.DataFrame:
                            ascending=[True, True, True, False, True], ignore_index=True)
 
 
-def _std_fraction(df: pd.DataFrame, std_regime: str | None, pretraining: str, dataset: str, frac: float) -> float:
+def _std_fractions(df: pd.DataFrame, std_regime: str | None) -> dict[tuple, list[float]]:
+    """(pretraining, dataset) -> the standard regime's stored fractions (once per table: one filter per row is quadratic)."""
+    have = df[df["regime"] == std_regime]
+    return {k: sorted(g["data_fraction"].unique()) for k, g in have.groupby(["pretraining", "dataset"])}
+
+
+def _std_fraction(fracs: dict, pretraining: str, dataset: str, frac: float) -> float:
     """The paper fine-tunes standard at 100 % only: use the same fraction if a standard cell has it, else 1.0."""
-    have = df[(df["regime"] == std_regime) & (df["pretraining"] == pretraining) & (df["dataset"] == dataset)]
-    same = have.loc[np.isclose(have["data_fraction"], frac), "data_fraction"]
-    return float(same.iloc[0]) if len(same) else 1.0  # the stored value, so the summary lookup hits exactly
+    same = [f for f in fracs.get((pretraining, dataset), []) if np.isclose(f, frac)]
+    return float(same[0]) if same else 1.0  # the stored value, so the summary lookup hits exactly
 
 
-def _verdict_row(i: int, key: dict, df: pd.DataFrame, sums: dict, regimes: dict, tol: float, wanted: list) -> dict:
+def _verdict_row(i: int, key: dict, std_fracs: dict, sums: dict, regimes: dict, tol: float, wanted: list) -> dict:
     p, ds, f, m, lvl = key["pretraining"], key["dataset"], key["data_fraction"], key["ticket_method"], key["level"]
-    f_std = _std_fraction(df, regimes["standard"], p, ds, f)
+    f_std = _std_fraction(std_fracs, p, ds, f)
     place = {"sa_std": (regimes["standard"], f_std), "sa_adv": (regimes["adversarial"], f), "ra_adv": (regimes["adversarial"], f)}
     row = {**key, "std_fraction": f_std}
     reasons, info, seeds = [], {}, []
@@ -312,7 +338,7 @@ def _verdict_row(i: int, key: dict, df: pd.DataFrame, sums: dict, regimes: dict,
         tv, dv, ok, why = _compare(t, d, metric[:2], tol, _where(regime, frac))
         row.update({f"ticket_{metric}": tv, f"dense_{metric}": dv, f"matching_{metric}": ok,
                     f"delta_{metric}": tv - dv if not (np.isnan(tv) or np.isnan(dv)) else np.nan})
-        if not pd.isna(ok) and t is not None and t["rows"]:
+        if not pd.isna(ok) and t is not None and t["rows"] and not t["problem"]:  # a stopped ticket's value is withheld
             wanted.append(((i, metric), ds, metric[:2], t["rows"], d["rows"]))
             seeds.append(min(t["n"], d["n"]))
         if why and why not in reasons:
@@ -335,7 +361,7 @@ def verdicts(uri_or_df, rule: str = "strict", tol: float = 0.0, checkpoint: str 
     rule: "strict" (ticket >= dense, the paper's), "tol" (>= dense - tol x dense std over seeds) or "equivalence"
     (match when the interval's lower bound is above -margin accuracy points, no match when its upper bound is
     below it, else inconclusive). reading: "full" (SA std, SA adv and RA adv must match) or "loose" (SA std and RA
-    adv). The interval (level, resamples, seed) is a two-level bootstrap over seeds and test images
+    adv). The interval (level, resamples, seed): test images by a paired bootstrap, seeds by their spread
     (raydw.uncertainty), shown under every rule; `reason` says why a state is missing.
     `cells`: only these cell ids (`spec_cells(uri, spec)`: one sweep's cells).
     """
@@ -354,7 +380,8 @@ def verdicts(uri_or_df, rule: str = "strict", tol: float = 0.0, checkpoint: str 
     sums = summaries(df, *CHECKPOINTS[checkpoint])
     wanted: list = []
     cmp_tol = tol if rule == "tol" else 0.0
-    rows = [_verdict_row(i, k, df, sums, regimes, cmp_tol, wanted) for i, k in enumerate(_tickets(df, regimes).to_dict("records"))]
+    std_fracs = _std_fractions(df, regimes["standard"])
+    rows = [_verdict_row(i, k, std_fracs, sums, regimes, cmp_tol, wanted) for i, k in enumerate(_tickets(df, regimes).to_dict("records"))]
     cis = _intervals(df, wanted, checkpoint, boot)
     for i, row in enumerate(rows):
         for metric in METRICS:
@@ -469,24 +496,21 @@ def _is_verdicts(obj) -> bool:
 
 # -- intervals of single settings (the report's error bars) -------------------------------------------
 def setting_intervals(df: pd.DataFrame, checkpoint: str = "paper", boot: Bootstrap | None = None) -> pd.DataFrame:
-    """Per setting (SETTING columns) with per-example outcomes: sa_lo, sa_hi, ra_lo, ra_hi, the interval of its
-    mean accuracy over seeds (the same two-level bootstrap as the verdicts). `df`: a trials_frame."""
+    """Per setting (SETTING columns) with usable per-example outcomes: sa_lo, sa_hi, ra_lo, ra_hi, the interval of its
+    mean accuracy over seeds (the same two parts as the verdicts' intervals). `df`: a trials_frame."""
     boot = boot or Bootstrap()
     sums = summaries(df[df["status"] == "done"], *CHECKPOINTS[checkpoint])
-    bits: dict[str, dict] = {}
-    wanted = []
-    for key, s in sums.items():
-        for value in ("sa", "ra"):
-            got = {r: _cell_bits(df, r, _bits_columns(checkpoint, value)) for r in s["rows"]}
-            if got and all(b is not None for b in got.values()):
-                bits.setdefault(key[1], {}).update({(r, value): b for r, b in got.items()})
-                wanted.append((key, value, s["rows"]))
+    wanted = [((key, value), key[1], value, s["rows"], []) for key, s in sums.items() for value in ("sa", "ra")]
+    series, why = _outcome_series(df, wanted, checkpoint)
     acc: dict = {}
-    for ds, b in bits.items():
-        acc.update(resampled_accuracy(b, boot, ds))
+    for ds, bits in series.items():
+        res = resampled_accuracy(bits, boot, ds)
+        acc.update({k: (float(b.mean()), res[k]) for k, b in bits.items()})
     out: dict[tuple, dict] = {}
-    for key, value, rows in wanted:
-        lo, hi = mean_interval([acc[(r, value)] for r in rows], boot, (key, value))
+    for (key, value), _, _, rows, _ in wanted:
+        if (key, value) in why or not rows:
+            continue
+        lo, hi = mean_interval([acc[(r, value)] for r in rows], boot.level)
         out.setdefault(key, {})[f"{value}_lo"], out[key][f"{value}_hi"] = lo, hi
     cols = [*SETTING, "sa_lo", "sa_hi", "ra_lo", "ra_hi"]
     return pd.DataFrame([{**dict(zip(SETTING, k)), **v} for k, v in out.items()], columns=cols)

@@ -26,29 +26,59 @@ def _pair(rng, n: int, p_dense: float, delta: float, agree: float = 0.8):
     return ticket, dense
 
 
+def _interval(bits_t: list, bits_d: list, boot: Bootstrap, name: str) -> tuple[float, float]:
+    acc = resampled_accuracy({**{("t", i): b for i, b in enumerate(bits_t)}, **{("d", i): b for i, b in enumerate(bits_d)}},
+                             boot, name)
+    side = lambda m, bits: [(b.mean(), acc[(m, i)]) for i, b in enumerate(bits)]  # noqa: E731
+    return delta_interval(side("t", bits_t), side("d", bits_d), boot.level)
+
+
 def test_the_95_percent_interval_covers_a_known_difference_in_93_to_97_percent_of_1000_simulated_stores():
     rng = np.random.default_rng(12345)
     true_delta, covered, stores = -0.02, 0, 1000
-    boot = Bootstrap(resamples=1000, level=0.95, seed=0)
     for i in range(stores):
         ticket, dense = _pair(rng, 500, 0.70, true_delta)
-        acc = resampled_accuracy({"t": ticket, "d": dense}, Bootstrap(1000, 0.95, seed=i), "sim")
-        lo, hi = delta_interval([acc["t"]], [acc["d"]], boot, ("sim", i))
+        lo, hi = _interval([ticket], [dense], Bootstrap(1000, 0.95, seed=i), f"sim{i}")
         covered += lo <= true_delta <= hi
     assert 930 <= covered <= 970, f"coverage {covered / stores:.3f}"
 
 
-def test_seed_to_seed_variation_widens_the_interval_and_one_seed_has_none_to_draw():
+def _seeded_setting(rng, k: int, n: int, seed_sd: float, true_delta: float):
+    """k seeds per side on n images; each seed shifts its model by a normal effect (training randomness), so the
+    true Delta is an expectation over seeds and images: a probit model, correct = [z + a + u_seed + e > 0]."""
+    from scipy.stats import norm
+
+    se, a_d = 0.3, 0.95
+    tot = np.sqrt(1 + seed_sd ** 2 + se ** 2)
+    a_t = norm.ppf(norm.cdf(a_d / tot) + true_delta) * tot
+    z = rng.standard_normal(n)  # image difficulty, shared: the pairing
+    draw = lambda a: [z + a + seed_sd * rng.standard_normal() + se * rng.standard_normal(n) > 0 for _ in range(k)]  # noqa: E731
+    return draw(a_t), draw(a_d)
+
+
+def test_with_three_seeds_whose_spread_dominates_the_interval_still_covers_near_95_percent():
+    """The case a plain two-level percentile bootstrap got wrong (86 % measured): CIFAR-sized test set, models that
+    agree on most images, a seed-to-seed SD of about 1 point per model."""
+    rng = np.random.default_rng(2024)
+    covered, settings, true_delta = 0, 300, -0.01
+    for j in range(settings):
+        t, d = _seeded_setting(rng, 3, 10_000, 0.05, true_delta)
+        lo, hi = _interval(t, d, Bootstrap(200, 0.95, seed=j), f"s{j}")
+        covered += lo <= true_delta <= hi
+    assert covered / settings >= 0.92, f"coverage {covered / settings:.3f}"
+
+
+def test_seed_to_seed_variation_widens_the_interval_and_one_seed_has_none_to_estimate():
     rng = np.random.default_rng(7)
     boot = Bootstrap(resamples=1000)
     t, d = _pair(rng, 2000, 0.8, 0.0)
     acc = resampled_accuracy({"t": t, "d": d}, boot, "x")
-    one = delta_interval([acc["t"]], [acc["d"]], boot, "k")
-    # Three ticket seeds 4 points apart: the seed level must add width (same images, shifted accuracies).
-    spread = [acc["t"] - 0.04, acc["t"], acc["t"] + 0.04]
-    three = delta_interval(spread, [acc["d"]] * 3, boot, "k")
-    assert (three[1] - three[0]) > 1.5 * (one[1] - one[0])
-    assert delta_interval([acc["t"]], [acc["d"]], boot, "k") == one  # seeded: the same numbers again
+    one = delta_interval([(t.mean(), acc["t"])], [(d.mean(), acc["d"])], boot.level)
+    # Three ticket seeds 4 points apart on the same images: the seed part must add width.
+    spread = [(t.mean() + s, acc["t"] + s) for s in (-0.04, 0.0, 0.04)]
+    three = delta_interval(spread, [(d.mean(), acc["d"])] * 3, boot.level)
+    assert (three[1] - three[0]) > 3 * (one[1] - one[0])
+    assert delta_interval([(t.mean(), acc["t"])], [(d.mean(), acc["d"])], boot.level) == one
 
 
 def test_outcomes_round_trip_through_their_packed_and_text_forms():
@@ -177,3 +207,30 @@ def test_the_verdicts_command_prints_delta_its_interval_and_the_state(store, cap
     out = capsys.readouterr().out
     assert "rule equivalence, margin 1 points" in out and "-1.0 [" in out and "incon." in out
     assert "extreme double-win sparsity (rule equivalence" in out
+
+
+def test_intervals_do_not_depend_on_the_other_cells_of_the_store(store, tmp_path):
+    put_setting(store, 2, [1, 2], flip(BASE, 6, 2))
+    alone = one(verdicts(store.uri, rule="equivalence"))
+    put_setting(store, 2, [1, 2], flip(BASE, 20, 2), pre="AT")  # another pre-training joins the store
+    both = one(verdicts(store.uri, rule="equivalence"), pretraining="ST")
+    assert (alone["lo_sa_std"], alone["hi_ra_adv"]) == (both["lo_sa_std"], both["hi_ra_adv"])
+
+
+def test_a_cell_of_another_test_set_size_is_named_and_the_rest_decided(store):
+    put_setting(store, 1, [1], BASE)
+    short = BASE[:300]
+    for regime, robust in (("standard", None), ("adversarial", short)):
+        put(store, k=2, regime=regime, clean=short, robust=robust)
+    v = verdicts(store.uri, rule="equivalence")
+    assert one(v, ticket_round=1)["verdict"] == "double-win"
+    bad = one(v, ticket_round=2)
+    assert bad["verdict"] == "missing" and "has 300 test outcomes, the other digits cells 400" in bad["reason"]
+    assert one(verdicts(store.uri, rule="strict"), ticket_round=2)["verdict"] != "missing"  # strict needs no bits
+
+
+def test_a_stopped_ticket_seed_withholds_the_interval_too(store):
+    put_setting(store, 1, [1, 2], BASE)
+    store.write_row("trials", {**store.get("trials", "ST-omp-1-adversarial-2"), "status": "stopped", "error": "stopped"})
+    r = one(verdicts(store.uri, rule="equivalence"))
+    assert r["state_sa_adv"] == "no match" and np.isnan(r["lo_sa_adv"]) and r["verdict"] == "not double-win"
