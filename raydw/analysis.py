@@ -536,7 +536,8 @@ def format_verdicts(v: pd.DataFrame) -> str:
     head = (f"verdicts: rule {a.get('rule')}" + (f" (tol {a.get('tol'):g} dense std)" if a.get("rule") == "tol" else "")
             + (f", margin {a.get('margin'):g} points" if a.get("rule") == "equivalence" else "")
             + f", reading {a.get('reading')}, checkpoint {a.get('checkpoint')}; Delta = ticket - dense in accuracy points, "
-            f"[{100 * a.get('level', 0.95):g} % interval: bootstrap over seeds and test images, {a.get('resamples')} resamples]")
+            f"[{100 * a.get('level', 0.95):g} % interval: test images by a paired bootstrap ({a.get('resamples')} resamples), "
+            "seeds by their spread]")
     if not len(v):
         return head + "\n(no ticket cells)"
     rows = []

@@ -198,7 +198,8 @@ def _verdict_sections(df: pd.DataFrame, v: pd.DataFrame | None) -> list[str]:
             "equivalence); seeds = the fewest seeds behind the contiguous answer.</p>"
             f"<h3>full (SA std, SA adv, RA adv)</h3>{ext[0]}<h3>loose (SA std, RA adv)</h3>{ext[1]}",
             f"<h2>(4) Verdicts per ticket</h2><p class='note'>rule {html.escape(rule)}; intervals at "
-            f"{100 * a['level']:g} %, {a['resamples']} bootstrap resamples over seeds and test images (seed {a['seed']}). "
+            f"{100 * a['level']:g} %: test images by a paired bootstrap ({a['resamples']} resamples, seed {a['seed']}), seeds by "
+            "their spread (t interval). "
             "SA std is compared at the standard regime's fraction (1.0 unless a standard cell at the same fraction "
             "exists); missing states say why in 'reason'.</p>" + _LEGEND + html_table(*_view(v, _VERDICT_VIEW))]
 
@@ -227,7 +228,7 @@ def write_report(uri: str, out_dir, checkpoint: str = "paper", cells=None, **ver
         plot_fractions(m, out / "data_efficiency.png")
         sections = _verdict_sections(df, v)
         parts += [f"<h2>(1) SA and RA against sparsity</h2><p class='note'>Mean over done seeds; bars: its "
-                  f"{100 * boot.level:g} % interval (bootstrap over seeds and test images; +-1 std over seeds where the "
+                  f"{100 * boot.level:g} % interval (test images by a paired bootstrap, seeds by their spread; +-1 std over seeds where the "
                   "cells stored no per-example outcomes); dashed: the dense model of the same colour's pre-training, "
                   "its band the interval.</p><img src='sa_ra_vs_sparsity.png' alt='SA and RA vs sparsity'>",
                   sections[0],
