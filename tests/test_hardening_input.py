@@ -154,6 +154,18 @@ def test_yaml_merge_keys_are_not_duplicates(tiny_spec_text, tmp_path):
 
 
 # -- cause 15: weak values -------------------------------------------------------------------------------------
+def _edited_refused(spec_text: str, where: tuple, value):
+    """The spec with the value at `where` replaced must be refused: the SpecError."""
+    def edit(d):
+        node = d
+        for k in where[:-1]:
+            node = node[k]
+        node[where[-1]] = value
+    with pytest.raises(SpecError) as e:
+        parse_spec(_spec(spec_text, edit))
+    return e
+
+
 @pytest.mark.parametrize("where,value,words", [
     (("regimes", "standard", "optimizer", "lr"), float("inf"), "finite"),
     (("regimes", "standard", "optimizer", "weight_decay"), float("inf"), "finite"),
@@ -170,13 +182,7 @@ def test_yaml_merge_keys_are_not_duplicates(tiny_spec_text, tmp_path):
     (("regimes", "standard", "data_fractions"), [1.0, float("nan")], "finite"),
 ])
 def test_weak_values_are_refused(tiny_spec_text, where, value, words):
-    def edit(d):
-        node = d
-        for k in where[:-1]:
-            node = node[k]
-        node[where[-1]] = value
-    with pytest.raises(SpecError) as e:
-        parse_spec(_spec(tiny_spec_text, edit))
+    e = _edited_refused(tiny_spec_text, where, value)
     assert ".".join(where) in str(e.value) and words in str(e.value)
 
 
@@ -373,13 +379,7 @@ def test_status_points_out_a_store_path_that_does_not_exist(tmp_path, capsys):
     (("data", "datasets"), ["x" * 200_000], "unknown dataset"),
 ])
 def test_neighbouring_bad_values_are_refused(tiny_spec_text, where, value, words):
-    def edit(d):
-        node = d
-        for k in where[:-1]:
-            node = node[k]
-        node[where[-1]] = value
-    with pytest.raises(SpecError) as e:
-        parse_spec(_spec(tiny_spec_text, edit))
+    e = _edited_refused(tiny_spec_text, where, value)
     assert words in str(e.value) and len(str(e.value)) < 2000
 
 
