@@ -365,6 +365,8 @@ def test_sigterm_stops_a_sweep_cleanly_and_says_how_to_resume(tmp_path, tiny_spe
     out = (tmp_path / "out.txt").read_text()
     assert rc == 143, out[-3000:]
     assert "rerun the same command to resume" in out and "Tuner.restore" not in out and "Traceback" not in out
+    # Quiet by default: none of Tune's experiment box or TensorBoard hint, only raydw's own lines.
+    assert "Configuration for experiment" not in out and "TensorBoard" not in out
     assert not (store / "locks" / "driver.json").exists()
     s = Store(str(store))
     for n in s.names("trials"):

@@ -61,6 +61,10 @@ def connect(address: str | None, verbose: bool = False) -> None:
 
     for k, v in RAY_ENV.items():
         os.environ.setdefault(k, v)
+    if not verbose:
+        # Tune's console engine prints an experiment box ("Number of trials 9223372036854775807": the staged searcher
+        # is open-ended) and a TensorBoard hint for a folder in /tmp; raydw's progress lines say what matters.
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if ray.is_initialized():
         _release_stale()
         return
