@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import re
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,11 +15,6 @@ from raydw.report import write_report
 from raydw.spec import load_spec
 from raydw.status import summary
 from raydw.store import Store
-
-# A store written by a real demo run, when one is named (`RAYDW_DEMO_STORE=results/demo pytest ...`). CI runs the
-# report on the real store of tests/test_sweep_ray.py instead; this one checks the full demo grid by hand.
-DEMO_STORE = Path(os.environ.get("RAYDW_DEMO_STORE", "/nonexistent"))
-
 
 def put(store: Store, pre: str, k: int, regime: str, frac: float, sa: float, ra: float | None,
         status: str = "done", error: str = "", wall_s: float = 10.0, workers: int = 1, device: str = "cpu (1 threads)") -> None:
@@ -79,15 +73,40 @@ def test_the_report_of_an_empty_store_still_shows_the_status(tmp_path):
     assert "no trials yet" in text and "0 done, 0 failed" in text
 
 
-def test_the_report_of_the_demo_store_shows_every_pretraining(tmp_path):
-    if not (DEMO_STORE / "trials").is_dir():
-        pytest.skip("set RAYDW_DEMO_STORE to a demo store (after `raydw sweep`) to check its report")
-    shutil.copytree(DEMO_STORE / "trials", tmp_path / "demo" / "trials")  # the report reads trials only
-    index = write_report(str(tmp_path / "demo"), tmp_path / "report")
+def _demo_shaped_store(path) -> tuple[Store, int]:
+    """Every cell sweeps/demo.yaml plans, done, each with per-example outcomes on the 360 digits test images: made
+    up (seeded), so the report's full grid is checked without running the demo. Returns the store and its cells."""
+    import numpy as np
+
+    from raydw import outcomes
+
+    rng = np.random.default_rng(0)
+    store = Store(str(path))
+    cells = expand(load_spec(DEMO))
+    base = rng.random(360)
+    for c in cells:
+        p = 0.9 - 0.15 * c.target_sparsity - (0.3 if c.regime_kind == "adversarial" else 0)
+        clean = base < p + rng.normal(0, 0.01)
+        robust = clean & (rng.random(360) < 0.5)
+        row = {k: v for k, v in c.to_dict().items() if k not in ("canonical", "regime_spec", "ticket_index")}
+        store.write_row("trials", {**row, "status": "done", "sparsity": c.target_sparsity, "sa": clean.mean(),
+                                   "ra": robust.mean(), "wall_s": 5.0, "workers": 1, "device": "cpu", "test_n": 360,
+                                   outcomes.column("clean", "sa_best"): outcomes.pack(clean),
+                                   outcomes.column("robust", "ra_best"): outcomes.pack(robust),
+                                   outcomes.column("robust", "sa_best"): outcomes.pack(robust)})
+    return store, len(cells)
+
+
+def test_the_report_of_a_demo_shaped_store_has_every_pretraining_intervals_and_states(tmp_path):
+    store, n = _demo_shaped_store(tmp_path / "demo")
+    index = write_report(store.uri, tmp_path / "report", rule="equivalence", margin=3.0)
     text = index.read_text()
     assert all(p.stat().st_size > 10_000 for p in pngs_referenced(index))
-    done = len([r for r in (tmp_path / "demo" / "trials").iterdir()])
-    assert all(f"<td class=''>{p}</td>" in text for p in ("ST", "FAT", "AT")) and f"{done} done, 0 failed" in text
+    pres = {c.pretraining for c in expand(load_spec(DEMO))}
+    assert all(f"<td class=''>{p}</td>" in text for p in pres) and f"{n} done, 0 failed" in text
+    assert "bars: its 95 % interval" in text and "rule equivalence, margin 3 points" in text
+    assert "class='key inc'" in text  # the legend of the three states
+    assert any(f"<td class='{k}'>{w}</td>" in text for k, w in (("yes", "match"), ("no", "no match"), ("inc", "inconclusive")))
 
 
 def test_the_report_renders_in_headless_chromium(hand_store, tmp_path):
