@@ -262,14 +262,20 @@ def _outcome_series(df: pd.DataFrame, wanted: list[tuple], checkpoint: str) -> t
     return series, why
 
 
-def _intervals(df: pd.DataFrame, wanted: list[tuple], checkpoint: str, boot: Bootstrap) -> dict:
-    """wanted: (key, dataset, value, ticket rows, dense rows) -> {key: (lo, hi)}, or {key: why not} where a cell lacks
-    usable outcomes (rows written before they were stored: NO_BITS)."""
-    series, result = _outcome_series(df, wanted, checkpoint)
+def _accuracies(series: dict[str, dict], boot: Bootstrap) -> dict:
+    """(row, value) -> (its test accuracy, its accuracies under the dataset's shared image resamples)."""
     acc: dict = {}
     for ds, bits in series.items():
         res = resampled_accuracy(bits, boot, ds)
         acc.update({k: (float(b.mean()), res[k]) for k, b in bits.items()})
+    return acc
+
+
+def _intervals(df: pd.DataFrame, wanted: list[tuple], checkpoint: str, boot: Bootstrap) -> dict:
+    """wanted: (key, dataset, value, ticket rows, dense rows) -> {key: (lo, hi)}, or {key: why not} where a cell lacks
+    usable outcomes (rows written before they were stored: NO_BITS)."""
+    series, result = _outcome_series(df, wanted, checkpoint)
+    acc = _accuracies(series, boot)
     for key, ds, value, t_rows, d_rows in wanted:
         if key not in result:
             result[key] = delta_interval([acc[(r, value)] for r in t_rows], [acc[(r, value)] for r in d_rows], boot.level)
@@ -502,10 +508,7 @@ def setting_intervals(df: pd.DataFrame, checkpoint: str = "paper", boot: Bootstr
     sums = summaries(df[df["status"] == "done"], *CHECKPOINTS[checkpoint])
     wanted = [((key, value), key[1], value, s["rows"], []) for key, s in sums.items() for value in ("sa", "ra")]
     series, why = _outcome_series(df, wanted, checkpoint)
-    acc: dict = {}
-    for ds, bits in series.items():
-        res = resampled_accuracy(bits, boot, ds)
-        acc.update({k: (float(b.mean()), res[k]) for k, b in bits.items()})
+    acc = _accuracies(series, boot)
     out: dict[tuple, dict] = {}
     for (key, value), _, _, rows, _ in wanted:
         if (key, value) in why or not rows:

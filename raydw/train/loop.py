@@ -89,8 +89,7 @@ def _correct(model: nn.Module, split: Split, transform: Transform, attack: Attac
             if final is not None:
                 fin = robust.clone()
                 if robust.any():
-                    fin[robust] = final(x[robust], yb[robust]).to(fin.device)
-                model.eval()
+                    fin[robust] = final(x[robust], yb[robust]).to(fin.device)  # it restores the model's mode
         yield yb, clean, robust, fin
 
 
