@@ -313,7 +313,7 @@ def _regimes(batch: int):
 
 def _data(x, y, n: int, transform):
     from raydw.data.device import Split
-    from raydw.train.loop import Data
+    from raydw.data.device import Data
 
     one = Split(x[:1], y[:1])
     return Data(train=Split(x[:n], y[:n]), val=one, test=one, transform=transform, train_images=n)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from raydw.spec import PretrainingSpec, RegimeSpec, SweepSpec
+from raydw.spec import EvalSpec, PretrainingSpec, RegimeSpec, SweepSpec
+from raydw.tickets import registry
 
 HASH_VERSION = 1
 
@@ -74,9 +75,15 @@ class Cell:
     phase: str = "main"  # "tune" for a tuning trial of a dense recipe
     tune_id: str | None = None  # the tuning group this cell belongs to (None: its regime is not tuned)
     recipe_id: str | None = None  # the tuned recipe it runs with (tuning trials: the candidate's)
+    # The evaluation (attack, schedule, final attack) as resolved from the spec: part of the id through `canonical`,
+    # and carried here so a cell's trial needs nothing from beside it to evaluate as its id says.
+    eval_spec: dict = field(default_factory=dict, repr=False, compare=False)
 
     def regime_obj(self) -> RegimeSpec:
         return RegimeSpec.model_validate(self.regime_spec)
+
+    def eval_obj(self) -> EvalSpec:
+        return EvalSpec.model_validate(self.eval_spec)
 
     def label(self) -> str:
         lvl = "dense" if self.ticket_method == "dense" else f"{self.ticket_method} s={self.target_sparsity:.3f}"
@@ -86,25 +93,19 @@ class Cell:
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
-    @staticmethod
-    def from_dict(d: dict) -> "Cell":
-        return Cell(**d)
+    def row_fields(self) -> dict:
+        """The cell's own columns of its trials row."""
+        return {k: getattr(self, k) for k in ROW_FIELDS}
+
+
+# What a trials row says about its cell (the rest of the row is the run's outcome and provenance).
+ROW_FIELDS = ("cell_id", "pretraining", "pretrained_id", "arch", "ticket_method", "ticket_round", "target_sparsity",
+              "prunable", "dataset", "protocol", "normalization", "regime", "regime_kind", "data_fraction",
+              "fraction_method", "seed", "phase", "tune_id", "recipe_id")
 
 
 def cell_id(canonical: dict) -> str:
     return hashlib.sha256(canonical_json(canonical).encode()).hexdigest()[:16]
-
-
-def _method_identity(t, pretraining: str) -> dict:
-    """What else determines a mask: IMP's re-training recipe, a random mask's seed, an imported file."""
-    if t.method == "imp":
-        imp = t.imp.model_dump(mode="json", exclude_defaults=True, exclude={"per_pretraining", "root", "workers", "cpus_per_worker"}) if t.imp else {}
-        return {"imp": {**imp, "regime": (t.imp.regime_for(pretraining) if t.imp else "standard")}}
-    if t.method == "random":
-        return {"seed": t.seed, **({"layerwise": True} if t.layerwise else {})}
-    if t.method == "import":
-        return {"file": t.files.get(pretraining)}
-    return {}
 
 
 @dataclass(frozen=True)
@@ -126,9 +127,8 @@ class TuneGroup:
         r = apply_recipe(self.base.regime_obj(), rec)
         canon = {**self.base.canonical, "regime": {"name": self.base.regime, **_regime_identity(r)},
                  "tune_trial": {"tune_id": self.tune_id, "recipe": rec}}
-        d = {**self.base.to_dict(), "cell_id": cell_id(canon), "canonical": canon, "regime_spec": r.model_dump(mode="json"),
-             "phase": "tune", "tune_id": self.tune_id, "recipe_id": recipe_id(rec)}
-        return Cell.from_dict(d)
+        return replace(self.base, cell_id=cell_id(canon), canonical=canon, regime_spec=r.model_dump(mode="json"),
+                       phase="tune", tune_id=self.tune_id, recipe_id=recipe_id(rec))
 
 
 def normalize_recipe(recipe: dict) -> dict:
@@ -193,6 +193,7 @@ def _expand(spec: SweepSpec, recipes: dict[str, dict]) -> tuple[list[Cell], dict
     seen: set[str] = set()
     groups: dict[tuple, TuneGroup] = {}
     tuned = set(spec.tune.tuned_regimes(spec.regimes)) if spec.tune.enabled else set()
+    eval_spec = spec.eval.model_dump(mode="json")
     eval_attack = spec.eval.attack.model_dump(mode="json", exclude_defaults=True)
     if spec.eval.schedule != "paper" or spec.eval.final_attack != "none":
         # The paper's schedule without a final attack keeps the original form, so its ids never moved.
@@ -221,7 +222,7 @@ def _expand(spec: SweepSpec, recipes: dict[str, dict]) -> tuple[list[Cell], dict
                 dataset=ds, protocol=spec.data.protocol, normalization=spec.data.normalization,
                 regime=rname, regime_kind=r.kind, data_fraction=frac,
                 fraction_method=spec.data.fraction_method, seed=seed, ticket_index=ti, canonical=canon,
-                regime_spec=r.model_dump(mode="json"), **tags,
+                regime_spec=r.model_dump(mode="json"), eval_spec=eval_spec, **tags,
             )
 
         for rnd, target in t.levels():
@@ -229,7 +230,7 @@ def _expand(spec: SweepSpec, recipes: dict[str, dict]) -> tuple[list[Cell], dict
             ticket = {"method": "dense"} if dense else {
                 "method": t.method, "sparsity": round(target, 12), "prunable": t.prunable,
                 **({"round": rnd, "rate": t.rate} if rnd is not None else {}),
-                **_method_identity(t, p.name),
+                **registry.get(t.method).identity(t, p.name),  # what else determines the mask
             }
             for ds in spec.data.datasets:
                 for rname, regime in spec.regimes.items():

@@ -100,6 +100,15 @@ class AttackSpec(_Spec):
     random_start: Bool = Field(True, description="uniform start in the eps-ball (the paper's advertorch default)")
     bn_mode: Literal["train", "eval"] = Field("train", description="BatchNorm mode while crafting *training* attacks: the paper's code uses train; MadryLab uses eval. Evaluation attacks always use eval mode")
 
+    @model_validator(mode="after")
+    def _one_step_from_random(self):
+        # fgsm_rs is defined as one step from a uniform random start: other values would be validated, hashed into
+        # the cell id and then ignored by the attack.
+        if self.method == "fgsm_rs" and (self.steps != 1 or not self.random_start):
+            raise ValueError(f"method fgsm_rs takes exactly one step from a random start: set steps: 1 and random_start: "
+                             f"true (got steps {self.steps}, random_start {self.random_start}), or use method: pgd")
+        return self
+
 
 class OptimizerSpec(_Spec):
     """SGD with momentum and a learning-rate schedule, as in every script of the paper."""

@@ -251,7 +251,7 @@ def test_a_sweep_names_a_local_checkpoint_and_the_store_keeps_it_weights_only(tm
     """The driver's stage 1 for `weights: PATH, arch: ...`: strict conversion into the store, reused by every cell."""
     from raydw.spec import PretrainingSpec
     from raydw.store import Store
-    from raydw.tickets import register_weights
+    from raydw.train.weights import register_weights
     from raydw.train.setup import load_pretrained
 
     path = tmp_path / "fast.pth.tar"
@@ -269,7 +269,7 @@ def test_a_sweep_names_a_local_checkpoint_and_the_store_keeps_it_weights_only(tm
 def test_a_sweep_naming_a_registry_entry_without_its_file_says_how_to_fetch_it(tmp_path, monkeypatch):
     from raydw.spec import PretrainingSpec
     from raydw.store import Store
-    from raydw.tickets import register_weights
+    from raydw.train.weights import register_weights
 
     monkeypatch.setattr(catalog, "MODEL_CACHE", tmp_path / "cache")
     with pytest.raises(FileNotFoundError, match="raydw fetch resnet50.tv_in1k"):

@@ -174,17 +174,17 @@ def test_unknown_dataset_lists_choices():
 
 def test_md5_flags_files_that_are_not_the_real_ones(tmp_path, monkeypatch, capsys):
     write_cifar10(tmp_path)
-    bad = sources.verify_md5("cifar10", tmp_path)
+    bad = prep.verify_md5("cifar10", tmp_path)
     assert len(bad) == 6 and "data_batch_1: md5 " in bad[0] and "expected c99cafc152244af753f735de768cd75f" in bad[0]
     assert cli(["data", "verify", "cifar10", "--root", str(tmp_path)]) == 1
-    real = {rel: sources._md5(tmp_path / rel) for rel in prep.FILES["cifar10"]}
-    monkeypatch.setitem(sources.MD5, "cifar10", real)  # as if these were the real files
-    assert sources.verify_md5("cifar10", tmp_path) == []
+    real = {rel: prep._md5(tmp_path / rel) for rel in prep.FILES["cifar10"]}
+    monkeypatch.setitem(prep.MD5, "cifar10", real)  # as if these were the real files
+    assert prep.verify_md5("cifar10", tmp_path) == []
     assert cli(["data", "verify", "cifar10", "--root", str(tmp_path)]) == 0
     (tmp_path / "cifar-10-batches-py/test_batch").unlink()
-    assert sources.verify_md5("cifar10", tmp_path)[0].endswith(f"md5 missing, expected {real[prep.FILES['cifar10'][-1]]}")
+    assert prep.verify_md5("cifar10", tmp_path)[0].endswith(f"md5 missing, expected {real[prep.FILES['cifar10'][-1]]}")
     with pytest.raises(ValueError, match="no md5 list for 'fashion_mnist'"):
-        sources.verify_md5("fashion_mnist", tmp_path)
+        prep.verify_md5("fashion_mnist", tmp_path)
 
 
 def test_prepare_without_network_says_what_to_do(tmp_path, monkeypatch, capsys):

@@ -153,7 +153,7 @@ def test_a_store_that_is_a_symlink_loop_is_refused_with_exit_2(tmp_path, capsys)
 def test_importing_a_stored_masks_bits_keeps_the_original_row(tmp_path):
     import torch
 
-    from raydw import tickets
+    from raydw.tickets.make import ensure_masks
     from raydw.cells import pretrained_id
     from raydw.models.build import build_net
     from raydw.spec import TicketSpec, parse_spec
@@ -171,7 +171,7 @@ def test_importing_a_stored_masks_bits_keeps_the_original_row(tmp_path):
     pid = pretrained_id(p)
     save_pretrained(store, {"pretrained_id": pid, "name": p.name, "arch": "resnet_tiny", "kind": "standard",
                             "num_classes": 10, "in_chans": 1, "mean": [0.1], "std": [0.3]}, net)
-    omp = tickets.ensure_masks(store, p, TicketSpec(method="omp", sparsities=[0.5]), log=lambda s: None)[0.5]
+    omp = ensure_masks(store, p, TicketSpec(method="omp", sparsities=[0.5]), log=lambda s: None)[0.5]
     before = (tmp_path / "store" / "masks" / f"{omp['mask_id']}.parquet").read_bytes()
     # the OMP mask exported in the reference format, then imported under method: import
     m = load_mask(store, omp["mask_id"])
@@ -181,7 +181,7 @@ def test_importing_a_stored_masks_bits_keeps_the_original_row(tmp_path):
         state[f"{n}_orig"], state[f"{n}_mask"] = params[n].detach(), m.tensors[n].float()
     torch.save({"state_dict": state}, tmp_path / "omp.pth.tar")
     imp_t = TicketSpec(method="import", sparsities=[0.5], files={p.name: str(tmp_path / "omp.pth.tar")})
-    imported = tickets.ensure_masks(store, p, imp_t, log=lambda s: None)[0.5]
+    imported = ensure_masks(store, p, imp_t, log=lambda s: None)[0.5]
     assert imported["mask_id"] != omp["mask_id"]
     assert (tmp_path / "store" / "masks" / f"{omp['mask_id']}.parquet").read_bytes() == before
     assert store.get("masks", omp["mask_id"])["method"] == "omp"
@@ -191,7 +191,7 @@ def test_importing_a_stored_masks_bits_keeps_the_original_row(tmp_path):
     old = {**store.get("masks", omp["mask_id"]), "mask_id": m.id}
     os.unlink(tmp_path / "store" / "masks" / f"{omp['mask_id']}.parquet")
     store.write_row("masks", old)
-    again = tickets.ensure_masks(store, p, TicketSpec(method="omp", sparsities=[0.5]), log=lambda s: None)[0.5]
+    again = ensure_masks(store, p, TicketSpec(method="omp", sparsities=[0.5]), log=lambda s: None)[0.5]
     assert again["mask_id"] == m.id
 
 

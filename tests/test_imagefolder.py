@@ -14,7 +14,8 @@ from PIL import Image
 
 from raydw.data import imagefolder
 from raydw.models.build import Normalized, build_net
-from raydw.pruning.imp import fit_round, imp, imp_regime
+from raydw.pruning.imp import imp
+from raydw.train.imp_rounds import fit_round, imp_regime
 from raydw.train.setup import source_data
 
 WNIDS = [f"n{i:08d}" for i in range(imagefolder.CLASSES)]
@@ -109,7 +110,7 @@ def test_the_dry_run_names_a_missing_imagenet_root(tmp_path, root):
                     "each; docs/tickets.md)"]
     # Every round of every pre-training already stored (IMP ran on a cluster): ImageNet is not needed here.
     from raydw.cells import pretrained_id
-    from raydw.mask_keys import mask_params
+    from raydw.tickets import registry
     from raydw.store import Store
 
     paper = load_spec(tmp_path / "paper.yaml")
@@ -118,11 +119,11 @@ def test_the_dry_run_names_a_missing_imagenet_root(tmp_path, root):
     for p in paper.pretrainings:
         for k in range(1, 12):
             store.write_row("masks", {"mask_id": f"{p.name}{k}", "pretrained_id": pretrained_id(p), "method": "imp",
-                                      "params": json.dumps(mask_params(t, p.name), sort_keys=True), "round": k, "bits": b"\0"})
+                                      "params": registry.params_json(registry.get("imp").params(t, p.name)), "round": k, "bits": b"\0"})
     assert [m for m in missing_inputs(paper, store=store) if m.startswith("IMP source")]  # round 12 missing
     for p in paper.pretrainings:
         store.write_row("masks", {"mask_id": f"{p.name}12", "pretrained_id": pretrained_id(p), "method": "imp",
-                                  "params": json.dumps(mask_params(t, p.name), sort_keys=True), "round": 12, "bits": b"\0"})
+                                  "params": registry.params_json(registry.get("imp").params(t, p.name)), "round": 12, "bits": b"\0"})
     assert not [m for m in missing_inputs(paper, store=store) if m.startswith("IMP source")]
     spec["tickets"]["imp"]["root"] = str(root)
     (tmp_path / "paper.yaml").write_text(yaml.safe_dump(spec))
@@ -154,7 +155,7 @@ def test_an_imp_job_can_ask_for_its_own_workers_without_changing_masks_or_cells(
     from raydw.run.sweep import _imp_config
     from raydw.spec import parse_spec
     from raydw.store import Store
-    from raydw.tickets import mask_params
+    from raydw.tickets.registry import get as method
 
     d = yaml.safe_load(tiny_spec_text)
     d["tickets"] = {"method": "imp", "rounds": [1, 2], "imp": {"dataset": "mnist5k", "epochs_per_round": 1}}

@@ -14,12 +14,13 @@ import torch.nn.utils.prune as prune
 from raydw.data import sources
 from raydw.data.device import Split, Transform
 from raydw.models.build import Normalized, build_net
-from raydw.pruning.imp import fit_round, imp, imp_regime, spec_regime
+from raydw.pruning.imp import imp
+from raydw.train.imp_rounds import fit_round, imp_regime, spec_regime
 from raydw.pruning.importer import masks_from_state, read_checkpoint_masks
 from raydw.pruning.magnitude import imp_kept, imp_sparsity, one_shot, prune_remaining, random_like, random_mask
 from raydw.pruning.mask import Mask, prunable_names
 from raydw.spec import ImpSpec
-from raydw.train.loop import Data
+from raydw.data.device import Data
 
 RATE = 0.2
 

@@ -88,7 +88,7 @@ def _demo_shaped_store(path) -> tuple[Store, int]:
         p = 0.9 - 0.15 * c.target_sparsity - (0.3 if c.regime_kind == "adversarial" else 0)
         clean = base < p + rng.normal(0, 0.01)
         robust = clean & (rng.random(360) < 0.5)
-        row = {k: v for k, v in c.to_dict().items() if k not in ("canonical", "regime_spec", "ticket_index")}
+        row = c.row_fields()
         store.write_row("trials", {**row, "status": "done", "sparsity": c.target_sparsity, "sa": clean.mean(),
                                    "ra": robust.mean(), "wall_s": 5.0, "workers": 1, "device": "cpu", "test_n": 360,
                                    outcomes.column("clean", "sa_best"): outcomes.pack(clean),
@@ -141,7 +141,7 @@ def test_status_with_a_spec_counts_missing_cells_and_estimates_time_left(tmp_pat
     for c in cells[:3]:
         store.write_row("trials", {**{k: v for k, v in c.to_dict().items() if k not in ("canonical", "regime_spec", "arch",
                                                                                          "pretrained_id", "prunable", "protocol",
-                                                                                         "normalization", "fraction_method", "ticket_index")},
+                                                                                         "normalization", "fraction_method", "ticket_index", "eval_spec")},
                                    "pretrained_id": c.pretrained_id, "status": "done", "wall_s": 30.0, "workers": 1, "device": "cpu"})
     text = summary(store.uri, DEMO)
     # The rest are left; settings without a done cell fall back to the overall mean of 30 s each.

@@ -10,7 +10,8 @@ from raydw.data.device import Split, Transform
 from raydw.models.build import Normalized, build_net
 from raydw.pruning.magnitude import one_shot
 from raydw.spec import AttackSpec, OptimizerSpec, RegimeSpec
-from raydw.train.loop import Data, Diverged, evaluate, fit
+from raydw.data.device import Data
+from raydw.train.loop import Diverged, evaluate, fit
 from raydw.train.setup import load_data
 
 EVAL = AttackSpec(eps=0.1, step_size=0.025, steps=10)

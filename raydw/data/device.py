@@ -129,3 +129,14 @@ def eval_batches(split: Split, batch_size: int) -> Iterator[tuple[torch.Tensor, 
         return
     for i in range(0, len(split), batch_size):
         yield split.x[i:i + batch_size], split.y[i:i + batch_size]
+
+
+@dataclass
+class Data:
+    """What a training run reads: this rank's training shard, the validation and test splits, their transform."""
+
+    train: Split  # this rank's shard
+    val: Split
+    test: Split
+    transform: Transform
+    train_images: int  # across all ranks

@@ -18,6 +18,7 @@ from typing import Iterator
 
 import torch
 
+from raydw.data.device import Data
 from raydw.data.catalog import STREAMED  # noqa: F401 - the datasets read here instead of by raydw.data.sources
 
 CLASSES = 1000
@@ -97,9 +98,8 @@ class Prepared:
 
 
 def load(root: str | Path | None, device, rank: int = 0, world: int = 1, workers: int = 0):
-    """raydw.train.loop.Data for ImageNet: train/ streamed and shuffled, val/ as both validation and test split
+    """raydw.data.device.Data for ImageNet: train/ streamed and shuffled, val/ as both validation and test split
     (ILSVRC-2012 has no labelled test set; IMP's masks come from the trained weights, never from these numbers)."""
-    from raydw.train.loop import Data
 
     if root is None:
         raise ValueError("imagenet: set tickets.imp.root to the folder holding train/ and val/")

@@ -1,6 +1,7 @@
 """IMP with rewinding to the pre-trained weights, as Double-Win-LTH's main_std.py / main_adv.py run it.
 
-Ray-free: `imp` drives the rounds, `fit_round` builds the per-round training from `raydw.train.loop.fit`.
+Ray-free: `imp` drives the rounds; the per-round training is a `train_round` callable, which
+`raydw.train.imp_rounds.fit_round` builds from the training loop (pruning/ never imports train/).
 """
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ import torch.nn as nn
 
 from raydw.pruning.magnitude import imp_kept, prune_remaining
 from raydw.pruning.mask import BoundMask, Mask, prunable_names
-from raydw.spec import AttackSpec, ImpSpec, OptimizerSpec, RegimeSpec
-from raydw.train.loop import Data, Outcome, fit
 
 # train_round(net, bound_mask, k): train `net` in place for round k under the bound mask, fresh optimizer.
 TrainRound = Callable[[nn.Module, BoundMask, int], object]
@@ -84,53 +83,3 @@ def _check_start(net: nn.Module, k: int, mask: Mask, rounds: int, rate: float, p
     if mask.kept() != want:
         raise ValueError(f"resume mask keeps {mask.kept()} of {mask.numel()} weights, but IMP round {k} at rate "
                          f"{rate} keeps {want}: is it round {k}'s mask, and the same rate?")
-
-
-def round_seed(seed: int, k: int) -> int:
-    """Each round gets its own data order (the paper's sampler sees global epochs), reproducible from (seed, k)."""
-    return seed * 1000 + k
-
-
-def imp_regime(epochs_per_round: int = 30, batch_size: int = 2048, lr: float = 5e-4, weight_decay: float = 1e-4,
-               attack: AttackSpec | None = None) -> RegimeSpec:
-    """The paper's IMP re-training: SGD momentum 0.9, constant lr, wd on all parameters, clean val SA only.
-
-    `attack` makes it adversarial IMP (main_adv.py: PGD-3, eps 8/255, step 2*eps/3, trained on PGD examples only).
-    """
-    opt = OptimizerSpec(lr=lr, momentum=0.9, weight_decay=weight_decay, schedule="constant")
-    return RegimeSpec(kind="standard" if attack is None else "adversarial", epochs=epochs_per_round,
-                      batch_size=batch_size, optimizer=opt, attack=attack, validate_ra=False)
-
-
-def spec_regime(spec: ImpSpec, pretraining: str) -> RegimeSpec:
-    """The re-training regime a sweep's `tickets.imp` gives one pre-training (its regime may be per pre-training)."""
-    adversarial = spec.regime_for(pretraining) == "adversarial"
-    return RegimeSpec(kind="adversarial" if adversarial else "standard", epochs=spec.epochs_per_round,
-                      batch_size=spec.batch_size, optimizer=spec.optimizer,
-                      attack=spec.attack if adversarial else None, validate_ra=False)
-
-
-def fit_round(model: nn.Module, data: Data, regime: RegimeSpec, seed: int, eval_attack: AttackSpec | None = None,
-              autocast: bool = False, ddp: nn.Module | None = None,
-              on_epoch: Callable[[int, dict, Callable[[], dict]], None] | None = None,
-              on_fit: Callable[[int, Outcome], None] | None = None,
-              resume: tuple[int, dict] | None = None) -> TrainRound:
-    """The `train_round` for `imp`: one `raydw.train.loop.fit` per round on `model` (a Normalized wrapper of
-    the net `imp` prunes), with a fresh optimizer and schedule each round (fit builds them).
-
-    `data` holds the source task. `on_epoch(k, record, state_fn)` and `on_fit(k, outcome)` let the caller
-    report progress and checkpoint; `resume=(k, state)` continues round k from a `state_fn()` state saved
-    mid-round (give `imp` start=(k, mask_k) with it). `eval_attack=None` validates and tests clean SA only,
-    as the paper's IMP does.
-    """
-    def train_round(net: nn.Module, bound: BoundMask, k: int) -> None:
-        if getattr(model, "net", model) is not net:
-            raise ValueError("fit_round's model must wrap the very net imp prunes (Normalized(net, ...).net is net)")
-        hook = None if on_epoch is None else (lambda rec, state_fn: on_epoch(k, rec, state_fn))
-        state = resume[1] if resume is not None and resume[0] == k else None
-        out = fit(model, bound, data, regime, eval_attack, round_seed(seed, k), on_epoch=hook, resume=state,
-                  autocast=autocast, ddp=ddp)
-        if on_fit is not None:
-            on_fit(k, out)
-
-    return train_round

@@ -276,7 +276,8 @@ def imp_worker(config: dict) -> None:
     Resumable by round (a rerun starts after the last stored round) and within a round (the per-epoch
     checkpoint holds the round and its training state).
     """
-    from raydw.pruning.imp import fit_round, imp, spec_regime
+    from raydw.pruning.imp import imp
+    from raydw.train.imp_rounds import fit_round, spec_regime
     from raydw.pruning.mask import Mask
     from raydw.spec import ImpSpec, TicketSpec
     from raydw.tickets import imp_rounds_needed, mask_row, stored_imp_rounds

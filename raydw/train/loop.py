@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from raydw import attacks
-from raydw.data.device import Split, Transform, epoch_batches, eval_batches
+from raydw.data.device import Data, Split, Transform, epoch_batches, eval_batches
 from raydw.pruning.mask import BoundMask
 from raydw.spec import AttackSpec, RegimeSpec
 
@@ -29,15 +29,6 @@ REFERENCE_UNVALIDATED = 0.01
 
 class Diverged(RuntimeError):
     """The training loss became NaN or infinite: the cell is failed with this reason, not retried forever."""
-
-
-@dataclass
-class Data:
-    train: Split  # this rank's shard
-    val: Split
-    test: Split
-    transform: Transform
-    train_images: int  # across all ranks
 
 
 @dataclass

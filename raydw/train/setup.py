@@ -17,7 +17,7 @@ from raydw.models.build import Normalized, build_net, replace_head
 from raydw.pruning.mask import Mask
 from raydw.spec import AttackSpec, RecipeSpec, RegimeSpec, OptimizerSpec
 from raydw.store import Store
-from raydw.train.loop import Data
+from raydw.data.device import Data
 
 
 def load_pretrained(store: Store, pretrained_id: str) -> tuple[dict, torch.nn.Module]:

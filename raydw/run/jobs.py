@@ -1,0 +1,222 @@
+"""The typed jobs a sweep runs, and the one place each is built.
+
+A job is a frozen value that travels whole from the driver to the Tune trial and on to every Ray Train worker
+(open_lth's Desc): a `CellJob` holds its cell (with the evaluation its id covers), its mask, its index set, its
+early-stop plan and the sweep's `RunContext`; `rows.cell_row(job, ...)` turns it into the cell's trials row.
+No job is a dict, and none is assembled anywhere but in `JobBuilder`.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+
+from raydw.cells import Cell, pretrained_id
+from raydw.provenance import git_commit
+from raydw.spec import ImpSpec, PretrainingSpec, RecipeSpec, ResourceSpec, SweepSpec, TicketSpec
+from raydw.store import Store, config_json
+from raydw.tickets import registry
+from raydw.tickets.lookup import stored_imp_rounds
+from raydw.tickets.make import ensure_masks
+from raydw.train.setup import index_set
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where and how every job of one sweep runs: set once per sweep, shared by all its jobs."""
+
+    storage: str  # the store's URI
+    sweep: str  # the spec's name (recorded on each row)
+    resources: ResourceSpec
+    data_root: str | None  # downstream and source-task files (--data-root, else data.root)
+    git_commit: str | None  # the driver's code version (recorded on each row)
+
+
+@dataclass(frozen=True)
+class EarlyStop:
+    """When a ticket cell stops: its validation trails its dense baseline's by more than `margin` after `grace`."""
+
+    dense_cell_id: str
+    margin: float
+    metrics: tuple[str, ...]
+    grace: int  # epochs before the first comparison
+
+
+@dataclass(frozen=True)
+class CellJob:
+    """One downstream cell: fine-tune the pre-trained model under the mask, evaluate, store its rows."""
+
+    cell: Cell
+    run: RunContext
+    mask_id: str | None  # None: the dense model
+    sparsity: float  # the mask's measured sparsity (0 for dense)
+    index_set_id: str  # the training indices of its data fraction (index_sets table)
+    pretraining_kind: str | None  # standard / fast / pgd (the pretrained row's kind), recorded on the row
+    early_stop: EarlyStop | None = None
+    report_to_tune: bool = True  # False for a tuning trial, which reports its one score itself
+
+    @property
+    def resources(self) -> ResourceSpec:
+        return self.run.resources
+
+    @property
+    def train_name(self) -> str:
+        """The Train run's name: the cell's content id, so a rerun restores it and continues from its last epoch."""
+        return f"cell-{self.cell.cell_id}"
+
+    def for_cell(self, cell: Cell) -> "CellJob":
+        """The same job for another cell of the same setting (a tuning candidate of this dense cell)."""
+        return replace(self, cell=cell)
+
+
+@dataclass(frozen=True)
+class PackJob:
+    """Several ready cells run one after another in one Train run (`resources.cells_per_run`)."""
+
+    cells: tuple[CellJob, ...]
+
+    @property
+    def run(self) -> RunContext:
+        return self.cells[0].run
+
+    @property
+    def resources(self) -> ResourceSpec:
+        return self.run.resources
+
+    @property
+    def train_name(self) -> str:
+        """Named by its cells, so a rerun with the same pack continues its half-done cell."""
+        ids = sorted(j.cell.cell_id for j in self.cells)
+        return "pack-" + hashlib.sha256(",".join(ids).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class PretrainJob:
+    """Stage 1: train one recipe on its source task; rank 0 stores the weights."""
+
+    run: RunContext
+    pretrained_id: str
+    name: str
+    recipe: RecipeSpec
+
+    @property
+    def resources(self) -> ResourceSpec:
+        return self.run.resources
+
+    @property
+    def train_name(self) -> str:
+        return f"pretrain-{self.pretrained_id}"
+
+
+@dataclass(frozen=True)
+class ImpJob:
+    """Stage 2 for IMP: every round of one (pre-training, IMP spec), each stored the moment it exists."""
+
+    run: RunContext
+    pretrained_id: str
+    name: str  # the pre-training's name
+    tickets: TicketSpec
+    params: dict  # the masks' store key (registry: Iterative.params)
+    resources: ResourceSpec  # the sweep's, with tickets.imp's own workers / CPUs
+
+    @property
+    def train_name(self) -> str:
+        return f"imp-{self.pretrained_id}-{hashlib.sha256(config_json(self.params).encode()).hexdigest()[:8]}"
+
+    @property
+    def rounds(self) -> int:
+        return registry.imp_rounds_needed(self.tickets)
+
+
+Job = CellJob | PackJob | PretrainJob | ImpJob
+
+
+def index_key(c: Cell) -> tuple:
+    """What a data fraction's training indices depend on (a cell's index set is shared by every cell with its key)."""
+    return (c.dataset, c.data_fraction, c.fraction_method, c.seed if c.fraction_method == "stratified" else 0)
+
+
+def dense_of(cells: list[Cell]) -> dict[str, str]:
+    """ticket cell_id -> the cell_id of its dense baseline (same pre-training, dataset, regime, fraction, seed)."""
+    key = lambda c: (c.pretrained_id, c.dataset, c.regime, c.data_fraction, c.seed)  # noqa: E731
+    dense = {key(c): c.cell_id for c in cells if c.ticket_method == "dense"}
+    return {c.cell_id: dense[key(c)] for c in cells if c.ticket_method != "dense" and key(c) in dense}
+
+
+class JobBuilder:
+    """Every job of one sweep, built from its spec and store: the one place a job is made.
+
+    Masks of omp / random / import tickets are computed the first time a cell of that (pre-training, ticket spec)
+    is built (by then its pre-trained model is stored); IMP rounds are looked up as their job stores them."""
+
+    def __init__(self, spec: SweepSpec, store: Store, data_root: str | None = None, out=print):
+        self.spec, self.store, self.out = spec, store, out
+        self.run = RunContext(storage=store.uri, sweep=spec.name, resources=spec.resources,
+                              data_root=data_root or spec.data.root, git_commit=git_commit())
+        self._masks: dict[tuple, dict[float, dict]] = {}
+        self._index: dict[tuple, str] = {}
+        self._stop: dict[str, EarlyStop] = {}
+
+    # stage 1 and 2 ---------------------------------------------------------------------------------------------
+    def pretrain(self, p: PretrainingSpec) -> PretrainJob:
+        return PretrainJob(self.run, pretrained_id(p), p.name, p.recipe)
+
+    def imp(self, t: TicketSpec, p: PretrainingSpec) -> ImpJob | None:
+        """The IMP job of (ticket spec, pre-training), or None when every round it needs is stored."""
+        pid, params = pretrained_id(p), registry.get("imp").params(t, p.name)
+        if all(k in stored_imp_rounds(self.store, pid, params) for k in range(1, registry.imp_rounds_needed(t) + 1)):
+            return None
+        imp = t.imp or ImpSpec()  # an IMP job may ask for its own resources (ImageNet: DDP, JPEG decoding)
+        own = {"workers_per_cell": imp.workers, "cpus_per_worker": imp.cpus_per_worker}
+        resources = self.spec.resources.model_copy(update={k: v for k, v in own.items() if v is not None})
+        return ImpJob(self.run, pid, p.name, t, params, resources)
+
+    def imp_need(self, c: Cell) -> tuple | None:
+        """(pretrained_id, params, round) of the IMP mask an IMP cell waits for; None for other cells."""
+        if c.ticket_method != "imp":
+            return None
+        return (c.pretrained_id, registry.get("imp").params(self.spec.tickets[c.ticket_index], c.pretraining),
+                c.ticket_round)
+
+    # stage 3 ---------------------------------------------------------------------------------------------------
+    def index_sets(self, cells: list[Cell]) -> None:
+        """Persist each data fraction's training indices once; every cell with the same key reuses them."""
+        for c in cells:
+            self._index_set(c)
+
+    def plan_early_stop(self, cells: list[Cell]) -> dict[str, EarlyStop]:
+        """Per ticket cell: its dense baseline (which then runs first) and when and how to compare against it."""
+        es = self.spec.early_stop
+        if es.enabled:
+            by_id = {c.cell_id: c for c in cells}
+            self._stop = {cid: EarlyStop(did, es.margin, tuple(es.metrics), es.grace_for(by_id[cid].regime_obj()))
+                          for cid, did in dense_of(cells).items()}
+        return self._stop
+
+    def cell(self, c: Cell, report_to_tune: bool = True) -> CellJob:
+        mask = self._mask(c)
+        kind = (self.store.get("pretrained", c.pretrained_id) or {}).get("kind")
+        return CellJob(c, self.run, mask["mask_id"], mask["sparsity"], self._index_set(c), kind,
+                       self._stop.get(c.cell_id), report_to_tune)
+
+    def _index_set(self, c: Cell) -> str:
+        key = index_key(c)
+        if key not in self._index:
+            iid, idx = index_set(*key)
+            if self.store.get("index_sets", iid) is None:
+                self.store.write_row("index_sets", {"index_set_id": iid, "dataset": key[0], "fraction": key[1],
+                                                    "method": key[2], "seed": key[3], "n": len(idx), "indices": idx.tolist()})
+            self._index[key] = iid
+        return self._index[key]
+
+    def _mask(self, c: Cell) -> dict:
+        if c.ticket_method == "dense":
+            return {"mask_id": None, "sparsity": 0.0}
+        t = self.spec.tickets[c.ticket_index]
+        if registry.get(c.ticket_method).needs_job:
+            need = self.imp_need(c)
+            return stored_imp_rounds(self.store, need[0], need[1])[c.ticket_round]
+        key = (c.pretrained_id, c.ticket_index)
+        if key not in self._masks:
+            p = next(p for p in self.spec.pretrainings if p.name == c.pretraining)
+            self._masks[key] = ensure_masks(self.store, p, t, log=self.out)
+        return self._masks[key][c.target_sparsity]

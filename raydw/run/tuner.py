@@ -1,0 +1,124 @@
+"""The one place a Ray Tune Tuner is built, and its one progress callback.
+
+A sweep's stages and a tuning group's Optuna trials both run here: trials come from a Searcher (the sweep's
+staged searcher, or OptunaSearch), each runs its job's trial function in the driver's small resource bundle
+(TRAIN_DRIVER), and the Progress callback prints one line per finished trial with an estimate of the time left.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+import time
+from typing import Callable
+
+from ray import tune
+
+from raydw.run import trials
+from raydw.run.cluster import driver_resources
+from raydw.run.jobs import CellJob, ImpJob, PackJob, PretrainJob
+from raydw.store import Store
+
+# What each job type runs as its Tune trial.
+TRIALS: dict[type, Callable] = {CellJob: trials.cell_trial, PackJob: trials.pack_trial, PretrainJob: trials.pretrain_trial,
+                                ImpJob: trials.imp_trial}
+
+
+def run_name(sweep: str, stage: str = "") -> str:
+    """A Tune experiment's folder name: the sweep, the stage, the start time."""
+    return f"{sweep}{'-' + stage if stage else ''}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+
+
+def fit(name: str, store: Store, concurrency: int, callbacks: list, search_alg, num_samples: int = -1,
+        entry: Callable[[dict], None] | None = None, param_space: dict | None = None) -> None:
+    """Run trials from `search_alg` (each config holds its job under "job") until it says it is finished."""
+    tuner = tune.Tuner(
+        tune.with_resources(entry or job_entry, driver_resources()), param_space=param_space,
+        tune_config=tune.TuneConfig(search_alg=search_alg, num_samples=num_samples, max_concurrent_trials=concurrency,
+                                    reuse_actors=True, trial_dirname_creator=lambda t: t.trial_id),
+        run_config=tune.RunConfig(name=name, storage_path=store.tune_path, verbose=0, callbacks=callbacks),
+    )
+    tuner.fit()
+
+
+def job_entry(config: dict) -> None:
+    job = config["job"]
+    TRIALS[type(job)](job)
+
+
+def _num(v) -> float:
+    return math.nan if v is None else float(v)
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+class Progress(tune.Callback):
+    """One line per finished trial; `lines(trial)` says what it finished: (label, text) per cell, or a plain line.
+
+    The pace is taken from the first finished cell on (pre-training and start-up are not per cell)."""
+
+    def __init__(self, total: int, lines: Callable, done: int = 0, prefix: str = ""):
+        self.total, self.lines, self.n, self.prefix, self.t0 = total, lines, done, prefix, time.time()
+        self.first = done
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        for item in self.lines(trial):
+            if isinstance(item, str):
+                say(item)
+                continue
+            label, text = item
+            self.n += 1
+            if self.n == self.first + 1:
+                self.t0 = time.time()
+            ran = self.n - self.first
+            left = (time.time() - self.t0) / max(ran - 1, 1) * (self.total - self.n) if ran > 1 else None
+            say(f"{self.prefix}[{self.n}/{self.total}] {label}: {text}"
+                + (f", ~{left / 60:.1f} min left" if left is not None and self.n < self.total else ""))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.on_trial_complete(iteration, trials, trial)
+
+
+def cell_text(row: dict, took: float | None) -> str:
+    """A finished cell's outcome as its progress line says it, from its stored row."""
+    if row.get("status") == "done":
+        ra = row.get("ra_at_ra_best") if row.get("ra_at_ra_best") is not None else row.get("ra_at_sa_best")
+        what = f"SA {_num(row.get('sa_at_sa_best')):.3f} RA {_num(ra):.3f}"
+    elif row.get("status") == "stopped":
+        what = f"stopped early: {str(row.get('error'))[:120]}"
+    else:
+        what = f"FAILED: {str(row.get('error') or 'no error recorded').splitlines()[0][:160]}"
+    return what + (f" ({took:.0f} s)" if took else "")
+
+
+def no_row(trial) -> dict:
+    """A finished trial left no trials row: its writer failed (a full disk, say). The trial's own error says why."""
+    why = "no trials row was stored"
+    try:
+        err = trial.get_error()
+    except Exception:  # noqa: BLE001 - only for the message
+        err = None
+    lines = [ln.strip() for ln in str(err or "").splitlines() if ln.strip()]
+    if lines:
+        why += f" ({lines[-1][:200]})"
+    return {"status": "failed", "error": why}
+
+
+def sweep_lines(trial) -> list:
+    """The sweep's progress: a line per pre-training and IMP job, a counted line per cell (packed ones each)."""
+    job, r = trial.config["job"], trial.last_result or {}
+    if isinstance(job, PretrainJob):
+        return [f"pre-trained {job.name}: source-task clean {_num(r.get('clean_acc')):.3f}, robust {_num(r.get('robust_acc')):.3f}"]
+    if isinstance(job, ImpJob):
+        return [f"IMP {job.name}: {'all rounds stored' if r.get('final') else 'FAILED (see the Ray logs)'}"]
+    store = Store(job.run.storage)
+    if isinstance(job, PackJob):  # one line per packed cell, from the rows its workers stored
+        out = []
+        for j in job.cells:
+            row = store.get("trials", j.cell.cell_id) or no_row(trial)
+            out.append((j.cell.label(), cell_text(row, row.get("wall_s"))))
+        return out
+    # The cell's stored row says how it ended (a failed cell's error starts with its cause).
+    row = store.get("trials", job.cell.cell_id) or no_row(trial)
+    return [(job.cell.label(), cell_text(row, r.get("time_total_s")))]
