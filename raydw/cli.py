@@ -314,6 +314,19 @@ def cmd_bench(a) -> int:
     return 0
 
 
+def cmd_compact(a) -> int:
+    """`raydw compact STORE`: also migrates a store of the one-file-per-epoch layout (docs/results-schema.md)."""
+    from raydw.compact import compact
+    from raydw.store import Store
+
+    store = Store(a.uri)
+    if not (store.exists("trials") or store.exists("epochs")):
+        raise SpecError(f"{a.uri} holds no trials or epochs table: not a results store?")
+    print(f"compacting {store.uri} (under its driver lock)")
+    compact(store, log=print)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="raydw", description="Double-win lottery ticket sweeps on Ray Tune + Ray Train")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -408,6 +421,10 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     s.add_argument("--json", help="write the table here too (default: bench-<profile>.json)")
     s.set_defaults(fn=cmd_bench)
+
+    s = sub.add_parser("compact", help="merge the rows of finished cells into a few large files (a sweep does it at its end)")
+    s.add_argument("uri", help="results store (folder or URI)")
+    s.set_defaults(fn=cmd_compact)
 
     a = ap.parse_args(argv)
     try:
