@@ -226,18 +226,9 @@ def s3():
         os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
 
 
-def _race(uri: str, go: float, q) -> None:
-    while time.time() < go:
-        time.sleep(0.001)
-    try:
-        with Store(uri).lock("racer"):
-            q.put("got")
-            time.sleep(0.5)  # hold it while the others try
-    except StoreLocked:
-        q.put("refused")
-
-
 def test_two_drivers_started_together_on_an_s3_store_exactly_one_runs(s3):
+    from test_hardening_store import _race  # racers that hold the lock a moment, or are refused
+
     ctx = mp.get_context("fork")
     got = []
     for r in range(4):
