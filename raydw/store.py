@@ -75,6 +75,8 @@ EPOCHS = pa.schema([
     ("cell_id", pa.string()), ("epoch", pa.int64()), ("lr", pa.float64()), ("train_loss", pa.float64()),
     ("train_acc", pa.float64()), ("val_sa", pa.float64()), ("val_ra", pa.float64()), ("epoch_s", pa.float64()),
     ("eval_s", pa.float64()), ("train_images", pa.int64()), ("node", pa.string()), ("resumed_from", pa.int64()),  # first epoch of the run segment that wrote it
+    # when the row was stored (UTC): one file holds a cell's epochs now, so a file's mtime no longer dates a row
+    ("written_at", pa.timestamp("us", tz="UTC")),
 ])
 
 MASKS = pa.schema([
@@ -295,8 +297,13 @@ class Store:
         """Read the cell's file, replace or add the new epochs, write it whole again (temporary + rename, or one PUT):
         files grow with cells, not epochs, and a reader sees the file before or after, never half of it. One writer
         per cell (its Ray Train rank 0; a restarted run's new rank 0 after the old one is gone)."""
+        import datetime as dt
+
         m = _EPOCH_ROW.match(name)
         cell = m["cell"] if m else name
+        now = pa.array([dt.datetime.now(dt.timezone.utc)] * new.num_rows, SCHEMAS["epochs"].field("written_at").type)
+        i = new.schema.get_field_index("written_at")
+        new = new.set_column(i, "written_at", pc.coalesce(new.column(i), now))
         cells, epochs = set(new.column("cell_id").to_pylist()), new.column("epoch")
         if cells != {cell} or epochs.null_count:
             raise StoreError(f"table epochs: rows stored under {name!r} must all have cell_id {cell!r} and an epoch "
