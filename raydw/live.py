@@ -47,7 +47,7 @@ def progress(uri: str, spec=None, cells: set[str] | None = None) -> tuple[Progre
     trials = load(uri, "trials", columns=["cell_id", "status", "sa", "ra", "finished_at"])
     if cells is not None:
         trials = trials[trials["cell_id"].isin(cells)]
-    ep = load(uri, "epochs", columns=["cell_id"])
+    ep = load(uri, "epochs", columns=["cell_id", "epoch"])  # load sorts epochs by both (a cell_id-only read fails)
     started = set(ep["cell_id"]) - set(trials["cell_id"])
     if cells is not None:
         started &= cells

@@ -135,9 +135,10 @@ def test_a_live_report_shows_more_points_in_a_later_screenshot_while_the_sweep_r
                               "--live-report", str(out), "--live-every", "1"], stdout=open(log, "w"),
                              stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=REPO)
     try:
-        _wait_page(index, "1 done, ", sweep, log)
+        # The live section's own count (the status section further down is read a moment later and may be ahead).
+        _wait_page(index, "<p class='live'>1 done, ", sweep, log)
         a = _points(_shot(browser, index, tmp_path / "a.png"))
-        _wait_page(index, "2 done, ", sweep, log)
+        _wait_page(index, "<p class='live'>2 done, ", sweep, log)
         b = _points(_shot(browser, index, tmp_path / "b.png"))
         assert sweep.poll() is None, "the sweep ended before the second screenshot"
         assert sweep.wait(300) == 0, log.read_text()[-3000:]
