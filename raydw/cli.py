@@ -31,6 +31,17 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _positive_seconds(text: str) -> float:
+    """argparse type: seconds > 0 (--every 0 would rewrite the report in a busy loop)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds > 0")
+    return v
+
+
 def cmd_sweep(a) -> int:
     spec = load_spec(_spec_path(a.spec))
     if a.dry_run:
@@ -38,9 +49,15 @@ def cmd_sweep(a) -> int:
 
         print(dry_run(spec, a.storage or spec.storage, a.data_root))
         return 0
-    from raydw.run.sweep import run_sweep
+    from raydw.run.sweep import _verdict_settings, run_sweep
 
-    s = run_sweep(spec, storage=a.storage, address=a.address, data_root=a.data_root)
+    live = None
+    if a.live_report is not None:  # started by run_sweep once the store is locked (a refused sweep writes nothing)
+        from raydw.live import LiveReport
+
+        folder = output_dir(a.live_report, "--live-report") if a.live_report else None
+        live = LiveReport(None, folder, a.live_every, spec=spec, verdict_args=_verdict_settings(spec))
+    s = run_sweep(spec, storage=a.storage, address=a.address, data_root=a.data_root, live=live)
     return 0 if s.complete else 1  # stopped early / not needed by the search are outcomes the spec asked for
 
 
@@ -218,11 +235,38 @@ def cmd_report(a) -> int:
     from raydw.analysis import AnalysisError
     from raydw.report import write_report
 
+    if a.until_complete and not (a.watch and a.spec):
+        raise SpecError("--until-complete needs --watch and --spec (the spec says which cells complete the sweep)")
     output_dir(a.out)
     try:
+        if a.watch:
+            return _watch_report(a)
         print(f"wrote {write_report(a.uri, a.out, cells=_spec_cells(a), **_verdict_args(a))}")
     except AnalysisError as e:
         raise SpecError(str(e)) from None
+    return 0
+
+
+def _watch_report(a) -> int:
+    """`raydw report --watch`: rewrite until SIGINT / SIGTERM (after the write in progress) or --until-complete."""
+    import signal
+
+    from raydw.live import LiveReport
+
+    live = LiveReport(a.uri, Path(a.out), a.every, spec=_spec_path(a.spec) if a.spec else None, verdict_args=_verdict_args(a))
+    stopped = []
+
+    def stop(signum, frame):
+        stopped.append(signal.Signals(signum).name)
+        live._stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+    print(f"watching {a.uri}: rewriting {Path(a.out) / 'index.html'} every {a.every:g} s"
+          + (" until every cell has its row" if a.until_complete else "") + " (Ctrl-C stops)", flush=True)
+    n = live.watch(until_complete=a.until_complete)
+    why = f"stopped by {stopped[0]}" if stopped else "the sweep is complete" if a.until_complete else "stopped"
+    print(f"{why}; the report was written {n} time(s): {Path(a.out) / 'index.html'}", flush=True)
     return 0
 
 
@@ -337,6 +381,11 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--dry-run", action="store_true", help="list the cells, their resources and what is done; start nothing")
     s.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     s.add_argument("--data-root", help="folder with downstream dataset files (overrides data.root)")
+    s.add_argument("--live-report", nargs="?", const="", metavar="DIR",
+                   help="rewrite the HTML report while the cells run (default folder: <store>/report, ./report for an "
+                        "object store); see raydw report --watch")
+    s.add_argument("--live-every", type=_positive_seconds, default=30.0, metavar="S",
+                   help="--live-report: seconds between rewrites (default 30)")
     s.set_defaults(fn=cmd_sweep)
 
     s = sub.add_parser("pretrain", help="train a spec's pre-training recipes (Ray Train jobs), cached in the store")
@@ -385,6 +434,12 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("report", help="write an HTML report (plots, verdicts, extreme sparsities, status)")
     s.add_argument("uri", nargs="?", default="./results")
     s.add_argument("--out", required=True, help="output folder; index.html and PNGs are written there")
+    s.add_argument("--watch", action="store_true",
+                   help="keep rewriting it (atomically) with the cells done / running / failed and the time left, "
+                        "until SIGINT / SIGTERM")
+    s.add_argument("--every", type=_positive_seconds, default=30.0, metavar="S", help="--watch: seconds between rewrites (default 30)")
+    s.add_argument("--until-complete", action="store_true",
+                   help="--watch: stop once every cell of --spec has its row (done, failed or stopped)")
     _verdict_flags(s)
     s.set_defaults(fn=cmd_report)
 

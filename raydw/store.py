@@ -39,6 +39,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from raydw import outcomes
+from raydw.atomic import write_atomic
 
 TRIALS = pa.schema([
     ("cell_id", pa.string()), ("sweep", pa.string()), ("status", pa.string()), ("error", pa.string()),
@@ -245,17 +246,7 @@ class Store:
             with self.fs.open_output_stream(final) as f:
                 f.write(data)
             return final
-        tmp = f"{folder}/.{uuid.uuid4().hex}.tmp"  # hidden: pyarrow and DuckDB globs skip it
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_atomic(final, data)  # a hidden temporary, renamed: pyarrow and DuckDB globs skip it
         return final
 
     def remove_temporaries(self, older_than: float) -> list[str]:

@@ -283,18 +283,29 @@ def dense_of(cells: list[Cell]) -> dict[str, str]:
 
 
 def run_sweep(spec: SweepSpec, storage: str | None = None, address: str | None = None, data_root: str | None = None,
-              out=print) -> Summary:
+              out=print, live=None) -> Summary:
+    """`live`: a raydw.live.LiveReport (`--live-report`), started once the store is locked, stopped at the end."""
     t0 = time.time()
     store = Store(storage or spec.storage)
     _preflight(spec, store, address, data_root, out)
     store.check_writable()
     with store.lock(f"raydw sweep {spec.name}"):
         store.check_tables()  # bad files move to quarantine/ (said) before anything is planned from them
+        if live is not None:  # LIVE-REPORT HOOK (issue 18): rewrites the report while the cells run
+            live.start(store.uri)
         try:
             summary = _run_locked(spec, store, address, data_root, out, t0)
         except KeyboardInterrupt:  # Interrupted (SIGTERM / SIGINT): Ray down first, then the lock is released
+            if live is not None:  # LIVE-REPORT HOOK: no last write, the driver exits at once
+                live.stop()
             _shutdown_after_interrupt()
             raise
+        except BaseException:
+            if live is not None:  # LIVE-REPORT HOOK: the thread stops with the failed sweep
+                live.stop()
+            raise
+        if live is not None:  # LIVE-REPORT HOOK: the last page, after the sweep's own report (same cells, settings)
+            live.stop(final="finished" if summary.complete else "ended, some cells not done: rerun to retry them")
         for f in store.remove_temporaries(older_than=t0):  # half-written files of an earlier, killed driver's writers
             out(f"removed {f} (a write killed half-way before this sweep started)")
         return summary
