@@ -33,6 +33,13 @@ def _positive_int(text: str) -> int:
 
 def cmd_sweep(a) -> int:
     spec = load_spec(_spec_path(a.spec))
+    if a.tracker:  # --tracker adds to the spec's trackers (they are not part of any cell's id)
+        from raydw.trackers import from_flag
+
+        spec = spec.model_copy(update={"trackers": [*spec.trackers, *(from_flag(t) for t in a.tracker)]})
+    from raydw.trackers import check
+
+    check(spec.trackers, str(a.spec))  # an absent tracker package: exit 2 before anything is planned or run
     if a.dry_run:
         from raydw.plan import dry_run
 
@@ -324,6 +331,10 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--dry-run", action="store_true", help="list the cells, their resources and what is done; start nothing")
     s.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     s.add_argument("--data-root", help="folder with downstream dataset files (overrides data.root)")
+    s.add_argument("--tracker", action="append", metavar="KIND[:TARGET]",
+                   help="also send every cell to an experiment tracker (repeatable; added to the spec's trackers): "
+                        "mlflow[:TRACKING_URI], wandb[:PROJECT], tensorboard[:LOGDIR]; each needs its extra, e.g. "
+                        "pip install -e '.[mlflow]'")
     s.set_defaults(fn=cmd_sweep)
 
     s = sub.add_parser("pretrain", help="train a spec's pre-training recipes (Ray Train jobs), cached in the store")
