@@ -6,6 +6,7 @@ scalars at step = epoch; test SA / RA are scalars test/sa, test/ra at step = the
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 from raydw.trackers.runinfo import EPOCH_METRICS, RunInfo, final_metrics, numbers
@@ -36,7 +37,9 @@ class TensorboardSink:
 
         d = run_dir(self.logdir, info)
         held = scalars(d).get("train_loss", {}) if d.exists() else {}  # a resumed cell continues its folder
-        w = SummaryWriter(str(d), flush_secs=5)
+        # The writer names its file by the second and host: a second writer in the same second (a resumed cell)
+        # would overwrite the first's file, so the name also gets the time in ns.
+        w = SummaryWriter(str(d), flush_secs=5, filename_suffix=f".{time.time_ns()}")
         if not held:
             h = {**info.tags, **info.params}
             exp, ssi, sei = hparams(h, {f"test/{m}": None for m in ("sa", "ra")})
