@@ -130,3 +130,39 @@ def test_callback_feeds_a_packs_cells_in_order_and_continues_a_resumed_cell(tmp_
     cb.on_trial_complete(0, [], cell)
     cb.on_experiment_end([])
     assert _train_loss_events(folder(b)) == [0, 1] and not said
+
+
+def test_tuning_trials_are_nested_under_their_group_in_mlflow(tmp_path, spec_dict):
+    """A tuning trial's config (raydw.run.tuning) becomes its trial cell, run under one parent run per group."""
+    from mlflow import MlflowClient
+
+    from raydw.cells import tune_groups
+    from raydw.store import Store
+
+    spec_dict["tune"] = {"enabled": True, "num_samples": 2, "space": {"lr": {"kind": "loguniform", "low": 1e-3, "high": 0.1}}}
+    g = tune_groups(parse_spec(spec_dict))[0]
+    store = Store(str(tmp_path / "store"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cb = trackers.callbacks([trackers.from_flag(f"mlflow:{uri}")], "s", print)[0]
+    cb.setup()
+    ids = []
+    for i, lr in enumerate((0.01, 0.02)):
+        cfg = {"job": {"sweep": "s", "storage": store.uri}, "group": {"tune_id": g.tune_id, "metric": g.metric,
+               "base": g.base.to_dict()}, "fields": ["lr"], "lr": lr}
+        cid = g.trial_cell({"lr": lr}).cell_id
+        ids.append(cid)
+        trial = _trial(f"t{i}", cfg)
+        cb.on_trial_start(0, [], trial)
+        _epoch(store, cid, 0)
+        _done(store, cid, 1)
+        cb.on_trial_complete(0, [], trial)
+    cb.on_experiment_end([])
+    c = MlflowClient(uri)
+    runs = c.search_runs([c.get_experiment_by_name("s").experiment_id])
+    parent = [r for r in runs if r.data.tags.get("tune_group") == g.tune_id]
+    trials = [r for r in runs if r.data.tags.get("phase") == "tune"]
+    assert len(parent) == 1 and parent[0].info.run_name == f"tune {g.label()}"
+    assert sorted(r.data.tags["cell_id"] for r in trials) == sorted(ids)
+    assert all(r.data.tags["mlflow.parentRunId"] == parent[0].info.run_id and r.data.params["tune_trial.recipe.lr"]
+               for r in trials)
+    assert sorted(float(r.data.params["tune_trial.recipe.lr"]) for r in trials) == [0.01, 0.02]
