@@ -44,6 +44,13 @@ def _positive_seconds(text: str) -> float:
 
 def cmd_sweep(a) -> int:
     spec = load_spec(_spec_path(a.spec))
+    if a.tracker:  # --tracker adds to the spec's trackers (they are not part of any cell's id)
+        from raydw.trackers import from_flag
+
+        spec = spec.model_copy(update={"trackers": [*spec.trackers, *(from_flag(t) for t in a.tracker)]})
+    from raydw.trackers import check
+
+    check(spec.trackers, str(a.spec))  # an absent tracker package: exit 2 before anything is planned or run
     if a.dry_run:
         from raydw.plan import dry_run
 
@@ -386,6 +393,10 @@ def main(argv: list[str] | None = None) -> int:
                         "object store); see raydw report --watch")
     s.add_argument("--live-every", type=_positive_seconds, default=30.0, metavar="S",
                    help="--live-report: seconds between rewrites (default 30)")
+    s.add_argument("--tracker", action="append", metavar="KIND[:TARGET]",
+                   help="also send every cell to an experiment tracker (repeatable; added to the spec's trackers): "
+                        "mlflow[:TRACKING_URI], wandb[:PROJECT], tensorboard[:LOGDIR]; each needs its extra, e.g. "
+                        "pip install -e '.[mlflow]'")
     s.set_defaults(fn=cmd_sweep)
 
     s = sub.add_parser("pretrain", help="train a spec's pre-training recipes (Ray Train jobs), cached in the store")

@@ -346,7 +346,9 @@ def _preflight(spec: SweepSpec, store: Store, address: str | None, data_root: st
     sweep that lacks them is refused (else every cell would start, fail and be retried on each rerun). On a
     cluster the workers may hold them (docs/cluster.md: data on the GPU nodes), so it is a warning."""
     from raydw.plan import missing_inputs
+    from raydw.trackers import check as check_trackers
 
+    check_trackers(spec.trackers, f"sweep {spec.name}")  # issue 18: a tracker whose package is absent, before Ray
     miss = missing_inputs(spec, data_root, store)
     bad = unreadable_inputs(spec, store)  # files that are there but cannot be used: refused wherever the cells run
     if bad:
@@ -498,8 +500,10 @@ def _run_locked(spec: SweepSpec, store: Store, address: str | None, data_root: s
         + "".join(f", {sum(j.kind == k for j in jobs)} {k} job(s)" for k in ("pretrain", "imp") if any(j.kind == k for j in jobs))
         + f" on Ray Tune + Ray Train, {conc} at a time")
     searcher = StagedSearcher(jobs, store, gate, cells_per_run=spec.resources.cells_per_run)
+    from raydw import trackers  # issue 18: the spec's experiment trackers get every cell as a run
+
     _tune_jobs(searcher, f"{spec.name}-{dt.datetime.now():%Y%m%d-%H%M%S}", store, conc,
-               [_progress_callback(len(todo), conc)])
+               [_progress_callback(len(todo), conc), *trackers.callbacks(spec.trackers, spec.name, out)])
     for j in searcher.blocked():
         out(f"  not run: {j.label} ({j.why_blocked})")
     if gate is not None:
