@@ -232,6 +232,7 @@ def test_missing_inputs_names_cache_path_and_command(tmp_path, monkeypatch):
     from raydw.spec import load_spec
 
     monkeypatch.setattr(catalog, "MODEL_CACHE", tmp_path / "models")
+    monkeypatch.delenv(catalog.MODEL_CACHE_ENV, raising=False)  # the default cache, not a shell's override
     doc = yaml.safe_load(open(catalog.__file__.replace("models/catalog.py", "sweeps/demo.yaml")))
     doc["pretrainings"] = [{"name": "ST", "weights": "resnet50.tv_in1k"},
                            {"name": "FAT", "weights": "resnet50.fast_linf4_in1k"},
@@ -272,5 +273,22 @@ def test_a_sweep_naming_a_registry_entry_without_its_file_says_how_to_fetch_it(t
     from raydw.tickets import register_weights
 
     monkeypatch.setattr(catalog, "MODEL_CACHE", tmp_path / "cache")
+    monkeypatch.delenv(catalog.MODEL_CACHE_ENV, raising=False)
     with pytest.raises(FileNotFoundError, match="raydw fetch resnet50.tv_in1k"):
         register_weights(Store(str(tmp_path / "s")), PretrainingSpec(name="ST", weights="resnet50.tv_in1k"))
+
+
+def test_the_model_cache_env_var_redirects_the_sweep_and_fetch(tmp_path, r18, entry, monkeypatch):
+    """RAYDW_MODEL_CACHE: where a sweep reads registry weights and where `raydw fetch` writes them (the test inputs
+    of the paper's preflight live there), read at each call, so one shell can point at another folder."""
+    from raydw.models.catalog import local_weights_path
+
+    monkeypatch.setenv(catalog.MODEL_CACHE_ENV, str(tmp_path / "env-cache"))
+    assert local_weights_path("resnet50.tv_in1k") == tmp_path / "env-cache" / "resnet50.tv_in1k.pt"
+    assert f"raydw convert FILE {tmp_path / 'env-cache'}/resnet50.fast_linf4_in1k.pt" in catalog.fetch_command("resnet50.fast_linf4_in1k")
+    torch.save(r18, tmp_path / "plain.pth")
+    entry((tmp_path / "plain.pth").as_uri())
+    assert cli(["fetch", "resnet18.test_in1k"]) == 0
+    assert same(torch.load(tmp_path / "env-cache" / "resnet18.test_in1k.pt", weights_only=True), r18)
+    monkeypatch.delenv(catalog.MODEL_CACHE_ENV)
+    assert local_weights_path("resnet50.tv_in1k") == catalog.MODEL_CACHE / "resnet50.tv_in1k.pt"
