@@ -4,7 +4,6 @@ ResNet-18 stands in where the format logic is the same as ResNet-50's; one test 
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 
@@ -19,29 +18,13 @@ from raydw.models.catalog import PRETRAINED, PretrainedEntry, sha256_prefix
 from raydw.models.convert import (FORMATS, CheckpointError, convert_file, detect_format, load_strict,
                                   read_checkpoint, sha256_file, to_torchvision)
 from raydw.models.fetch import FetchError, fetch
+from raydw.testinputs.checkpoints import fast_adv_ckpt, robustness_ckpt
 
 
 @pytest.fixture(scope="module")
 def r18() -> dict:
     torch.manual_seed(0)
     return build_net("resnet18", 1000).state_dict()
-
-
-def robustness_ckpt(sd: dict) -> dict:
-    """MadryLab robustness layout; the `args` Namespace makes weights_only=True refuse it, as dill files are refused."""
-    model = {f"module.model.{k}": v for k, v in sd.items()}
-    model |= {f"module.attacker.model.{k}": v + 1 if v.is_floating_point() else v for k, v in sd.items()}
-    stats = {"new_mean": torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1),
-             "new_std": torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)}
-    model |= {f"module.normalizer.{k}": v for k, v in stats.items()}
-    model |= {f"module.attacker.normalize.{k}": v for k, v in stats.items()}
-    return {"model": model, "optimizer": None, "schedule": None, "epoch": 90,
-            "args": argparse.Namespace(arch="resnet50", eps=4 / 255, constraint="inf")}
-
-
-def fast_adv_ckpt(sd: dict) -> dict:
-    return {"state_dict": {f"module.{k}": v for k, v in sd.items()}, "epoch": 15, "arch": "resnet50",
-            "best_prec1": 55.4, "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "params": [0, 1]}]}}
 
 
 def same(a: dict, b: dict) -> bool:
