@@ -326,12 +326,12 @@ def cmd_convert(a) -> int:
 
 def cmd_fetch(a) -> int:
     from raydw.models.convert import CheckpointError
-    from raydw.models.fetch import DEFAULT_CACHE, FetchError, fetch
+    from raydw.models.fetch import FetchError, fetch
 
     if a.cache:
         output_dir(a.cache, "--cache")
     try:
-        fetch(a.name, cache=a.cache or DEFAULT_CACHE, url=a.url, trust=a.trust, force=a.force)
+        fetch(a.name, cache=a.cache, url=a.url, trust=a.trust, force=a.force)
     except (FetchError, CheckpointError, KeyError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2
@@ -464,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
 
     s = sub.add_parser("fetch", help="download a registry entry into the model cache, hash-checked and converted")
     s.add_argument("name", help="registry entry (raydw models)")
-    s.add_argument("--cache", help="cache folder (default ~/.cache/raydw/models)")
+    s.add_argument("--cache", help="cache folder (default $RAYDW_MODEL_CACHE, else ~/.cache/raydw/models)")
     s.add_argument("--url", help="download from here instead (a mirror, or file:///path)")
     s.add_argument("--trust", action="store_true", help="allow full unpickling of the published file (robustness/dill)")
     s.add_argument("--force", action="store_true", help="download again even if cached")

@@ -6,32 +6,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
 
 from raydw.data import imagefolder
 from raydw.models.build import Normalized, build_net
 from raydw.pruning.imp import fit_round, imp, imp_regime
+from raydw.testinputs.imagefolder import write_imagefolder
 from raydw.train.setup import source_data
 
-WNIDS = [f"n{i:08d}" for i in range(imagefolder.CLASSES)]
 USED = {0: 3, 1: 2, 999: 3}  # class index -> images in train/ (val/ gets one per used class)
 
 
 def _write_folder(root: Path, classes: int = imagefolder.CLASSES) -> None:
     """ILSVRC-2012's layout with JPEGs of varied sizes in three of the 1000 classes (the others empty)."""
-    rng = np.random.default_rng(0)
-    for part, per in (("train", USED), ("val", {k: 1 for k in USED})):
-        for i, wnid in enumerate(WNIDS[:classes]):
-            d = root / part / wnid
-            d.mkdir(parents=True)
-            for j in range(per.get(i, 0)):
-                h, w = int(rng.integers(180, 300)), int(rng.integers(180, 300))
-                pixels = np.full((h, w, 3), (i * 37) % 256, np.uint8) + rng.integers(0, 20, (h, w, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(d / f"{wnid}_{j}.JPEG", format="JPEG")
+    write_imagefolder(root, USED, {k: 1 for k in USED}, sizes=(180, 300), classes=classes)
 
 
 @pytest.fixture(scope="module")
