@@ -31,16 +31,40 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _positive_seconds(text: str) -> float:
+    """argparse type: seconds > 0 (--every 0 would rewrite the report in a busy loop)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds > 0")
+    return v
+
+
 def cmd_sweep(a) -> int:
     spec = load_spec(_spec_path(a.spec))
+    if a.tracker:  # --tracker adds to the spec's trackers (they are not part of any cell's id)
+        from raydw.trackers import from_flag
+
+        spec = spec.model_copy(update={"trackers": [*spec.trackers, *(from_flag(t) for t in a.tracker)]})
+    from raydw.trackers import check
+
+    check(spec.trackers, str(a.spec))  # an absent tracker package: exit 2 before anything is planned or run
     if a.dry_run:
         from raydw.plan import dry_run
 
         print(dry_run(spec, a.storage or spec.storage, a.data_root))
         return 0
-    from raydw.run.sweep import run_sweep
+    from raydw.run.sweep import _verdict_settings, run_sweep
 
-    s = run_sweep(spec, storage=a.storage, address=a.address, data_root=a.data_root)
+    live = None
+    if a.live_report is not None:  # started by run_sweep once the store is locked (a refused sweep writes nothing)
+        from raydw.live import LiveReport
+
+        folder = output_dir(a.live_report, "--live-report") if a.live_report else None
+        live = LiveReport(None, folder, a.live_every, spec=spec, verdict_args=_verdict_settings(spec))
+    s = run_sweep(spec, storage=a.storage, address=a.address, data_root=a.data_root, live=live)
     return 0 if s.complete else 1  # stopped early / not needed by the search are outcomes the spec asked for
 
 
@@ -218,11 +242,38 @@ def cmd_report(a) -> int:
     from raydw.analysis import AnalysisError
     from raydw.report import write_report
 
+    if a.until_complete and not (a.watch and a.spec):
+        raise SpecError("--until-complete needs --watch and --spec (the spec says which cells complete the sweep)")
     output_dir(a.out)
     try:
+        if a.watch:
+            return _watch_report(a)
         print(f"wrote {write_report(a.uri, a.out, cells=_spec_cells(a), **_verdict_args(a))}")
     except AnalysisError as e:
         raise SpecError(str(e)) from None
+    return 0
+
+
+def _watch_report(a) -> int:
+    """`raydw report --watch`: rewrite until SIGINT / SIGTERM (after the write in progress) or --until-complete."""
+    import signal
+
+    from raydw.live import LiveReport
+
+    live = LiveReport(a.uri, Path(a.out), a.every, spec=_spec_path(a.spec) if a.spec else None, verdict_args=_verdict_args(a))
+    stopped = []
+
+    def stop(signum, frame):
+        stopped.append(signal.Signals(signum).name)
+        live._stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+    print(f"watching {a.uri}: rewriting {Path(a.out) / 'index.html'} every {a.every:g} s"
+          + (" until every cell has its row" if a.until_complete else "") + " (Ctrl-C stops)", flush=True)
+    n = live.watch(until_complete=a.until_complete)
+    why = f"stopped by {stopped[0]}" if stopped else "the sweep is complete" if a.until_complete else "stopped"
+    print(f"{why}; the report was written {n} time(s): {Path(a.out) / 'index.html'}", flush=True)
     return 0
 
 
@@ -275,12 +326,12 @@ def cmd_convert(a) -> int:
 
 def cmd_fetch(a) -> int:
     from raydw.models.convert import CheckpointError
-    from raydw.models.fetch import DEFAULT_CACHE, FetchError, fetch
+    from raydw.models.fetch import FetchError, fetch
 
     if a.cache:
         output_dir(a.cache, "--cache")
     try:
-        fetch(a.name, cache=a.cache or DEFAULT_CACHE, url=a.url, trust=a.trust, force=a.force)
+        fetch(a.name, cache=a.cache, url=a.url, trust=a.trust, force=a.force)
     except (FetchError, CheckpointError, KeyError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2
@@ -314,6 +365,19 @@ def cmd_bench(a) -> int:
     return 0
 
 
+def cmd_compact(a) -> int:
+    """`raydw compact STORE`: also migrates a store of the one-file-per-epoch layout (docs/results-schema.md)."""
+    from raydw.compact import compact
+    from raydw.store import Store
+
+    store = Store(a.uri)
+    if not (store.exists("trials") or store.exists("epochs")):
+        raise SpecError(f"{a.uri} holds no trials or epochs table: not a results store?")
+    print(f"compacting {store.uri} (under its driver lock)")
+    compact(store, log=print)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="raydw", description="Double-win lottery ticket sweeps on Ray Tune + Ray Train")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -324,6 +388,15 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--dry-run", action="store_true", help="list the cells, their resources and what is done; start nothing")
     s.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     s.add_argument("--data-root", help="folder with downstream dataset files (overrides data.root)")
+    s.add_argument("--live-report", nargs="?", const="", metavar="DIR",
+                   help="rewrite the HTML report while the cells run (default folder: <store>/report, ./report for an "
+                        "object store); see raydw report --watch")
+    s.add_argument("--live-every", type=_positive_seconds, default=30.0, metavar="S",
+                   help="--live-report: seconds between rewrites (default 30)")
+    s.add_argument("--tracker", action="append", metavar="KIND[:TARGET]",
+                   help="also send every cell to an experiment tracker (repeatable; added to the spec's trackers): "
+                        "mlflow[:TRACKING_URI], wandb[:PROJECT], tensorboard[:LOGDIR]; each needs its extra, e.g. "
+                        "pip install -e '.[mlflow]'")
     s.set_defaults(fn=cmd_sweep)
 
     s = sub.add_parser("pretrain", help="train a spec's pre-training recipes (Ray Train jobs), cached in the store")
@@ -372,6 +445,12 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("report", help="write an HTML report (plots, verdicts, extreme sparsities, status)")
     s.add_argument("uri", nargs="?", default="./results")
     s.add_argument("--out", required=True, help="output folder; index.html and PNGs are written there")
+    s.add_argument("--watch", action="store_true",
+                   help="keep rewriting it (atomically) with the cells done / running / failed and the time left, "
+                        "until SIGINT / SIGTERM")
+    s.add_argument("--every", type=_positive_seconds, default=30.0, metavar="S", help="--watch: seconds between rewrites (default 30)")
+    s.add_argument("--until-complete", action="store_true",
+                   help="--watch: stop once every cell of --spec has its row (done, failed or stopped)")
     _verdict_flags(s)
     s.set_defaults(fn=cmd_report)
 
@@ -385,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
 
     s = sub.add_parser("fetch", help="download a registry entry into the model cache, hash-checked and converted")
     s.add_argument("name", help="registry entry (raydw models)")
-    s.add_argument("--cache", help="cache folder (default ~/.cache/raydw/models)")
+    s.add_argument("--cache", help="cache folder (default $RAYDW_MODEL_CACHE, else ~/.cache/raydw/models)")
     s.add_argument("--url", help="download from here instead (a mirror, or file:///path)")
     s.add_argument("--trust", action="store_true", help="allow full unpickling of the published file (robustness/dill)")
     s.add_argument("--force", action="store_true", help="download again even if cached")
@@ -408,6 +487,10 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     s.add_argument("--json", help="write the table here too (default: bench-<profile>.json)")
     s.set_defaults(fn=cmd_bench)
+
+    s = sub.add_parser("compact", help="merge the rows of finished cells into a few large files (a sweep does it at its end)")
+    s.add_argument("uri", help="results store (folder or URI)")
+    s.set_defaults(fn=cmd_compact)
 
     a = ap.parse_args(argv)
     try:

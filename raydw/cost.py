@@ -1,9 +1,11 @@
-"""A cost plan before launch: FLOPs and GPU-hours per cell and per sweep, torch-free (for --dry-run).
+"""A cost plan before launch: FLOPs and GPU-hours per cell, per source-task job and per sweep, torch-free (for
+--dry-run).
 
 FLOPs are counted in forward-pass equivalents of one image (shared/docs/offline-data.md): a training step is
-fwd + bwd = 3; a PGD-k training step with input gradients only is 2k + 3; a PGD-k evaluation is 2k + 2 (clean
-forward, k attack steps, forward of the attacked image). GPU time = FLOPs / (peak x utilisation). The numbers are
-a FLOP-based estimate, labelled as such, until `raydw bench` has measured images/s on the device.
+fwd + bwd = 3; a PGD-k training step with input gradients only is 2k + 3 (FGSM-RS: k = 1); a PGD-k evaluation is
+2k + 2 (clean forward, k attack steps, forward of the attacked image). GPU time = FLOPs / (peak x utilisation).
+The numbers are a FLOP-based estimate, labelled as such, until `raydw bench` has measured images/s on the device.
+The source-task jobs (IMP on the pre-training task, `recipe:` pre-trainings) are in raydw.cost_source.
 """
 from __future__ import annotations
 
@@ -35,15 +37,30 @@ def _input_size(c: Cell) -> int:
     return 224 if c.protocol == "paper" else data_catalog.get(c.dataset).size
 
 
+def fwd_gflop(arch: str, px: int) -> float:
+    """Forward GFLOP of one image; KeyError naming the known (arch, px) pairs where there is no count."""
+    fwd = FWD_GFLOP.get((arch, px))
+    if fwd is None:
+        raise KeyError(f"no FLOP count for {arch} at {px} px; known: {sorted(FWD_GFLOP)}")
+    return fwd
+
+
+def train_step(attack_steps: int | None) -> int:
+    """Forward equivalents of one training image: clean (None) or on k-step attack examples (input gradients)."""
+    return 3 if attack_steps is None else 2 * attack_steps + 3
+
+
+def gpu_hours(gflop: float) -> float:
+    return gflop * 1e9 / (H100_BF16_TFLOPS * 1e12 * ASSUMED_UTILISATION) / 3600
+
+
 def cell_cost(c: Cell, eval_steps: int, eval_schedule: tuple[int, int, int] | None = None) -> CellCost:
     """FLOPs of one cell: training epochs, per-epoch validation, test at up to 3 selected epochs."""
     info = data_catalog.get(c.dataset)
-    fwd = FWD_GFLOP.get((c.arch, _input_size(c)))
-    if fwd is None:
-        raise KeyError(f"no FLOP count for {c.arch} at {_input_size(c)} px; known: {sorted(FWD_GFLOP)}")
+    fwd = fwd_gflop(c.arch, _input_size(c))
     r = c.regime_spec
     n = int(info.pool * c.data_fraction)
-    step = 3 if r["kind"] == "standard" else 2 * r["attack"]["steps"] + 3
+    step = train_step(None if r["kind"] == "standard" else r["attack"]["steps"])
     train = r["epochs"] * n * step
     val_epochs = max(0, r["epochs"] - r["val_start_epoch"])
     if eval_schedule is None:
@@ -55,10 +72,13 @@ def cell_cost(c: Cell, eval_steps: int, eval_schedule: tuple[int, int, int] | No
         val = val_epochs * info.val + ra
     test = 3 * info.test * (2 * eval_steps + 2)
     gflop = fwd * (train + val + test)
-    return CellCost(gflop, gflop * 1e9 / (H100_BF16_TFLOPS * 1e12 * ASSUMED_UTILISATION) / 3600, n)
+    return CellCost(gflop, gpu_hours(gflop), n)
 
 
-def plan_text(cells: list[Cell], eval_steps: int, eval_schedule=None, done: set[str] = frozenset()) -> str:
+def plan_text(cells: list[Cell], eval_steps: int, eval_schedule=None, done: set[str] = frozenset(),
+              spec=None, store=None) -> str:
+    """The fine-tuning plan of `cells`; with `spec`, also its IMP and pre-training jobs (what `store` holds
+    already costs nothing), the whole sweep's total and which part dominates it."""
     todo, costs, unknown = [], [], {}
     for c in (c for c in cells if c.cell_id not in done):
         try:
@@ -74,7 +94,11 @@ def plan_text(cells: list[Cell], eval_steps: int, eval_schedule=None, done: set[
         by[k] = by.get(k, 0.0) + x.gpu_hours
     lines = [f"cost plan ({len(todo) + sum(unknown.values())} cells to run): ~{total:,.3g} H100-hours of fine-tuning and evaluation, a FLOP-based "
              f"estimate (bf16 {H100_BF16_TFLOPS:.0f} TFLOP/s at {ASSUMED_UTILISATION:.0%} utilisation; pre-training and IMP "
-             f"not included; `raydw bench --profile gpu` on the device gives a measured basis)"]
+             f"{'below' if spec is not None else 'not included'}; `raydw bench --profile gpu` on the device gives a measured basis)"]
     lines += [f"  {r} f={f:g}: {h:,.3g} H100-h" for (r, f), h in sorted(by.items())]
     lines += [f"  not estimated: {n} cell(s) of {a} at {px} px (no FLOP count for it)" for (a, px), n in sorted(unknown.items())]
+    if spec is not None:
+        from raydw.cost_source import source_lines
+
+        lines += source_lines(spec, store, total)
     return "\n".join(lines)

@@ -129,7 +129,8 @@ def dry_run(spec: SweepSpec, storage: str, data_root: str | None = None) -> str:
 
     sched = spec.eval.val_schedule()
     lines += ["", plan_text(cells, spec.eval.attack.steps,
-                            None if sched is None else (sched[0], sched[1].steps, sched[2]), done)]
+                            None if sched is None else (sched[0], sched[1].steps, sched[2]), done,
+                            spec=spec, store=store if exists else None)]
     miss = missing_inputs(spec, data_root, store=store if exists else None,
                           todo={c.dataset for c in cells if c.cell_id not in done})
     lines += ["", "missing inputs:" if miss else "inputs: all present"] + [f"  {m}" for m in miss]

@@ -5,6 +5,7 @@ Writes index.html with PNG files beside it (relative links), so the folder can b
 from __future__ import annotations
 
 import html
+import io
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from raydw import analysis, status
+from raydw.atomic import write_atomic
 
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 _STYLES = {"omp": "-", "imp": "-", "random": ":", "import": "-."}
@@ -72,10 +74,11 @@ def _panel(ax, m: pd.DataFrame, metric: str, colours: dict[str, str], title: str
     ax.legend(fontsize=6, loc="best")
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_png(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return path
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    return write_atomic(path, buf.getvalue())
 
 
 def plot_curves(m: pd.DataFrame, path: Path) -> Path:
@@ -91,7 +94,7 @@ def plot_curves(m: pd.DataFrame, path: Path) -> Path:
         full = sub[sub["data_fraction"] == sub["data_fraction"].max()]
         for i, metric in enumerate(("sa", "ra")):
             _panel(axes[i][j], full, metric, colours, f"{ds} / {regime} (f={full['data_fraction'].max():g})")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_fractions(m: pd.DataFrame, path: Path) -> Path:
@@ -107,7 +110,7 @@ def plot_fractions(m: pd.DataFrame, path: Path) -> Path:
             sub = adv[(adv["dataset"] == ds) & (adv["data_fraction"] == f)]
             regime = ", ".join(sorted(sub["regime"].unique())) or "adversarial"
             _panel(axes[i][j], sub, metric, colours, f"{ds} / {regime}, data fraction {f:g}")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 # -- HTML -------------------------------------------------------------------------------------------
@@ -177,9 +180,11 @@ def _status_html(uri: str) -> str:
         ("<h3>Failed or stopped cells</h3>" + html_table(fails) if len(fails) else "")
 
 
-def _page(uri: str, parts: list[str], settings: str) -> str:
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>raydw report: {html.escape(uri)}</title>"
+def _page(uri: str, parts: list[str], settings: str, refresh_s: int | None = None) -> str:
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    # A live report (raydw.live) asks the browser to reload it: each load sees one whole page (atomic writes).
+    refresh = f"<meta http-equiv='refresh' content='{int(refresh_s)}'>" if refresh_s else ""
+    return (f"<!doctype html><html><head><meta charset='utf-8'>{refresh}<title>raydw report: {html.escape(uri)}</title>"
             f"<style>{_CSS}</style></head><body><h1>raydw report</h1>"
             f"<p class='note'>store <code>{html.escape(uri)}</code>; {html.escape(settings)}; generated {when}. "
             "Definitions: docs/findings.md.</p>" + "".join(parts) + "</body></html>")
@@ -204,10 +209,13 @@ def _verdict_sections(df: pd.DataFrame, v: pd.DataFrame | None) -> list[str]:
             "exists); missing states say why in 'reason'.</p>" + _LEGEND + html_table(*_view(v, _VERDICT_VIEW))]
 
 
-def write_report(uri: str, out_dir, checkpoint: str = "paper", cells=None, **verdict_args) -> Path:
-    """Write out_dir/index.html and its PNGs for the store at `uri`; returns the path of index.html.
+def write_report(uri: str, out_dir, checkpoint: str = "paper", cells=None, top: list[str] = (), refresh_s: int | None = None,
+                 **verdict_args) -> Path:
+    """Write out_dir/index.html and its PNGs for the store at `uri`; returns the path of index.html. Every file is
+    replaced atomically (raydw.atomic), the PNGs before the page that references them.
 
     `cells`: plots and verdicts of only these cell ids (one sweep's cells; `analysis.spec_cells`).
+    `top`: HTML sections put first (the live report's progress, raydw.live); `refresh_s`: the page reloads itself.
     `verdict_args`: rule, tol, margin, level, resamples, seed as for analysis.verdicts (the bars use level,
     resamples and seed too)."""
     from raydw.uncertainty import Bootstrap
@@ -215,7 +223,7 @@ def write_report(uri: str, out_dir, checkpoint: str = "paper", cells=None, **ver
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     df = analysis.trials_frame(uri, cells)
-    parts = []
+    parts = list(top)
     v = None
     if not df.empty and (df["ticket_method"] != "dense").any():
         v = analysis.verdicts(df, checkpoint=checkpoint, **verdict_args)
@@ -239,5 +247,5 @@ def write_report(uri: str, out_dir, checkpoint: str = "paper", cells=None, **ver
     index = out / "index.html"
     scope = "" if cells is None else f", the {len(df)} stored cells of one sweep"
     rule = (v.attrs["rule"] if v is not None else verdict_args.get("rule", "strict"))
-    index.write_text(_page(str(uri), parts, f"checkpoint={checkpoint}, rule={rule}{scope}"), encoding="utf-8")
-    return index
+    page = _page(str(uri), parts, f"checkpoint={checkpoint}, rule={rule}{scope}", refresh_s)
+    return write_atomic(index, page.encode("utf-8"))

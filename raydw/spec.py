@@ -420,6 +420,41 @@ class VerdictSpec(_Spec):
     seed: Seed = Field(0, description="seed of the bootstrap (the intervals are reproducible)")
 
 
+class MlflowTrackerSpec(_Spec):
+    """Log each cell as an MLflow run (`pip install -e '.[mlflow]'`); docs/findings.md, "Watching a sweep"."""
+
+    kind: Literal["mlflow"]
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI: http(s)://host:port of an `mlflow server`, sqlite:///file.db or a local folder; default MLflow's own (MLFLOW_TRACKING_URI, else its local default)")
+    experiment: Name | None = Field(None, description="experiment name; default the sweep name")
+
+
+class WandbTrackerSpec(_Spec):
+    """Log each cell as a Weights & Biases run (`pip install -e '.[wandb]'`)."""
+
+    kind: Literal["wandb"]
+    project: str | None = Field(None, description="W&B project; default the sweep name")
+    entity: str | None = Field(None, description="W&B entity (user or team); default your W&B default entity")
+    mode: Literal["online", "offline", "disabled"] | None = Field(None, description="online: stream to the W&B server; offline: write runs under dir for a later `wandb sync`; default WANDB_MODE, else online")
+    dir: str | None = Field(None, description="folder W&B writes its local run files into (offline runs too); default W&B's (./wandb)")
+
+
+class TensorboardTrackerSpec(_Spec):
+    """Write each cell's TensorBoard event files (`pip install -e '.[tensorboard]'`): <logdir>/<sweep>/<cell>."""
+
+    kind: Literal["tensorboard"]
+    logdir: str = Field("./tensorboard", description="folder of the event files (`tensorboard --logdir` it); one sub-folder per sweep, one per cell below it")
+
+
+def _tracker_shorthand(v: Any) -> Any:
+    """`trackers: [mlflow, tensorboard]` is `[{kind: mlflow}, {kind: tensorboard}]` (each with its defaults)."""
+    return {"kind": v} if isinstance(v, str) else v
+
+
+TrackerSpec = Annotated[MlflowTrackerSpec | WandbTrackerSpec | TensorboardTrackerSpec, Field(discriminator="kind"),
+                        BeforeValidator(_tracker_shorthand)]
+TRACKER_KINDS = ("mlflow", "wandb", "tensorboard")
+
+
 class SweepSpec(_Spec):
     """A whole study: the grid of cells and how to run them."""
 
@@ -436,6 +471,7 @@ class SweepSpec(_Spec):
     early_stop: EarlyStopSpec = Field(default_factory=EarlyStopSpec, description="stop tickets that clearly trail the dense model (status 'stopped')")
     tune: TuneSpec = Field(default_factory=TuneSpec, description="Optuna-tuned dense baselines: tune each setting's dense recipe, then hold it fixed for its tickets (docs/tuning.md)")
     verdicts: VerdictSpec = Field(default_factory=VerdictSpec, description="the rule, margin and interval settings of this study's verdicts (docs/findings.md)")
+    trackers: list[TrackerSpec] = Field(default_factory=list, description="experiment trackers that receive every cell as a run while the sweep runs: mlflow (tracking_uri, experiment), wandb (project, entity, mode, dir), tensorboard (logdir); the results store stays the source of truth (docs/findings.md)")
     max_cells: Int = Field(MAX_CELLS, ge=1, description="refuse a grid of more cells than this (a typo such as 2,000,000 seeds would fill memory while the grid is listed); raise it here for a larger study")
 
     @field_validator("tickets", mode="before")
@@ -523,6 +559,11 @@ def _format_errors(err: ValidationError, source: str, single_tickets: bool = Fal
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field (misspelt?)"
+        if e["type"] in ("union_tag_invalid", "union_tag_not_found"):  # a tagged union (trackers): say the valid tags
+            ctx = e.get("ctx", {})
+            got = f"got {short(ctx.get('tag'))}" if e["type"] == "union_tag_invalid" else "missing"
+            key = str(ctx.get("discriminator", "kind")).strip("'")
+            msg = f"'{key}' must be one of {ctx.get('expected_tags') or ', '.join(TRACKER_KINDS)}; {got}"
         if e["type"] == "literal_error":
             msg = f"{msg}; got {short(e.get('input'))}"
         lines.append(f"  at {path}: {msg}")

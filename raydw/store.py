@@ -1,16 +1,22 @@
-"""The results store: Parquet tables under one storage URI, one file per row-group owner, atomic writes.
+"""The results store: Parquet tables under one storage URI, atomic writes, files that grow with cells, not epochs.
 
-Layout (every table is a folder of Parquet files with one fixed schema; pandas, pyarrow and DuckDB read a
-folder or a glob such as `trials/*.parquet` directly):
+Layout (every table is a folder of Parquet files with one fixed schema; `raydw.results.load` / `Store.read_table`
+read it with one call, pandas, pyarrow and DuckDB read a folder or a glob such as `trials/*.parquet` directly):
     trials/<cell_id>.parquet              one row per finished (or failed) cell; rewritten by a retry
-    epochs/<cell_id>.e<epoch>.parquet     one row per cell and epoch; a re-run epoch overwrites, never duplicates
+    epochs/<cell_id>.parquet              every epoch row of one cell, rewritten whole as each epoch arrives
+    trials/part-<gen>-<id>.parquet,       compacted: the rows of many finished cells in one large file, sorted by
+      epochs/part-<gen>-<id>.parquet      cell (raydw.compact, at a sweep's end and `raydw compact STORE`)
+    epochs/<cell_id>.e<epoch>.parquet     older stores: one file per epoch row; still read, migrated by compaction
     masks/<mask_id>.parquet               one row per mask, bit-packed
     index_sets/<index_set_id>.parquet     the training indices of one data fraction
     pretrained/<pretrained_id>.parquet    one row per pre-trained model; weights in weights/<pretrained_id>.pt
     recipes/<tune_id>.parquet             one row per tuned dense recipe (docs/tuning.md)
     train/, tune/                          Ray Train checkpoints and Ray Tune state
 A write goes to a hidden temporary name and is renamed into place (POSIX) or is one whole-object PUT (object
-stores), so a reader never sees half a file and concurrent cells never share a file. Torch-free.
+stores), so a reader never sees half a file and concurrent cells never share a file. A row can sit in two files
+for a moment (a compaction between writing its part and deleting the sources, or one killed in between): reads
+keep one by precedence (the cell's own file, then an older store's epoch file, then the newest part).
+Torch-free. Layout and measurements: docs/results-schema.md.
 """
 from __future__ import annotations
 
@@ -27,11 +33,13 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from raydw import outcomes
+from raydw.atomic import write_atomic
 
 TRIALS = pa.schema([
     ("cell_id", pa.string()), ("sweep", pa.string()), ("status", pa.string()), ("error", pa.string()),
@@ -68,6 +76,8 @@ EPOCHS = pa.schema([
     ("cell_id", pa.string()), ("epoch", pa.int64()), ("lr", pa.float64()), ("train_loss", pa.float64()),
     ("train_acc", pa.float64()), ("val_sa", pa.float64()), ("val_ra", pa.float64()), ("epoch_s", pa.float64()),
     ("eval_s", pa.float64()), ("train_images", pa.int64()), ("node", pa.string()), ("resumed_from", pa.int64()),  # first epoch of the run segment that wrote it
+    # when the row was stored (UTC): one file holds a cell's epochs now, so a file's mtime no longer dates a row
+    ("written_at", pa.timestamp("us", tz="UTC")),
 ])
 
 MASKS = pa.schema([
@@ -119,6 +129,31 @@ QUARANTINE = "quarantine"  # <store>/quarantine/<table>/<file>.<time> (+ .why.tx
 
 
 _TEMPORARY = re.compile(r"^\.[0-9a-f]{32}\.tmp$")  # write_bytes' hidden temporary names
+# Tables whose rows grow with cells: written per cell, compacted into parts (raydw.compact). The others grow with
+# pre-trainings, masks and fractions (hundreds of rows at most) and keep one file per row.
+COMPACTED = ("trials", "epochs")
+_PART = re.compile(r"^part-(\d{6})-[0-9a-f]{8}$")  # a compacted file's name (without .parquet); the number orders them
+_EPOCH_ROW = re.compile(r"^(?P<cell>.+)\.e(?P<epoch>\d{4,})$")  # an older store's one-epoch file name; a get() key
+
+
+def part_gen(base: str) -> int | None:
+    """The generation of a compacted file (its name without .parquet), None for any other file."""
+    m = _PART.match(base)
+    return int(m.group(1)) if m else None
+
+
+def _rank(table: str, base: str, key: tuple) -> tuple[int, int]:
+    """Which of two copies of a row a read keeps (the higher): the file written for it (the cell's own file)
+    beats an older store's one-epoch file, which beats a part (a newer part beats an older one); a file named
+    after nothing it holds (a copy made by hand) is last, and is the only one a duplicate is warned about."""
+    g = part_gen(base)
+    if g is not None:
+        return (1, g)
+    if base == key[0]:
+        return (3, 0)
+    if table == "epochs" and base == f"{key[0]}.e{key[1]:04d}":
+        return (2, 0)
+    return (0, 0)
 
 
 class StoreError(RuntimeError):
@@ -127,13 +162,6 @@ class StoreError(RuntimeError):
 
 class StorePathError(StoreError):
     """The store's path itself is unusable (a symlink loop, a file, a dangling link): the user must fix it."""
-
-
-def _row_name(table: str, row: dict) -> str | None:
-    """The file name (without .parquet) raydw writes a row under: its key (epochs: cell and epoch)."""
-    if table == "epochs":
-        return None if row.get("epoch") is None else f"{row.get('cell_id')}.e{row['epoch']:04d}"
-    return row.get(KEYS[table])
 
 
 def _check_local_root(path: str) -> None:
@@ -218,17 +246,7 @@ class Store:
             with self.fs.open_output_stream(final) as f:
                 f.write(data)
             return final
-        tmp = f"{folder}/.{uuid.uuid4().hex}.tmp"  # hidden: pyarrow and DuckDB globs skip it
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_atomic(final, data)  # a hidden temporary, renamed: pyarrow and DuckDB globs skip it
         return final
 
     def remove_temporaries(self, older_than: float) -> list[str]:
@@ -250,17 +268,41 @@ class Store:
             return f.read()
 
     def write_rows(self, table: str, name: str, rows: list[dict]) -> str:
+        """Store rows under `name` (the row's key). epochs: `name` is the cell id, or `<cell_id>.e<epoch>` as
+        older callers pass it; the rows join the cell's one file (a re-reported epoch replaces its row)."""
         schema = SCHEMAS[table]
-        missing = [c for c in rows[0] if c not in schema.names]
+        missing = [c for r in rows for c in r if c not in schema.names]
         if missing:
-            raise StoreError(f"table {table}: unknown columns {missing}")
+            raise StoreError(f"table {table}: unknown columns {sorted(set(missing))}")
         t = pa.Table.from_pylist([{c: r.get(c) for c in schema.names} for r in rows], schema=schema)
-        buf = io.BytesIO()
-        pq.write_table(t, buf)
-        return self.write_bytes((table, f"{name}.parquet"), buf.getvalue())
+        if table == "epochs":
+            return self._write_epochs(name, t)
+        return self.write_bytes((table, f"{name}.parquet"), parquet_bytes(t))
 
     def write_row(self, table: str, row: dict, name: str | None = None) -> str:
-        return self.write_rows(table, name or row[KEYS[table]], [row])
+        if name is None:
+            name = row.get("cell_id") if table == "epochs" else row[KEYS[table]]
+        return self.write_rows(table, name, [row])
+
+    def _write_epochs(self, name: str, new: pa.Table) -> str:
+        """Read the cell's file, replace or add the new epochs, write it whole again (temporary + rename, or one PUT):
+        files grow with cells, not epochs, and a reader sees the file before or after, never half of it. One writer
+        per cell (its Ray Train rank 0; a restarted run's new rank 0 after the old one is gone)."""
+        import datetime as dt
+
+        m = _EPOCH_ROW.match(name)
+        cell = m["cell"] if m else name
+        now = pa.array([dt.datetime.now(dt.timezone.utc)] * new.num_rows, SCHEMAS["epochs"].field("written_at").type)
+        i = new.schema.get_field_index("written_at")
+        new = new.set_column(i, "written_at", pc.coalesce(new.column(i), now))
+        cells, epochs = set(new.column("cell_id").to_pylist()), new.column("epoch")
+        if cells != {cell} or epochs.null_count:
+            raise StoreError(f"table epochs: rows stored under {name!r} must all have cell_id {cell!r} and an epoch "
+                             f"(got cell_id {sorted(map(str, cells))}, {epochs.null_count} without epoch)")
+        old = self._read_one("epochs", self.path("epochs", f"{cell}.parquet"), None)
+        if old is not None:
+            new = pa.concat_tables([old.filter(pc.invert(pc.is_in(old.column("epoch"), value_set=epochs))), new])
+        return self.write_bytes(("epochs", f"{cell}.parquet"), parquet_bytes(new.sort_by("epoch")))
 
     # -- reads ---------------------------------------------------------------------------------------
     # Every read goes through _list / _read_one / _scan, which check each file: a file that is not a readable Parquet
@@ -303,19 +345,108 @@ class Store:
         return sorted(out, key=lambda p: p.rsplit("/", 1)[-1])
 
     def names(self, table: str) -> list[str]:
-        return [p.rsplit("/", 1)[-1][: -len(".parquet")] for p in self._list(table)]
+        """The keys stored in a table (epochs: `<cell_id>.e<epoch>`, one per epoch row), sorted."""
+        if table == "epochs":
+            t = self._scan("epochs", ["cell_id", "epoch"])
+            return sorted(f"{c}.e{e:04d}" for c, e in zip(t.column("cell_id").to_pylist(), t.column("epoch").to_pylist()))
+        files = [p.rsplit("/", 1)[-1][: -len(".parquet")] for p in self._list(table)]
+        own = [n for n in files if part_gen(n) is None]
+        if len(own) == len(files):
+            return own
+        return sorted(set(own) | set(self._part_rows(table, None, [KEYS[table]]).column(KEYS[table]).to_pylist()))
 
     def read_table(self, table: str, names: list[str] | None = None, columns: list[str] | None = None) -> pa.Table:
-        """Rows of a table: all of them (one dataset scan), or those stored under `names`; a name whose file is
-        missing or bad is left out (a bad one with a warning)."""
+        """Rows of a table: all of them (one dataset scan), or those stored under `names` (keys, in that order); a
+        name with no row, or whose file is bad, is left out (a bad one with a warning)."""
         schema = SCHEMAS[table]
         if names is None:  # the whole table: one multi-threaded dataset scan (docs/results-schema.md, "Reading at scale")
             return self._scan(table, columns)
-        parts = [t for t in (self._read_one(table, self.path(table, f"{n}.parquet"), columns) for n in names) if t is not None]
-        if not parts:
-            empty = schema if columns is None else pa.schema([schema.field(c) for c in columns])
-            return empty.empty_table()
-        return pa.concat_tables(parts)
+        empty = (schema if columns is None else pa.schema([schema.field(c) for c in columns])).empty_table()
+        if table == "epochs":  # by cell: its one file, an older store's epoch files, the parts
+            want: dict[str, set[int]] = {}
+            for n in names:
+                m = _EPOCH_ROW.match(n)
+                if m:
+                    want.setdefault(m["cell"], set()).add(int(m["epoch"]))
+            rows = {(r["cell_id"], r["epoch"]): r for c, eps in want.items()
+                    for r in self.epochs(c).to_pylist() if r["epoch"] in eps}
+            got = [rows[(m["cell"], int(m["epoch"]))] for m in map(_EPOCH_ROW.match, names)
+                   if m and (m["cell"], int(m["epoch"])) in rows]
+            t = pa.Table.from_pylist(got, schema=schema) if got else schema.empty_table()
+            return t if columns is None else t.select(columns)
+        found = {n: t for n in names if (t := self._read_one(table, self.path(table, f"{n}.parquet"), columns)) is not None}
+        rest = [n for n in names if n not in found and part_gen(n) is None]
+        if rest and table in COMPACTED:
+            key = KEYS[table]
+            t = self._part_rows(table, set(rest), None if columns is None else list(dict.fromkeys([*columns, key])))
+            t = t.select(columns or schema.names).append_column(key + "__key", t.column(key))
+            by = {k: t.slice(i, 1).drop_columns([key + "__key"]) for i, k in enumerate(t.column(key + "__key").to_pylist())}
+            found.update((n, by[n]) for n in rest if n in by)
+        parts = [found[n] for n in names if n in found]
+        return pa.concat_tables(parts) if parts else empty
+
+    def epochs(self, cell_id: str, columns: list[str] | None = None) -> pa.Table:
+        """Every epoch row of one cell, by epoch, one row each: its file, an older store's one-epoch files and the
+        compacted parts, the copy of higher precedence kept (see _rank)."""
+        schema = SCHEMAS["epochs"]
+        pieces = []
+        for f in [self.path("epochs", f"{cell_id}.parquet"),
+                  *(p for p in self._list("epochs") if (m := _EPOCH_ROW.match(p.rsplit("/", 1)[-1][:-8])) and m["cell"] == cell_id)]:
+            t = self._read_one("epochs", f, None)
+            if t is not None:
+                pieces.append(t.append_column("__filename", pa.array([f] * t.num_rows, pa.string())))
+        pieces.append(self._part_rows("epochs", {cell_id}, None))
+        t = self._pick("epochs", pa.concat_tables(pieces), ("cell_id", "epoch"), quiet=True)
+        t = t.filter(pc.equal(t.column("cell_id"), cell_id)).drop_columns(["__filename"]).sort_by("epoch")
+        return t.cast(schema) if columns is None else t.select(columns)
+
+    def _parts(self, table: str) -> list[str]:
+        """The table's compacted files, newest first."""
+        if table not in COMPACTED:
+            return []
+        named = [(part_gen(p.rsplit("/", 1)[-1][:-8]), p) for p in self._list(table)]
+        return [p for g, p in sorted(((g, p) for g, p in named if g is not None), reverse=True)]
+
+    def _part_rows(self, table: str, keys: set[str] | None, columns: list[str] | None) -> pa.Table:
+        """Rows of the compacted files whose key (cell_id) is in `keys` (all if None), plus `__filename`; one copy
+        per key (the newest part's). Parts are sorted by cell and their row groups carry min/max statistics, so
+        pyarrow reads only the groups that can hold the keys. A part deleted by a compaction meanwhile: the parts
+        are listed again (the compaction wrote its new part before deleting the old ones)."""
+        schema, key = SCHEMAS[table], KEYS.get(table, "cell_id")  # parts are sorted and looked up by cell
+        read = list(dict.fromkeys([*(columns or schema.names), *CORE[table], key] + (["epoch"] if table == "epochs" else [])))
+        for _ in range(10):
+            parts = self._parts(table)
+            if not parts:
+                return pa.schema([*(schema.field(c) for c in read), pa.field("__filename", pa.string())]).empty_table()
+            flt = None if keys is None else ds.field(key).isin(sorted(keys))
+            try:
+                t = ds.dataset(parts, schema=schema, format="parquet", filesystem=self.fs).to_table(
+                    columns=[*read, "__filename"], filter=flt)
+            except FileNotFoundError:
+                continue
+            except (pa.ArrowException, OSError, ValueError, TypeError):
+                if all(self.fs.get_file_info(p).type != pafs.FileType.NotFound for p in parts):
+                    return self._part_rows_one_by_one(table, parts, keys, read)
+                continue
+            key_cols = ("cell_id", "epoch") if table == "epochs" else (key,)
+            t = self._pick(table, t, key_cols, quiet=True)
+            return t.select([*(columns or schema.names), "__filename"])
+        raise StoreError(f"results store {self.uri}: the {table} parts kept vanishing while read (a compaction every "
+                         "moment?); try again")
+
+    def _part_rows_one_by_one(self, table, parts, keys, read) -> pa.Table:
+        """A part that fails the fast read (damaged): each part checked, the bad one named (and moved aside)."""
+        out = []
+        for p in parts:
+            one = self._read_one(table, p, read)
+            if one is not None:
+                if keys is not None:
+                    one = one.filter(pc.is_in(one.column(KEYS.get(table, "cell_id")), value_set=pa.array(sorted(keys), pa.string())))
+                out.append(one.append_column("__filename", pa.array([p] * one.num_rows, pa.string())))
+        schema = SCHEMAS[table]
+        if not out:
+            return pa.schema([*(schema.field(c) for c in read), pa.field("__filename", pa.string())]).empty_table()
+        return pa.concat_tables(out)
 
     def _read_one(self, table: str, path: str, columns: list[str] | None) -> pa.Table | None:
         """One row file, checked: None (and a warning) if it is not a readable row file of this table."""
@@ -340,6 +471,8 @@ class Store:
         except FileNotFoundError:
             return None
         except (pa.ArrowException, OSError, ValueError, TypeError) as e:
+            if self.fs.get_file_info(path).type == pafs.FileType.NotFound:  # deleted meanwhile (an object store's 404)
+                return None
             self._bad(table, path, f"not a readable Parquet file of the {table} table ({type(e).__name__}: {str(e)[:200]})")
             return None
         lacking = [c for c in core if t.column(c).null_count]
@@ -354,64 +487,88 @@ class Store:
         return t if columns is None else t.select(columns)
 
     def _scan(self, table: str, columns: list[str] | None) -> pa.Table:
-        """Every row of a table. pyarrow.dataset opens the files on its thread pool (one file per row makes a
-        file-by-file loop the bottleneck); columns that rows written by an older raydw lack read as nulls.
-        The fast scan also reads the table's core columns and the file names: only when it fails (a bad file) or a
-        core column is null (a file of another schema) are the files read one by one, each checked (_read_one).
-        Then a key stored in two files is said, and only the file named after it is kept."""
+        """Every row of a table. pyarrow.dataset opens the files on its thread pool; columns that rows written by an
+        older raydw lack read as nulls. The fast scan also reads the table's core columns and the file names: only
+        when it fails (a bad file) or a core column is null (a file of another schema) are the files read one by
+        one, each checked (_read_one). A row in two files is kept once (_pick).
+        Exactly once while a compaction runs: a compaction writes its part before it deletes the files it merged,
+        so a file that vanished between the listing and its read, or a part that appeared meanwhile, means rows
+        may have moved: the table is listed and read again."""
         schema = SCHEMAS[table]
-        files = self._list(table)
         want = list(columns) if columns is not None else list(schema.names)
-        if not files:
-            return pa.schema([schema.field(c) for c in want]).empty_table()
         key_cols = ("cell_id", "epoch") if table == "epochs" else (KEYS[table],)
         read = list(dict.fromkeys([*want, *CORE[table], *key_cols]))  # each once: a core column can be the key too
-        try:
-            t = ds.dataset(files, schema=schema, format="parquet", filesystem=self.fs).to_table(columns=[*read, "__filename"])
-            if any(t.column(c).null_count for c in CORE[table]):
-                t = None
-        except (pa.ArrowException, OSError, ValueError, TypeError):
-            t = None
-        if t is None:  # some file is bad: find it, read the others
-            parts = []
-            for f in files:
-                one = self._read_one(table, f, read)
-                if one is not None:
-                    parts.append(one.append_column("__filename", pa.array([f] * one.num_rows, pa.string())))
-            if not parts:
+        for _ in range(10):
+            files = self._list(table)
+            if not files:
                 return pa.schema([schema.field(c) for c in want]).empty_table()
-            t = pa.concat_tables(parts)
-        t = self._drop_duplicates(table, t, key_cols)
+            t, moved = self._read_files(table, files, read)
+            if not moved and table in COMPACTED:
+                before = {f for f in files if part_gen(f.rsplit("/", 1)[-1][:-8]) is not None}
+                moved = any(part_gen(f.rsplit("/", 1)[-1][:-8]) is not None and f not in before for f in self._list(table))
+            if not moved:
+                break
+        else:
+            raise StoreError(f"results store {self.uri}: the {table} table kept changing while read (a compaction every "
+                             "moment?); try again")
+        if t is None:
+            return pa.schema([schema.field(c) for c in want]).empty_table()
+        t = self._pick(table, t, key_cols)
+        if table in COMPACTED:  # by key, as one file per row listed by name used to give, whatever files hold the rows
+            t = t.sort_by([(c, "ascending") for c in key_cols])
         return t.select(want)
 
-    def _drop_duplicates(self, table: str, t: pa.Table, key_cols: tuple[str, ...]) -> pa.Table:
-        import pyarrow.compute as pc
+    def _read_files(self, table: str, files: list[str], read: list[str]) -> tuple[pa.Table | None, bool]:
+        """(the files' rows with `__filename`, or None if none is readable; whether a listed file vanished)."""
+        schema = SCHEMAS[table]
+        try:
+            t = ds.dataset(files, schema=schema, format="parquet", filesystem=self.fs).to_table(columns=[*read, "__filename"])
+            if not any(t.column(c).null_count for c in CORE[table]):
+                return t, False
+        except (pa.ArrowException, OSError, ValueError, TypeError):
+            pass
+        parts, vanished = [], False  # some file is bad (or gone): find it, read the others
+        for f in files:
+            one = self._read_one(table, f, read)
+            if one is None:
+                vanished = vanished or self.fs.get_file_info(f).type == pafs.FileType.NotFound
+                continue
+            parts.append(one.append_column("__filename", pa.array([f] * one.num_rows, pa.string())))
+        return (pa.concat_tables(parts) if parts else None), vanished
 
+    def _pick(self, table: str, t: pa.Table, key_cols: tuple[str, ...], quiet: bool = False) -> pa.Table:
+        """One row per key. Copies left by a compaction (a part and the files it merged, or two parts) are the same
+        rows or an older and a newer one: the copy of higher precedence is kept silently (_rank). A copy in a file
+        named after none of its rows (copied by hand) is named in a warning (and moved aside by the lock holder)."""
         if len(key_cols) == 1:
             unique = pc.count_distinct(t.column(key_cols[0])).as_py() == t.num_rows
         else:
             unique = t.group_by(list(key_cols)).aggregate([]).num_rows == t.num_rows
         if unique:  # the common case: one cheap pass over the key column
             return t
-        keys = list(zip(*(t.column(c).to_pylist() for c in key_cols)))
-        files = t.column("__filename").to_pylist()
+        counts = t.group_by(list(key_cols)).aggregate([([], "count_all")])
+        dup = counts.filter(pc.greater(counts.column("count_all"), 1))
+        dup_keys = set(zip(*(dup.column(c).to_pylist() for c in key_cols)))
+        where = pc.is_in(t.column(key_cols[0]), value_set=dup.column(key_cols[0])).to_numpy(zero_copy_only=False).nonzero()[0]
+        cols = [t.column(c) for c in key_cols]
+        files = t.column("__filename")
         by_key: dict[tuple, list[int]] = {}
-        for i, k in enumerate(keys):
-            by_key.setdefault(k, []).append(i)
+        for i in map(int, where):
+            k = tuple(c[i].as_py() for c in cols)
+            if k in dup_keys:
+                by_key.setdefault(k, []).append(i)
         drop = set()
         for k, rows in by_key.items():
-            if len(rows) < 2:
-                continue
-            rowd = dict(zip(key_cols, k))
-            own = f"{_row_name(table, rowd)}.parquet"
-            keep = next((i for i in rows if files[i].rsplit("/", 1)[-1] == own), rows[0])
+            base = {i: files[i].as_py().rsplit("/", 1)[-1][: -len(".parquet")] for i in rows}
+            keep = max(rows, key=lambda i: (_rank(table, base[i], k), -rows.index(i)))
             for i in rows:
-                if i != keep:
-                    drop.add(i)
-                    self._bad(table, files[i], f"a second row with the key {'/'.join(map(str, k))} (already in "
-                                               f"{files[keep].rsplit('/', 1)[-1]}, which is kept): a copied file?")
-        mask = pa.array([i not in drop for i in range(t.num_rows)])
-        return t.filter(mask)
+                if i == keep:
+                    continue
+                drop.add(i)
+                if not quiet and _rank(table, base[i], k)[0] == 0:
+                    self._bad(table, files[i].as_py(), f"a second row with the key {'/'.join(map(str, k))} (already in "
+                                                       f"{base[keep]}.parquet, which is kept): a copied file?")
+        return t.filter(pa.array([i not in drop for i in range(t.num_rows)]))
 
     def _bad(self, table: str, path: str, why: str) -> None:
         """Say once that `path` is left out; the lock holder moves it to quarantine/ (with the reason) as well."""
@@ -438,10 +595,26 @@ class Store:
         return dest
 
     def get(self, table: str, key: str) -> dict | None:
-        """The row stored under `key`, or None if there is none (or its file is bad: named in a warning)."""
+        """The row stored under `key` (epochs: `<cell_id>.e<epoch>`), or None if there is none (or its file is bad:
+        named in a warning). Its own file first, then the parts: a compaction writes a part before it deletes the
+        files it merged, so a row is in one of the two whenever get() looks."""
+        if table == "epochs":
+            m = _EPOCH_ROW.match(key)
+            if m is None:
+                return None
+            cell, epoch = m["cell"], int(m["epoch"])
+            for f in (f"{cell}.parquet", f"{key}.parquet"):
+                t = self._read_one(table, self.path(table, f), None)
+                rows = [] if t is None else [r for r in t.to_pylist() if r["epoch"] == epoch and r["cell_id"] == cell]
+                if rows:
+                    return rows[-1]
+            t = self._part_rows(table, {cell}, None)
+            rows = [r for r in t.drop_columns(["__filename"]).to_pylist() if r["epoch"] == epoch]
+            return rows[0] if rows else None
         t = self._read_one(table, self.path(table, f"{key}.parquet"), None)
-        return None if t is None else t.to_pylist()[0]
-
+        if t is None and table in COMPACTED and part_gen(key) is None:
+            t = self._part_rows(table, {key}, None).drop_columns(["__filename"])
+        return None if t is None or t.num_rows == 0 else t.to_pylist()[0]
     def check_tables(self, tables=("pretrained", "masks", "index_sets", "recipes", "searches", "trials")) -> None:
         """Scan each table once, every column: the lock holder calls it first, so bad files are moved aside before
         anything is planned from them, and later reads of a few columns see only checked files (a read of some
@@ -472,6 +645,9 @@ class StoreLocked(StoreError):
 class StoreLock:
     """`locks/driver.json`, created exclusively: a second driver on the same store stops with a clear message.
 
+    On object stores the lock is one conditional PUT (raydw.objectlock): of two drivers started together exactly
+    one creates it; a lock left by a killed driver there is never taken over (it must be deleted by hand).
+
     Why one lock per store rather than per-cell claims: two drivers would otherwise both see a cell as missing
     and both run it (the rows would not corrupt, being whole-file atomic writes, but GPU-hours would be spent
     twice and the second write would silently replace the first). A lock left by a killed driver on this host is
@@ -491,13 +667,14 @@ class StoreLock:
         except OSError as e:  # `locks` is a file, or the store cannot be written
             raise StorePathError(f"results store {self.store.uri}: cannot make its lock folder {self.store.path('locks')}: "
                                  f"{e}") from None
-        if not self.store.local:  # object stores: best effort, no O_EXCL
+        if not self.store.local:  # object stores: create-if-absent (S3's conditional PUT), so exactly one driver wins
+            from raydw.objectlock import create_if_absent
+
             holder = self._holder()
-            if holder is None:
-                self.store.write_bytes(("locks", "driver.json"), json.dumps(me).encode())
+            if holder is None and create_if_absent(self.store, ("locks", "driver.json"), json.dumps(me).encode()):
                 self.store.owner = True
                 return self
-            raise StoreLocked(self._refusal(holder))
+            raise StoreLocked(self._refusal(holder or self._holder() or {}))
         # Local: every raydw process judges and takes the lock inside one flock()ed critical section
         # (locks/.guard; the kernel releases it when its holder dies), so a stale lock is taken over by exactly
         # one process: two cannot both read "stale", both remove it and both create their own.
@@ -558,7 +735,7 @@ class StoreLock:
         self.store.owner = False
         if not self.store.local:
             holder = self._holder()
-            if holder and holder.get("pid") == os.getpid():
+            if holder and holder.get("pid") == os.getpid() and holder.get("host") == _host():
                 self._remove()
             return
         with self._guard():
@@ -606,6 +783,12 @@ def _alive(pid) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def parquet_bytes(t: pa.Table, row_group_size: int | None = None) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(t, buf, row_group_size=row_group_size)
+    return buf.getvalue()
 
 
 def config_json(obj) -> str:

@@ -32,6 +32,21 @@ def tiny_spec_text() -> str:
 
 
 @pytest.fixture(scope="session")
+def paper_inputs(tmp_path_factory):
+    """sweeps/paper.yaml's inputs in the real formats, random content, written once per session (about 16 s and
+    1 GB on 2 cores): its relative roots under the folder, its registry weights in folder/models. Run the spec with
+    the folder as working directory and RAYDW_MODEL_CACHE=folder/models (raydw.testinputs)."""
+    from pathlib import Path
+
+    from raydw.spec import load_spec
+    from raydw.testinputs import write_inputs
+
+    out = tmp_path_factory.mktemp("paper-inputs")
+    write_inputs(load_spec(Path(__file__).resolve().parents[1] / "sweeps" / "paper.yaml"), out, log=lambda *_: None)
+    return out
+
+
+@pytest.fixture(scope="session")
 def ray_session():
     """One local Ray for the whole session, with the driver resource raydw's trials ask for."""
     import ray

@@ -4,7 +4,6 @@ ResNet-18 stands in where the format logic is the same as ResNet-50's; one test 
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 
@@ -19,29 +18,13 @@ from raydw.models.catalog import PRETRAINED, PretrainedEntry, sha256_prefix
 from raydw.models.convert import (FORMATS, CheckpointError, convert_file, detect_format, load_strict,
                                   read_checkpoint, sha256_file, to_torchvision)
 from raydw.models.fetch import FetchError, fetch
+from raydw.testinputs.checkpoints import fast_adv_ckpt, robustness_ckpt
 
 
 @pytest.fixture(scope="module")
 def r18() -> dict:
     torch.manual_seed(0)
     return build_net("resnet18", 1000).state_dict()
-
-
-def robustness_ckpt(sd: dict) -> dict:
-    """MadryLab robustness layout; the `args` Namespace makes weights_only=True refuse it, as dill files are refused."""
-    model = {f"module.model.{k}": v for k, v in sd.items()}
-    model |= {f"module.attacker.model.{k}": v + 1 if v.is_floating_point() else v for k, v in sd.items()}
-    stats = {"new_mean": torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1),
-             "new_std": torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)}
-    model |= {f"module.normalizer.{k}": v for k, v in stats.items()}
-    model |= {f"module.attacker.normalize.{k}": v for k, v in stats.items()}
-    return {"model": model, "optimizer": None, "schedule": None, "epoch": 90,
-            "args": argparse.Namespace(arch="resnet50", eps=4 / 255, constraint="inf")}
-
-
-def fast_adv_ckpt(sd: dict) -> dict:
-    return {"state_dict": {f"module.{k}": v for k, v in sd.items()}, "epoch": 15, "arch": "resnet50",
-            "best_prec1": 55.4, "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "params": [0, 1]}]}}
 
 
 def same(a: dict, b: dict) -> bool:
@@ -232,6 +215,7 @@ def test_missing_inputs_names_cache_path_and_command(tmp_path, monkeypatch):
     from raydw.spec import load_spec
 
     monkeypatch.setattr(catalog, "MODEL_CACHE", tmp_path / "models")
+    monkeypatch.delenv(catalog.MODEL_CACHE_ENV, raising=False)  # the default cache, not a shell's override
     doc = yaml.safe_load(open(catalog.__file__.replace("models/catalog.py", "sweeps/demo.yaml")))
     doc["pretrainings"] = [{"name": "ST", "weights": "resnet50.tv_in1k"},
                            {"name": "FAT", "weights": "resnet50.fast_linf4_in1k"},
@@ -272,5 +256,22 @@ def test_a_sweep_naming_a_registry_entry_without_its_file_says_how_to_fetch_it(t
     from raydw.train.weights import register_weights
 
     monkeypatch.setattr(catalog, "MODEL_CACHE", tmp_path / "cache")
+    monkeypatch.delenv(catalog.MODEL_CACHE_ENV, raising=False)
     with pytest.raises(FileNotFoundError, match="raydw fetch resnet50.tv_in1k"):
         register_weights(Store(str(tmp_path / "s")), PretrainingSpec(name="ST", weights="resnet50.tv_in1k"))
+
+
+def test_the_model_cache_env_var_redirects_the_sweep_and_fetch(tmp_path, r18, entry, monkeypatch):
+    """RAYDW_MODEL_CACHE: where a sweep reads registry weights and where `raydw fetch` writes them (the test inputs
+    of the paper's preflight live there), read at each call, so one shell can point at another folder."""
+    from raydw.models.catalog import local_weights_path
+
+    monkeypatch.setenv(catalog.MODEL_CACHE_ENV, str(tmp_path / "env-cache"))
+    assert local_weights_path("resnet50.tv_in1k") == tmp_path / "env-cache" / "resnet50.tv_in1k.pt"
+    assert f"raydw convert FILE {tmp_path / 'env-cache'}/resnet50.fast_linf4_in1k.pt" in catalog.fetch_command("resnet50.fast_linf4_in1k")
+    torch.save(r18, tmp_path / "plain.pth")
+    entry((tmp_path / "plain.pth").as_uri())
+    assert cli(["fetch", "resnet18.test_in1k"]) == 0
+    assert same(torch.load(tmp_path / "env-cache" / "resnet18.test_in1k.pt", weights_only=True), r18)
+    monkeypatch.delenv(catalog.MODEL_CACHE_ENV)
+    assert local_weights_path("resnet50.tv_in1k") == catalog.MODEL_CACHE / "resnet50.tv_in1k.pt"

@@ -6,7 +6,6 @@ size check, which the paper's 45,000 + 5,000 split makes fail on tiny files.
 from __future__ import annotations
 
 import gzip
-import pickle
 import struct
 import urllib.error
 import urllib.request
@@ -19,22 +18,7 @@ from raydw.cli import main as cli
 from raydw.data import prepare as prep
 from raydw.data import sources
 from raydw.data.splits import fraction_indices, split_indices
-
-
-def cifar_batch(n: int, seed: int, label_key: str, classes: int, bytes_keys=False) -> tuple[dict, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
-    labels = rng.integers(0, classes, n).tolist()
-    d = {"batch_label": f"batch {seed}", "data": data, label_key: labels, "filenames": [f"{i}.png" for i in range(n)]}
-    if label_key == "fine_labels":
-        d["coarse_labels"] = [y // 5 for y in labels]
-    return ({k.encode(): v for k, v in d.items()} if bytes_keys else d), data
-
-
-def write_pickle(path, obj):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        pickle.dump(obj, f, protocol=2)  # a Python-2-readable protocol with str keys, like the real files
+from raydw.testinputs.datasets import cifar_batch, write_pickle
 
 
 def write_cifar10(root, n=4, bytes_keys=False) -> list[dict]:

@@ -49,6 +49,11 @@ def _spec(*, epochs: int, seeds=(1,), concurrent: int = 2, extra_regimes: dict |
     return d
 
 
+def _epoch_rows(store: str) -> set[str]:
+    """The epoch rows stored now, as `<cell_id>.e<epoch>` (one file holds a cell's epochs)."""
+    return set(Store(store).names("epochs"))
+
+
 def _visible(folder: Path) -> dict[str, float]:
     """name -> mtime of the Parquet files a reader sees (temporary files are hidden)."""
     if not folder.exists():
@@ -181,15 +186,14 @@ def _check_exactly_once(store: str, n_cells: int, epochs: int | None = None) -> 
     assert not _leftovers(Path(store))
 
 
-def _recovery(store: str, cell_id: str, t_fault: float, before: dict[str, float]) -> tuple[float, int, int]:
+def _recovery(store: str, cell_id: str, t_fault: float, before: set[str]) -> tuple[float, int, int]:
     """(s from the fault to the first epoch row of the restarted run, epochs re-run, epoch the run restarted at).
 
     The restarted run is the set of the cell's epoch rows written after the fault (a re-run epoch overwrites its
     row, so its file is newer than the fault); it must start at its own `resumed_from` and continue to the end.
     """
     ep = _epochs_of(store, cell_id)
-    folder = Path(store) / "epochs"
-    mtime = {int(e): folder.joinpath(f"{cell_id}.e{int(e):04d}.parquet").stat().st_mtime for e in ep.epoch}
+    mtime = {int(e): w.timestamp() for e, w in zip(ep.epoch, ep.written_at)}
     after = ep[[mtime[int(e)] > t_fault for e in ep.epoch]]
     assert len(after), f"cell {cell_id}: no epoch row written after the fault"
     start = int(after.epoch.min())
@@ -308,7 +312,7 @@ def test_a_killed_train_worker_resumes_its_cell_from_the_last_epoch(cluster, fir
     cell, ip = _wait(lambda: _cell_with_epochs(store, 2), 240, "a cell with two epoch rows")
     pids = _wait(lambda: _our_train_workers(ip), 20, f"the Train worker on {ip}")
     assert len(pids) == 1, pids  # one CPU per node: one Train worker
-    before = _visible(Path(store) / "epochs")
+    before = _epoch_rows(store)
     t_fault = time.time()
     os.kill(pids[0], signal.SIGKILL)
     sw.finish(420)
@@ -330,10 +334,9 @@ def test_a_killed_sweep_driver_is_resumed_by_a_rerun_on_the_cluster(cluster, fir
     d = _spec(epochs=epochs, concurrent=2)
     first = _cli_sweep(d, f"file://{store}", cluster.address, tmp_path / "first.log")  # the file:// form of the URI
     try:
-        ep_dir = Path(store) / "epochs"
         _wait(lambda: first.poll() is not None or _cell_with_epochs(store, 2), 240, "a cell with two epoch rows")
         assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-        before = _visible(ep_dir)
+        before = _epoch_rows(store)
         t_fault = time.time()
         first.send_signal(signal.SIGKILL)
         first.wait(30)
@@ -410,11 +413,10 @@ def test_a_removed_worker_node_has_its_cell_rescheduled_on_the_other(cluster, fi
     store = _seeded_store(first_sweep[0], tmp_path / "store")
     sw = _SweepThread(_spec(epochs=epochs, concurrent=2), store)
     sw.start()
-    ep_dir = Path(store) / "epochs"
 
     victim_cell, victim_ip = _wait(lambda: _cell_with_epochs(store, 2), 240, "a cell with two epoch rows")
     survivors = set(cluster.workers) - {victim_ip}
-    before = _visible(ep_dir)
+    before = _epoch_rows(store)
     t_fault = time.time()
     cluster.remove_worker(victim_ip)
     try:

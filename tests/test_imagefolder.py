@@ -6,33 +6,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
 
 from raydw.data import imagefolder
 from raydw.models.build import Normalized, build_net
 from raydw.pruning.imp import imp
+from raydw.testinputs.imagefolder import write_imagefolder
 from raydw.train.imp_rounds import fit_round, imp_regime
 from raydw.train.setup import source_data
 
-WNIDS = [f"n{i:08d}" for i in range(imagefolder.CLASSES)]
 USED = {0: 3, 1: 2, 999: 3}  # class index -> images in train/ (val/ gets one per used class)
 
 
 def _write_folder(root: Path, classes: int = imagefolder.CLASSES) -> None:
     """ILSVRC-2012's layout with JPEGs of varied sizes in three of the 1000 classes (the others empty)."""
-    rng = np.random.default_rng(0)
-    for part, per in (("train", USED), ("val", {k: 1 for k in USED})):
-        for i, wnid in enumerate(WNIDS[:classes]):
-            d = root / part / wnid
-            d.mkdir(parents=True)
-            for j in range(per.get(i, 0)):
-                h, w = int(rng.integers(180, 300)), int(rng.integers(180, 300))
-                pixels = np.full((h, w, 3), (i * 37) % 256, np.uint8) + rng.integers(0, 20, (h, w, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(d / f"{wnid}_{j}.JPEG", format="JPEG")
+    write_imagefolder(root, USED, {k: 1 for k in USED}, sizes=(180, 300), classes=classes)
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +142,7 @@ def test_imagenet_as_a_downstream_dataset_is_refused_naming_the_field(tiny_spec_
 
 def test_an_imp_job_can_ask_for_its_own_workers_without_changing_masks_or_cells(tmp_path, tiny_spec_text):
     from raydw.cells import expand
-    from raydw.run.sweep import _imp_config
+    from raydw.run.jobs import JobBuilder
     from raydw.spec import parse_spec
     from raydw.store import Store
     from raydw.tickets.registry import get as method
@@ -163,8 +153,8 @@ def test_an_imp_job_can_ask_for_its_own_workers_without_changing_masks_or_cells(
     d["tickets"]["imp"] |= {"workers": 8, "cpus_per_worker": 12}
     ddp = parse_spec(d)
     store = Store(str(tmp_path))
-    cfg = _imp_config(store, ddp, ddp.tickets[0], ddp.pretrainings[0])
-    assert cfg["resources"]["workers_per_cell"] == 8 and cfg["resources"]["cpus_per_worker"] == 12
-    assert _imp_config(store, plain, plain.tickets[0], plain.pretrainings[0])["resources"]["workers_per_cell"] == 1
-    assert mask_params(ddp.tickets[0], "ST") == mask_params(plain.tickets[0], "ST")  # where it runs is not the mask
+    job = JobBuilder(ddp, store).imp(ddp.tickets[0], ddp.pretrainings[0])
+    assert job.resources.workers_per_cell == 8 and job.resources.cpus_per_worker == 12
+    assert JobBuilder(plain, store).imp(plain.tickets[0], plain.pretrainings[0]).resources.workers_per_cell == 1
+    assert method("imp").params(ddp.tickets[0], "ST") == method("imp").params(plain.tickets[0], "ST")  # where it runs is not the mask
     assert [c.cell_id for c in expand(ddp)] == [c.cell_id for c in expand(plain)]

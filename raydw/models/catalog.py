@@ -5,6 +5,7 @@ trained with, its threat model and recipe, so a sweep can name it and a reader c
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,19 +91,27 @@ PRETRAINED: dict[str, PretrainedEntry] = {
 }
 
 
-MODEL_CACHE = Path.home() / ".cache" / "raydw" / "models"  # where `raydw fetch` puts converted files
+MODEL_CACHE = Path.home() / ".cache" / "raydw" / "models"  # where `raydw fetch` puts converted files by default
+# Another model cache for one shell, e.g. the folder `python -m raydw.testinputs` writes random-init weights into: a
+# sweep's registry names (`weights: resnet50.tv_in1k`) are then read from there, and `raydw fetch` writes there.
+MODEL_CACHE_ENV = "RAYDW_MODEL_CACHE"
+
+
+def model_cache() -> Path:
+    """The model cache folder: $RAYDW_MODEL_CACHE where set, else ~/.cache/raydw/models (read at each call)."""
+    return Path(os.environ.get(MODEL_CACHE_ENV) or MODEL_CACHE).expanduser()
 
 
 def cache_path(name: str, cache: str | Path | None = None) -> Path:
     """Where `raydw fetch` caches a registry entry's converted weights (torch-free, for --dry-run)."""
-    return Path(cache or MODEL_CACHE).expanduser() / f"{name}.pt"
+    return (Path(cache).expanduser() if cache else model_cache()) / f"{name}.pt"
 
 
 def fetch_command(name: str) -> str:
     """The command (or manual step) that puts a registry entry into the model cache."""
     e = get_pretrained(name)
     if not e.direct:
-        return (f"download it by hand from {e.urls[0]}, then `raydw convert FILE ~/.cache/raydw/models/{name}.pt"
+        return (f"download it by hand from {e.urls[0]}, then `raydw convert FILE {cache_path(name)}"
                 f"{' --trust' if e.needs_trust else ''}` (or `raydw fetch {name} --url URL`)")
     return f"raydw fetch {name}{' --trust' if e.needs_trust else ''}"
 

@@ -12,11 +12,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from raydw.models.catalog import MODEL_CACHE, cache_path, fetch_command, get_pretrained, sha256_prefix
+from raydw.models.catalog import cache_path, fetch_command, get_pretrained, model_cache, sha256_prefix
 from raydw.models.convert import CheckpointError, convert_file
-
-DEFAULT_CACHE = MODEL_CACHE
-
 
 class FetchError(RuntimeError):
     pass
@@ -42,11 +39,12 @@ def check_hash(got: str, url: str, want: str | None) -> None:
                          "the download was deleted")
 
 
-def fetch(name: str, cache: str | Path = DEFAULT_CACHE, url: str | None = None, trust: bool = False,
+def fetch(name: str, cache: str | Path | None = None, url: str | None = None, trust: bool = False,
           force: bool = False, log=print) -> Path:
-    """Put registry entry `name` into `cache` as `<name>.pt`; return that path."""
+    """Put registry entry `name` into `cache` (default: the model cache, $RAYDW_MODEL_CACHE or
+    ~/.cache/raydw/models) as `<name>.pt`; return that path."""
     entry = get_pretrained(name)
-    cache = Path(cache).expanduser()
+    cache = Path(cache).expanduser() if cache else model_cache()
     out = cache_path(name, cache)
     if out.exists() and not force:
         log(f"{name}: already cached at {out}")

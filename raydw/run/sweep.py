@@ -283,18 +283,29 @@ def dense_of(cells: list[Cell]) -> dict[str, str]:
 
 
 def run_sweep(spec: SweepSpec, storage: str | None = None, address: str | None = None, data_root: str | None = None,
-              out=print) -> Summary:
+              out=print, live=None) -> Summary:
+    """`live`: a raydw.live.LiveReport (`--live-report`), started once the store is locked, stopped at the end."""
     t0 = time.time()
     store = Store(storage or spec.storage)
     _preflight(spec, store, address, data_root, out)
     store.check_writable()
     with store.lock(f"raydw sweep {spec.name}"):
         store.check_tables()  # bad files move to quarantine/ (said) before anything is planned from them
+        if live is not None:  # LIVE-REPORT HOOK (issue 18): rewrites the report while the cells run
+            live.start(store.uri)
         try:
             summary = _run_locked(spec, store, address, data_root, out, t0)
         except KeyboardInterrupt:  # Interrupted (SIGTERM / SIGINT): Ray down first, then the lock is released
+            if live is not None:  # LIVE-REPORT HOOK: no last write, the driver exits at once
+                live.stop()
             _shutdown_after_interrupt()
             raise
+        except BaseException:
+            if live is not None:  # LIVE-REPORT HOOK: the thread stops with the failed sweep
+                live.stop()
+            raise
+        if live is not None:  # LIVE-REPORT HOOK: the last page, after the sweep's own report (same cells, settings)
+            live.stop(final="finished" if summary.complete else "ended, some cells not done: rerun to retry them")
         for f in store.remove_temporaries(older_than=t0):  # half-written files of an earlier, killed driver's writers
             out(f"removed {f} (a write killed half-way before this sweep started)")
         return summary
@@ -335,7 +346,9 @@ def _preflight(spec: SweepSpec, store: Store, address: str | None, data_root: st
     sweep that lacks them is refused (else every cell would start, fail and be retried on each rerun). On a
     cluster the workers may hold them (docs/cluster.md: data on the GPU nodes), so it is a warning."""
     from raydw.plan import missing_inputs
+    from raydw.trackers import check as check_trackers
 
+    check_trackers(spec.trackers, f"sweep {spec.name}")  # issue 18: a tracker whose package is absent, before Ray
     miss = missing_inputs(spec, data_root, store)
     bad = unreadable_inputs(spec, store)  # files that are there but cannot be used: refused wherever the cells run
     if bad:
@@ -487,8 +500,10 @@ def _run_locked(spec: SweepSpec, store: Store, address: str | None, data_root: s
         + "".join(f", {sum(j.kind == k for j in jobs)} {k} job(s)" for k in ("pretrain", "imp") if any(j.kind == k for j in jobs))
         + f" on Ray Tune + Ray Train, {conc} at a time")
     searcher = StagedSearcher(jobs, store, gate, cells_per_run=spec.resources.cells_per_run)
+    from raydw import trackers  # issue 18: the spec's experiment trackers get every cell as a run
+
     _tune_jobs(searcher, f"{spec.name}-{dt.datetime.now():%Y%m%d-%H%M%S}", store, conc,
-               [_progress_callback(len(todo), conc)])
+               [_progress_callback(len(todo), conc), *trackers.callbacks(spec.trackers, spec.name, out)])
     for j in searcher.blocked():
         out(f"  not run: {j.label} ({j.why_blocked})")
     if gate is not None:

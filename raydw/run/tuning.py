@@ -119,6 +119,7 @@ def _tune_one(spec: SweepSpec, store: Store, g: TuneGroup, rows: list[dict], lef
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
+    from raydw import trackers
     from raydw.run.sweep import driver_resources
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per study created; progress comes from _progress
@@ -137,7 +138,8 @@ def _tune_one(spec: SweepSpec, store: Store, g: TuneGroup, rows: list[dict], lef
                                     reuse_actors=True, trial_dirname_creator=lambda t: t.trial_id),
         run_config=tune.RunConfig(name=f"{spec.name}-tune-{g.tune_id}-{dt.datetime.now():%Y%m%d-%H%M%S}",
                                   storage_path=store.tune_path, verbose=0,
-                                  callbacks=[_progress(g, spec.tune.num_samples, len(rows))]),
+                                  callbacks=[_progress(g, spec.tune.num_samples, len(rows)),
+                                             *trackers.callbacks(spec.trackers, spec.name)]),  # issue 18: trackers
     )
     tuner.fit()
 

@@ -1,0 +1,108 @@
+"""Compaction: the rows of finished cells, from their own files, older stores' one-epoch files and earlier parts,
+into a few large Parquet files sorted by cell (`part-<gen>-<id>.parquet`), so a whole-table load opens a handful of
+files instead of one per cell (or per epoch), and a bucket answers a handful of GETs.
+
+Crash safety, by order: the new parts are written whole first (temporary + rename, or one PUT), then the merged files
+are deleted. Killed before the parts are in place: nothing changed (a hidden temporary at most, removed by the next
+sweep or compaction). Killed while deleting: some rows are in two files; every read keeps one copy (the cell's own
+file before a part, a newer part before an older one: raydw.store._rank), and the next compaction merges them.
+A merged file rewritten after it was read (a stray writer) is not deleted: its newer rows win on read.
+Runs under the store's driver lock (taken here unless the caller, a sweep, already holds it). Torch-free.
+"""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import pyarrow as pa
+
+from raydw.store import COMPACTED, KEYS, SCHEMAS, Store, StoreError, _EPOCH_ROW, parquet_bytes, part_gen
+
+PART_BYTES = 512 << 20  # rows per part: about this much in memory (DuckDB's advice: files of 100 MB-10 GB)
+# Rows per row group: small enough that a get() of one cell reads one group (statistics prune the others), large
+# enough that a whole-table scan is a few groups per part. trials rows carry ~8 kB of per-example bits each.
+ROW_GROUP = {"trials": 512, "epochs": 32768}
+
+
+def compact(store: Store, log=lambda s: None) -> dict[str, dict]:
+    """Compact the tables of finished cells (trials, epochs); what was done per table. Holds the driver lock."""
+    if store.owner:
+        return _compact(store, log)
+    with store.lock("raydw compact"):
+        return _compact(store, log)
+
+
+def _compact(store: Store, log) -> dict[str, dict]:
+    t0 = time.time()
+    out = {"trials": _table(store, "trials", None)}
+    # epochs of cells with a trials row only: a cell without one may still be running (its file grows)
+    finished = set(store.read_table("trials", columns=["cell_id"]).column("cell_id").to_pylist())
+    out["epochs"] = _table(store, "epochs", finished)
+    for t, r in out.items():
+        log(f"  {t}: {r['files_before']} files -> {r['files_after']} ({r['rows']} rows, {r['seconds']:.1f} s)")
+    store.remove_temporaries(older_than=t0)  # of writers killed before this started: none of them can still be writing
+    return out
+
+
+def _base(path: str) -> str:
+    return path.rsplit("/", 1)[-1][: -len(".parquet")]
+
+
+def _cell(table: str, base: str) -> str:
+    m = _EPOCH_ROW.match(base) if table == "epochs" else None
+    return m["cell"] if m else base
+
+
+def _stamp(store: Store, path: str):
+    """What changes when a file is rewritten (a rename puts a new inode in place; a PUT a new mtime)."""
+    if store.local:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+    i = store.fs.get_file_info(path)
+    return (i.mtime_ns, i.size)
+
+
+def _table(store: Store, table: str, finished: set[str] | None) -> dict:
+    assert table in COMPACTED
+    t0 = time.perf_counter()
+    files = store._list(table)
+    parts = [f for f in files if part_gen(_base(f)) is not None]
+    sources = [f for f in files if part_gen(_base(f)) is None and (finished is None or _cell(table, _base(f)) in finished)]
+    result = {"files_before": len(files), "files_after": len(files), "rows": None, "seconds": 0.0}
+    if not sources and len(parts) <= 1:
+        return result
+    stamps = {f: _stamp(store, f) for f in sources}
+    key_cols = ("cell_id", "epoch") if table == "epochs" else (KEYS[table],)
+    rows, moved = store._read_files(table, parts + sources, list(SCHEMAS[table].names))
+    if moved:
+        raise StoreError(f"results store {store.uri}: a {table} file vanished while compacting: is another compaction "
+                         "running on this store? Nothing was changed")
+    if rows is None:  # every file was bad (named, and moved aside by the lock holder)
+        rows = SCHEMAS[table].empty_table().append_column("__filename", pa.array([], pa.string()))
+    rows = store._pick(table, rows, key_cols).drop_columns(["__filename"]).cast(SCHEMAS[table])
+    rows = rows.sort_by([(c, "ascending") for c in key_cols])
+    gen = max([part_gen(_base(p)) for p in parts], default=0) + 1
+    per_part = max(1, int(rows.num_rows * PART_BYTES / max(rows.nbytes, 1)))
+    written = []
+    for start in range(0, rows.num_rows, per_part):  # the new parts, whole, before anything is deleted
+        name = f"part-{gen:06d}-{uuid.uuid4().hex[:8]}.parquet"
+        written.append(store.write_bytes((table, name), parquet_bytes(rows.slice(start, per_part), ROW_GROUP[table])))
+    for f in sources:
+        if _stamp(store, f) == stamps[f]:  # rewritten since read: keep it (its rows are newer and win on read)
+            _delete(store, f)
+    for p in parts:
+        _delete(store, p)
+    result.update(files_after=len(store._list(table)), rows=rows.num_rows, seconds=time.perf_counter() - t0,
+                  parts=len(written))
+    return result
+
+
+def _delete(store: Store, path: str) -> None:
+    try:
+        store.fs.delete_file(path)
+    except FileNotFoundError:
+        pass
