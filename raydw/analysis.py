@@ -109,15 +109,22 @@ def _differences(rows: pd.DataFrame, limit: int = 6) -> str:
     return ", ".join(fields[:limit]) + (f" and {len(fields) - limit} more fields" if len(fields) > limit else "")
 
 
+def verdict_settings(spec) -> dict:
+    """The spec's `verdicts:` section as analysis.verdicts arguments (tol only for rule tol)."""
+    v = spec.verdicts.model_dump()
+    if v["rule"] != "tol":
+        v["tol"] = 0.0
+    return v
+
+
 def spec_cells(uri: str, spec) -> set[str]:
     """The cell ids a sweep spec (a SweepSpec or a path) plans against this store: `cells=` for one sweep's findings."""
-    from raydw.cells import expand
+    from raydw.plan import plan
     from raydw.spec import load_spec
     from raydw.store import Store
 
     spec = load_spec(spec) if not hasattr(spec, "pretrainings") else spec
-    recipes = Store(str(uri)).recipes() if spec.tune.enabled else {}  # tuned groups' ids, as raydw sweep plans them
-    return {c.cell_id for c in expand(spec, recipes)}
+    return {c.cell_id for c in plan(spec, Store(str(uri))).cells}  # tuned groups' ids, as raydw sweep plans them
 
 
 def _check_args(rule: str, tol: float, checkpoint: str, reading: str = "full", margin: float = DEFAULT_MARGIN) -> None:

@@ -33,6 +33,8 @@ class SweepStatus:
     tune_trials: int = 0  # tuning trials (phase "tune") stored for the spec's groups
     tune_budget: int = 0  # num_samples x groups
     waiting: int = 0  # spec cells waiting for their group's tuned recipe ("tune first"; counted in missing)
+    to_run: int | None = None  # what the next `raydw sweep` of the spec runs (raydw.plan.Plan.todo)
+    not_final: int | None = None  # spec cells without a final row (waiting ones included)
 
 
 def _label(r: dict) -> str:
@@ -87,25 +89,23 @@ def collect(uri: str, spec=None) -> SweepStatus:
     recipe is, so a row under its untuned id (an untuned run of the same grid) is not taken for it.
     """
     df = load(uri, "trials")
-    cells, tune = None, {}
+    cells, tune, p = None, {}, None
     if spec is not None:
-        from raydw.cells import expand
+        from raydw.plan import plan
         from raydw.spec import load_spec
         from raydw.store import Store
 
         spec = load_spec(spec) if not hasattr(spec, "pretrainings") else spec
-        recipes = Store(uri).recipes() if spec.tune.enabled else {}  # as raydw.run.sweep.plan does
-        cells = expand(spec, recipes)
-        waiting = [c for c in cells if c.tune_id and not c.recipe_id]
+        p = plan(spec, Store(uri))  # the sweep's own plan: the same cells, the same "done"
+        cells = p.cells
         if spec.tune.enabled:
-            tune = {**_tuning(uri, spec, recipes), "waiting": len(waiting)}
-        ids = {c.cell_id for c in cells} - {c.cell_id for c in waiting}
+            tune = {**_tuning(uri, spec, p.recipes), "waiting": len(p.waiting)}
+        ids = {c.cell_id for c in cells} - p.waiting
         outside = int((~df["cell_id"].isin(ids)).sum())
         df = df[df["cell_id"].isin(ids)]
     counts = df["status"].value_counts()
     done = df[df["status"] == "done"]
-    recorded_done = set(done["cell_id"])
-    todo = [c for c in cells if c.cell_id not in recorded_done] if cells is not None else []
+    todo = [c for c in cells if c.cell_id not in p.done] if cells is not None else []
     bad = df[df["status"].isin(["failed", "stopped"])].to_dict("records")
     return SweepStatus(
         done=int(counts.get("done", 0)), failed=int(counts.get("failed", 0)), stopped=int(counts.get("stopped", 0)),
@@ -116,6 +116,7 @@ def collect(uri: str, spec=None) -> SweepStatus:
         hours=_hours(df), mean_wall_s=float(done["wall_s"].mean()) if len(done) else float("nan"),
         left_s=_estimate_left(todo, done) if cells is not None else None,
         failures=[(r["cell_id"], _label(r), _first_line(r.get("error"), r["status"])) for r in bad], **tune,
+        to_run=len(p.todo) if p is not None else None, not_final=len(todo) if p is not None else None,
     )
 
 
@@ -153,10 +154,11 @@ def render(st: SweepStatus, uri: str) -> str:
     if st.done:
         lines.append(f"mean wall per done cell: {_duration(st.mean_wall_s)}")
     if st.total is not None:
-        n_left = st.total - st.done
         left = "unknown (no done cell to time yet)" if st.left_s is None else \
             f"about {_duration(st.left_s)} if run one at a time; divide by the cells running at once"
-        lines.append(f"time left for {n_left} cells not done (missing, failed or stopped): {left}")
+        lines.append(f"to run: {st.to_run} cells (what `raydw sweep` runs next)"
+                     + (f"; {st.waiting} more once their recipe is tuned" if st.waiting else ""))
+        lines.append(f"time left for {st.not_final} cells without a final row: {left}")
     if st.failures:
         lines.append("failed or stopped cells (a rerun of the sweep retries them):")
         lines += [f"  {cid}  {label}: {err}" for cid, label, err in st.failures]

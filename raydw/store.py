@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 
 from raydw import outcomes
 from raydw.atomic import write_atomic
+from raydw.objectlock import ObjectLockError, create_if_absent
 
 TRIALS = pa.schema([
     ("cell_id", pa.string()), ("sweep", pa.string()), ("status", pa.string()), ("error", pa.string()),
@@ -622,11 +623,11 @@ class Store:
         for t in tables:
             self._scan(t, None)
 
-    def done_cells(self, include_stopped: bool = False) -> set[str]:
-        """Cells with a final row: `done`, and `stopped` ones while early stopping is on (else they rerun in full)."""
-        final = {"done", "stopped"} if include_stopped else {"done"}
+    def done_cells(self) -> set[str]:
+        """Cells whose row says `done` (a dense baseline that tickets wait for). What a sweep still has to run is
+        raydw.plan.Plan.todo, which also knows early stopping and tuned recipes."""
         t = self.read_table("trials", columns=["cell_id", "status"])
-        return {c for c, s in zip(t.column("cell_id").to_pylist(), t.column("status").to_pylist()) if s in final}
+        return {c for c, s in zip(t.column("cell_id").to_pylist(), t.column("status").to_pylist()) if s == "done"}
 
     def recipes(self) -> dict[str, dict]:
         """tune_id -> the tuned recipe (a dict) of every group tuned in this store."""
@@ -668,10 +669,12 @@ class StoreLock:
             raise StorePathError(f"results store {self.store.uri}: cannot make its lock folder {self.store.path('locks')}: "
                                  f"{e}") from None
         if not self.store.local:  # object stores: create-if-absent (S3's conditional PUT), so exactly one driver wins
-            from raydw.objectlock import create_if_absent
-
             holder = self._holder()
-            if holder is None and create_if_absent(self.store, ("locks", "driver.json"), json.dumps(me).encode()):
+            try:
+                made = holder is None and create_if_absent(self.store, ("locks", "driver.json"), json.dumps(me).encode())
+            except ObjectLockError as e:
+                raise StoreError(str(e)) from None
+            if made:
                 self.store.owner = True
                 return self
             raise StoreLocked(self._refusal(holder or self._holder() or {}))

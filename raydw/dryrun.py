@@ -1,0 +1,92 @@
+"""`raydw sweep --dry-run`: the cells, what each asks of the cluster, what is already done, what is missing.
+
+Torch- and Ray-free, so it answers in about a second even for the paper's grid.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from raydw.cells import tune_groups
+from raydw.cost_source import plan_text
+from raydw.inputs import missing_inputs
+from raydw.plan import plan
+from raydw.spec import SweepSpec
+from raydw.store import Store
+
+
+def dry_run(spec: SweepSpec, storage: str, data_root: str | None = None) -> str:
+    store = Store(storage)
+    exists = Path(store.root).exists() or not store.local
+    p = plan(spec, store)
+    cells, done, recipes, todo = p.cells, p.done, p.recipes, {c.cell_id for c in p.todo}
+    r = spec.resources
+    lines = [f"sweep {spec.name}: {len(cells)} cells, {len(done)} done, {len(todo)} to run"
+             + (f", {len(p.waiting)} waiting for a tuned recipe" if p.waiting else "") + f" -> store {store.uri}",
+             f"each cell: {r.workers_per_cell} Ray Train worker(s) x ({r.cpus_per_worker} CPU, {r.gpus_per_worker} GPU)"
+             + (f", at most {r.max_concurrent_cells} at once" if r.max_concurrent_cells else "")]
+    if spec.search.mode == "extreme":
+        lines.append(f"search: extreme ({spec.search.rule} rule, verify {spec.search.verify}): the table is the full grid; "
+                     "dense cells run first, then only the ticket levels the search asks for (docs/search.md)")
+    if spec.early_stop.enabled:
+        lines.append(f"early stopping: tickets trailing their dense model by > {spec.early_stop.margin} after the grace period stop")
+    if spec.tune.enabled:
+        lines += _tune_lines(spec, store, recipes, exists)
+    lines.append("")
+    hdr = f"{'cell_id':16s}  {'pretraining':11s} {'ticket':7s} {'sparsity':>8s}  {'dataset':9s} {'regime':12s} {'fraction':>8s} {'seed':>4s} {'epochs':>6s}  status"
+    lines += [hdr, "-" * len(hdr)]
+    for c in cells:
+        lines.append(f"{c.cell_id:16s}  {c.pretraining:11s} {c.ticket_method:7s} {c.target_sparsity:8.4f}  {c.dataset:9s} "
+                     f"{c.regime:12s} {c.data_fraction:8g} {c.seed:4d} {c.regime_spec['epochs']:6d}  "
+                     f"{_state(c.cell_id, p)}")
+    by = Counter((c.pretraining, c.regime, c.data_fraction) for c in cells)
+    lines += ["", "cells per (pretraining, regime, fraction): " + ", ".join(f"{k[0]}/{k[1]}/{k[2]:g}: {v}" for k, v in sorted(by.items()))]
+    epochs = sum(c.regime_spec["epochs"] for c in cells)
+    lines.append(f"fine-tuning epochs in total: {epochs}")
+    sched = spec.eval.val_schedule()
+    lines += ["", plan_text(cells, spec.eval.attack.steps,
+                            None if sched is None else (sched[0], sched[1].steps, sched[2]), done,
+                            spec=spec, store=store if exists else None)]
+    miss = missing_inputs(spec, data_root, store=store if exists else None, todo={c.dataset for c in p.todo})
+    lines += ["", "missing inputs:" if miss else "inputs: all present"] + [f"  {m}" for m in miss]
+    return "\n".join(lines)
+
+
+def _state(cell_id: str, p) -> str:
+    """A cell's line in the table: done (or stopped, final), tune first, or todo with why it runs again."""
+    stored = p.status.get(cell_id)
+    if cell_id in p.done:
+        return stored
+    if cell_id in p.waiting:
+        return "tune first"
+    return f"todo ({stored})" if stored else "todo"
+
+
+def _tune_lines(spec: SweepSpec, store: Store, recipes: dict, exists: bool) -> list[str]:
+    """Which dense recipes are tuned (stored) and which are still to tune, with their stored trial counts."""
+    t = spec.tune
+    groups = tune_groups(spec)
+    todo = [g for g in groups if g.tune_id not in recipes]
+    trials: dict[str, int] = {}
+    if exists and todo:
+        tab = store.read_table("trials", columns=["phase", "tune_id"]).to_pylist()
+        for r in tab:
+            if r["phase"] == "tune":
+                trials[r["tune_id"]] = trials.get(r["tune_id"], 0) + 1
+    rows = {r["tune_id"]: r for r in store.read_table("recipes").to_pylist()} if exists and recipes else {}
+    out = [f"tune: {len(groups)} dense recipe(s) (pre-training, dataset, regime, fraction), {len(groups) - len(todo)} tuned "
+           f"(stored), {len(todo)} to tune first: Optuna TPE (seed {t.seed}, {t.n_startup()} random startup trials), "
+           f"{t.num_samples} dense trials each over {sorted(t.space.fields())}; the chosen recipe is then held fixed for "
+           "the group's dense cell and every ticket (docs/tuning.md)"]
+    for g in groups:
+        if g.tune_id in recipes:
+            r = rows.get(g.tune_id, {})
+            out.append(f"  tuned   {g.label()}: {json.dumps(recipes[g.tune_id], sort_keys=True)} ({g.metric} "
+                       f"{r.get('value', float('nan')):.3f}, {r.get('trials')} trials)")
+        else:
+            out.append(f"  to tune {g.label()}: {trials.get(g.tune_id, 0)} of {t.num_samples} trials stored, maximize {g.metric}")
+    if todo:
+        out.append("  cells marked 'tune first' are listed with their regime as written: their ids (and epochs, where tuned) "
+                   "are known only once their recipe is chosen")
+    return out
