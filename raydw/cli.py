@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -52,24 +53,33 @@ def cmd_sweep(a) -> int:
 
     check(spec.trackers, str(a.spec))  # an absent tracker package: exit 2 before anything is planned or run
     if a.dry_run:
-        from raydw.plan import dry_run
+        from raydw.dryrun import dry_run
 
         print(dry_run(spec, a.storage or spec.storage, a.data_root))
         return 0
-    from raydw.run.sweep import _verdict_settings, run_sweep
+    _verbose(a)
+    from raydw.analysis import verdict_settings
+    from raydw.run.sweep import run_sweep
 
     live = None
     if a.live_report is not None:  # started by run_sweep once the store is locked (a refused sweep writes nothing)
         from raydw.live import LiveReport
 
         folder = output_dir(a.live_report, "--live-report") if a.live_report else None
-        live = LiveReport(None, folder, a.live_every, spec=spec, verdict_args=_verdict_settings(spec))
+        live = LiveReport(None, folder, a.live_every, spec=spec, verdict_args=verdict_settings(spec))
     s = run_sweep(spec, storage=a.storage, address=a.address, data_root=a.data_root, live=live)
     return 0 if s.complete else 1  # stopped early / not needed by the search are outcomes the spec asked for
 
 
+def _verbose(a) -> None:
+    """--verbose: Ray's and Tune's own output too (read once by raydw.run.cluster, before it is imported)."""
+    if a.verbose:
+        os.environ["RAYDW_VERBOSE"] = "1"
+
+
 def cmd_pretrain(a) -> int:
     spec = load_spec(_spec_path(a.spec))
+    _verbose(a)
     from raydw.run.sweep import run_pretraining
 
     run_pretraining(spec, storage=a.storage, address=a.address)
@@ -397,12 +407,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="also send every cell to an experiment tracker (repeatable; added to the spec's trackers): "
                         "mlflow[:TRACKING_URI], wandb[:PROJECT], tensorboard[:LOGDIR]; each needs its extra, e.g. "
                         "pip install -e '.[mlflow]'")
+    s.add_argument("--verbose", action="store_true",
+                   help="also print Ray's and Tune's own output (its experiment table, worker logs and warnings)")
     s.set_defaults(fn=cmd_sweep)
 
     s = sub.add_parser("pretrain", help="train a spec's pre-training recipes (Ray Train jobs), cached in the store")
     s.add_argument("spec", nargs="?", default=str(DEMO))
     s.add_argument("--storage")
     s.add_argument("--address")
+    s.add_argument("--verbose", action="store_true", help="also print Ray's and Tune's own output (worker logs too)")
     s.set_defaults(fn=cmd_pretrain)
 
     s = sub.add_parser("results", help="print or export a table of a results store",
@@ -507,10 +520,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `raydw ... | head`: the reader left, nothing is wrong
         sys.stderr.close()
         return 0
-    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM / SIGINT to a sweep (raydw.run.sweep.Interrupted)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM / SIGINT to a sweep (raydw.run.cluster.Interrupted)
         import signal
 
-        driver = sys.modules.get("raydw.run.sweep")
+        driver = sys.modules.get("raydw.run.cluster")
         signum = getattr(e, "signum", None) or getattr(driver, "STOPPED_BY", None) or signal.SIGINT
         print(f"interrupted ({signal.Signals(signum).name}); every row already stored is kept whole: rerun the same "
               "command to resume (finished cells are not run again)", file=sys.stderr)

@@ -75,10 +75,10 @@ def cell_cost(c: Cell, eval_steps: int, eval_schedule: tuple[int, int, int] | No
     return CellCost(gflop, gpu_hours(gflop), n)
 
 
-def plan_text(cells: list[Cell], eval_steps: int, eval_schedule=None, done: set[str] = frozenset(),
-              spec=None, store=None) -> str:
-    """The fine-tuning plan of `cells`; with `spec`, also its IMP and pre-training jobs (what `store` holds
-    already costs nothing), the whole sweep's total and which part dominates it."""
+def plan_lines(cells: list[Cell], eval_steps: int, eval_schedule=None, done: set[str] = frozenset(),
+               sources_below: bool = False) -> tuple[list[str], float]:
+    """The fine-tuning plan of `cells` and its total H100-hours. `sources_below`: the caller adds the IMP and
+    pre-training lines (raydw.cost_source.plan_text), and the header says so."""
     todo, costs, unknown = [], [], {}
     for c in (c for c in cells if c.cell_id not in done):
         try:
@@ -94,11 +94,7 @@ def plan_text(cells: list[Cell], eval_steps: int, eval_schedule=None, done: set[
         by[k] = by.get(k, 0.0) + x.gpu_hours
     lines = [f"cost plan ({len(todo) + sum(unknown.values())} cells to run): ~{total:,.3g} H100-hours of fine-tuning and evaluation, a FLOP-based "
              f"estimate (bf16 {H100_BF16_TFLOPS:.0f} TFLOP/s at {ASSUMED_UTILISATION:.0%} utilisation; pre-training and IMP "
-             f"{'below' if spec is not None else 'not included'}; `raydw bench --profile gpu` on the device gives a measured basis)"]
+             f"{'below' if sources_below else 'not included'}; `raydw bench --profile gpu` on the device gives a measured basis)"]
     lines += [f"  {r} f={f:g}: {h:,.3g} H100-h" for (r, f), h in sorted(by.items())]
     lines += [f"  not estimated: {n} cell(s) of {a} at {px} px (no FLOP count for it)" for (a, px), n in sorted(unknown.items())]
-    if spec is not None:
-        from raydw.cost_source import source_lines
-
-        lines += source_lines(spec, store, total)
-    return "\n".join(lines)
+    return lines, total

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from raydw.cost import fwd_gflop, gpu_hours, train_step
+from raydw.cost import fwd_gflop, gpu_hours, plan_lines, train_step
 from raydw.data import catalog as data_catalog
 from raydw.data.catalog import STREAMED
 
@@ -110,3 +110,10 @@ def source_lines(spec, store, fine_tuning_hours: float) -> list[str]:
     if any(j.gpu_hours is None for j in jobs):
         lines.append("  (jobs marked 'not estimated' are not in these totals)")
     return lines
+
+
+def plan_text(cells, eval_steps: int, eval_schedule, done: set[str], spec, store=None) -> str:
+    """The dry run's cost plan: fine-tuning per (regime, fraction), then the IMP and pre-training jobs (what `store`
+    holds already costs nothing), the whole sweep's total and which part dominates it."""
+    lines, total = plan_lines(cells, eval_steps, eval_schedule, done, sources_below=True)
+    return "\n".join(lines + source_lines(spec, store, total))

@@ -9,10 +9,12 @@ import sys
 from urllib.parse import parse_qs, urlparse
 
 
+class ObjectLockError(RuntimeError):
+    """The lock could not be created (boto3 absent, a refused request); raydw.store says it as a StoreError."""
+
+
 def create_if_absent(store, parts: tuple[str, ...], data: bytes) -> bool:
     """Write `data` at `parts` unless an object is there already; True if this call created it."""
-    from raydw.store import StoreError
-
     parsed = urlparse(store.uri)
     if parsed.scheme not in ("s3", "s3a"):
         print(f"warning: {store.uri}: a {parsed.scheme}:// store's driver lock is best effort (check, then write): two "
@@ -25,7 +27,7 @@ def create_if_absent(store, parts: tuple[str, ...], data: bytes) -> bool:
         import boto3
         from botocore.exceptions import ClientError
     except ImportError:
-        raise StoreError(f"results store {store.uri}: an s3:// store's driver lock is a conditional PUT made with "
+        raise ObjectLockError(f"results store {store.uri}: an s3:// store's driver lock is a conditional PUT made with "
                          "boto3, which is not installed: pip install 'raydw[s3]'") from None
     bucket, _, key = store.path(*parts).partition("/")
     q = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
@@ -40,5 +42,5 @@ def create_if_absent(store, parts: tuple[str, ...], data: bytes) -> bool:
         if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict") or \
                 e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):
             return False
-        raise StoreError(f"results store {store.uri}: cannot create its lock {bucket}/{key}: {e}") from None
+        raise ObjectLockError(f"results store {store.uri}: cannot create its lock {bucket}/{key}: {e}") from None
     return True

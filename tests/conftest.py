@@ -51,7 +51,7 @@ def ray_session():
     """One local Ray for the whole session, with the driver resource raydw's trials ask for."""
     import ray
 
-    from raydw.run.sweep import DRIVER_RESOURCE, RAY_ENV
+    from raydw.run.cluster import DRIVER_RESOURCE, RAY_ENV
 
     for k, v in RAY_ENV.items():
         os.environ.setdefault(k, v)

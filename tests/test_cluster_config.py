@@ -15,7 +15,7 @@ import jsonschema
 import pytest
 import yaml
 
-from raydw.run.sweep import DRIVER_RESOURCE
+from raydw.run.cluster import DRIVER_RESOURCE
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY_ERRORS = (jsonschema.ValidationError, ValueError, click.ClickException)

@@ -8,11 +8,12 @@ import pandas as pd
 import pytest
 
 from raydw.analysis import verdicts
+from raydw.run.jobs import EarlyStop
 from raydw.run.worker import EarlyStopped, _early_stop_check
 from raydw.spec import EarlyStopSpec, OptimizerSpec, RegimeSpec
 from raydw.store import Store
 
-PLAN = {"dense_cell_id": "dense", "margin": 0.05, "metrics": ["sa", "ra"], "grace": 2}
+PLAN = EarlyStop(dense_cell_id="dense", margin=0.05, metrics=("sa", "ra"), grace=2)
 
 
 def _dense_epochs(store: Store, sa: float, ra: float, epochs: int = 5) -> None:
@@ -80,7 +81,7 @@ def test_a_stopped_cells_row_keeps_its_epochs_and_best_validation(tmp_path):
 
 
 def test_a_sweep_whose_cells_are_done_or_stopped_is_complete():
-    from raydw.run.sweep import Summary
+    from raydw.summary import Summary
 
     s = Summary(total=27, done=18, failed=0, ran=27, storage="x", wall_s=1.0, stopped=9)
     assert s.complete  # `raydw sweep` exits 0: stopping is what the spec asked for

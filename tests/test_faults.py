@@ -26,7 +26,7 @@ import yaml
 from conftest import process_ancestors
 
 from raydw import results
-from raydw.run.sweep import DRIVER_RESOURCE, RAY_ENV
+from raydw.run.cluster import DRIVER_RESOURCE, RAY_ENV
 from raydw.spec import parse_spec
 from raydw.store import Store, StoreError
 

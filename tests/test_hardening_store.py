@@ -277,7 +277,7 @@ def test_pretrain_is_refused_while_a_sweep_holds_the_store(tmp_path, tiny_spec_t
 def test_a_local_ray_is_started_on_loopback_and_a_cluster_is_joined_as_before(monkeypatch):
     import ray
 
-    from raydw.run import sweep
+    from raydw.run import cluster as sweep
     from ray._private import ray_constants
 
     calls = []
@@ -305,7 +305,7 @@ def test_a_local_ray_listens_on_no_public_interface():
     """The real thing: every listening TCP socket of the Ray this starts is on 127.0.0.1."""
     code = (
         "import os, subprocess, ray\n"
-        "from raydw.run.sweep import connect\n"
+        "from raydw.run.cluster import connect\n"
         "connect(None)\n"
         "ray.get(ray.remote(lambda: 1).remote())\n"
         "tree = set(subprocess.run(['pstree', '-p', str(os.getpid())], capture_output=True, text=True).stdout"

@@ -88,7 +88,7 @@ def test_imp_rounds_train_on_the_streamed_folder(root):
 
 
 def test_the_dry_run_names_a_missing_imagenet_root(tmp_path, root):
-    from raydw.plan import missing_inputs
+    from raydw.inputs import missing_inputs
     from raydw.spec import load_spec
 
     spec = yaml.safe_load((Path(__file__).parents[1] / "sweeps" / "paper.yaml").read_text())

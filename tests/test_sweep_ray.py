@@ -136,7 +136,7 @@ def test_pretrain_command_trains_a_recipe_once_with_the_id_a_sweep_uses(ray_sess
 
 
 def test_a_train_run_larger_than_the_local_ray_is_refused_not_left_waiting(ray_session, monkeypatch):
-    from raydw.run.sweep import _check_fits
+    from raydw.run.cluster import check_fits as _check_fits
     from raydw.spec import SpecError
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)

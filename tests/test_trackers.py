@@ -10,7 +10,9 @@ import pytest
 import yaml
 
 from raydw import trackers
-from raydw.spec import SpecError, parse_spec
+from raydw.run.jobs import CellJob, PackJob, RunContext
+from raydw.run.tuner import trial_jobs
+from raydw.spec import ResourceSpec, SpecError, parse_spec
 
 
 @pytest.fixture
@@ -103,11 +105,12 @@ def test_callback_feeds_a_packs_cells_in_order_and_continues_a_resumed_cell(tmp_
     store = Store(str(tmp_path / "store"))
     a, b = expand(spec)
     tb = [trackers.from_flag(f"tensorboard:{tmp_path / 'tb'}")]
-    job = lambda c: {"cell": c.to_dict(), "sweep": "s", "storage": store.uri}  # noqa: E731
+    run = RunContext(storage=store.uri, sweep="s", resources=spec.resources, data_root=None, git_commit=None)
+    job = lambda c: CellJob(c, run, None, 0.0, "ix", None)  # noqa: E731
     said: list[str] = []
-    cb = trackers.callbacks(tb, "s", said.append)[0]
+    cb = trackers.callbacks(tb, "s", trial_jobs, said.append)[0]
     cb.setup()
-    pack = _trial("t1", {"kind": "pack", "job": {"storage": store.uri, "cells": [job(a), job(b)]}})
+    pack = _trial("t1", {"job": PackJob((job(a), job(b)))})
     cb.on_trial_start(0, [], pack)
     for e in range(2):
         _epoch(store, a.cell_id, e)
@@ -121,9 +124,9 @@ def test_callback_feeds_a_packs_cells_in_order_and_continues_a_resumed_cell(tmp_
     assert _train_loss_events(folder(a)) == [0, 1] and _train_loss_events(folder(b)) == [0] and not said
     # A rerun retries the failed cell b, which resumes at epoch 1: its stored (old) row does not close the new run,
     # and its folder gets epoch 1 only (epoch 0 is there already).
-    cb = trackers.callbacks(tb, "s", said.append)[0]
+    cb = trackers.callbacks(tb, "s", trial_jobs, said.append)[0]
     cb.setup()
-    cell = _trial("t2", {"kind": "cell", "job": job(b)})
+    cell = _trial("t2", {"job": job(b)})
     cb.on_trial_start(0, [], cell)
     _epoch(store, b.cell_id, 1)
     _done(store, b.cell_id, 2)
@@ -143,12 +146,12 @@ def test_tuning_trials_are_nested_under_their_group_in_mlflow(tmp_path, spec_dic
     g = tune_groups(parse_spec(spec_dict))[0]
     store = Store(str(tmp_path / "store"))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cb = trackers.callbacks([trackers.from_flag(f"mlflow:{uri}")], "s", print)[0]
+    cb = trackers.callbacks([trackers.from_flag(f"mlflow:{uri}")], "s", trial_jobs, print)[0]
     cb.setup()
     ids = []
     for i, lr in enumerate((0.01, 0.02)):
-        cfg = {"job": {"sweep": "s", "storage": store.uri}, "group": {"tune_id": g.tune_id, "metric": g.metric,
-               "base": g.base.to_dict()}, "fields": ["lr"], "lr": lr}
+        run = RunContext(storage=store.uri, sweep="s", resources=ResourceSpec(), data_root=None, git_commit=None)
+        cfg = {"job": CellJob(g.base, run, None, 0.0, "ix", None), "group": g, "fields": ["lr"], "lr": lr}
         cid = g.trial_cell({"lr": lr}).cell_id
         ids.append(cid)
         trial = _trial(f"t{i}", cfg)

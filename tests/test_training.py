@@ -9,7 +9,7 @@ from raydw import attacks
 from raydw.data.device import Split, Transform
 from raydw.models.build import Normalized, build_net
 from raydw.pruning.magnitude import one_shot
-from raydw.spec import AttackSpec, OptimizerSpec, RegimeSpec
+from raydw.spec import AttackSpec, OptimizerSpec, RegimeSpec, ResourceSpec
 from raydw.data.device import Data
 from raydw.train.loop import Diverged, evaluate, fit
 from raydw.train.setup import load_data
@@ -163,5 +163,5 @@ def test_amp_is_bf16_on_cuda_unless_the_spec_says_fp32_and_always_fp32_on_a_cpu(
     from raydw.run.worker import _autocast
 
     cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
-    assert _autocast({"resources": {"amp": "bf16"}}, cuda) and not _autocast({"resources": {"amp": "fp32"}}, cuda)
-    assert not _autocast({"resources": {"amp": "bf16"}}, cpu) and _autocast({}, cuda)
+    assert _autocast("bf16", cuda) and not _autocast("fp32", cuda)
+    assert not _autocast("bf16", cpu) and _autocast(ResourceSpec().amp, cuda)

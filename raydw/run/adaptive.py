@@ -12,6 +12,7 @@ import json
 
 import pandas as pd
 
+from raydw.analysis import verdicts
 from raydw.cells import Cell
 from raydw.search import ExtremeSearch
 from raydw.spec import SweepSpec
@@ -71,8 +72,6 @@ class LevelGate:
                     self.released |= g["cells"][level]
 
     def _verdicts(self, trials: pd.DataFrame) -> dict[tuple, bool | None]:
-        from raydw.analysis import verdicts
-
         done = trials[trials.status.isin(FINAL)]
         if not len(done) or not (done.ticket_method != "dense").any():
             return {}

@@ -3,11 +3,17 @@
 A local Ray (no --address / RAY_ADDRESS) listens on loopback only and offers the custom resource TRAIN_DRIVER
 for trial drivers, so the Train workers always find their CPUs (ray-notes pitfall 1). A joined cluster must
 offer TRAIN_DRIVER itself (cluster.yaml). SIGTERM / SIGINT stop the driver cleanly; a rerun resumes.
+
+`ray` is imported inside the functions: Ray reads the environment at import (its loopback switch, RAY_ENV), which
+connect() sets first; and `raydw` loads this module (for STOPPED_BY) without starting or importing Ray.
 """
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import sys
+import threading
 
 from raydw.run.orphans import release_stale_placement_groups
 from raydw.spec import SpecError, SweepSpec
@@ -18,19 +24,19 @@ RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
 DRIVER_RESOURCE = "TRAIN_DRIVER"
 AUTOSCALE_CELLS = 4  # cells started on a cluster that has no fitting node yet (the autoscaler's demand signal)
 
+# `raydw sweep --verbose` (set once, before the driver starts): Ray's and Tune's own output, worker logs included.
+VERBOSE = os.environ.get("RAYDW_VERBOSE") == "1"
 _JOINED_CLUSTER = False  # connect() joined a cluster (--address / RAY_ADDRESS), rather than starting a local Ray
 STOPPED_BY: int | None = None  # the signal (SIGTERM / SIGINT) that stopped this driver
 
 
-def connect(address: str | None, verbose: bool = False) -> None:
+def connect(address: str | None) -> None:
     """Join a cluster (address or RAY_ADDRESS) or start a local Ray with a custom driver resource.
 
     Trial drivers (Tune trials that only drive a TorchTrainer) hold the custom resource TRAIN_DRIVER instead
     of a CPU, so on a 2-CPU machine the Train workers always find their CPUs: the deadlock of ray-notes
     pitfall 1 cannot happen by construction.
     """
-    import logging
-
     global _JOINED_CLUSTER
     addr = cluster_address(address)
     _JOINED_CLUSTER = bool(addr)
@@ -40,10 +46,18 @@ def connect(address: str | None, verbose: bool = False) -> None:
 
     for k, v in RAY_ENV.items():
         os.environ.setdefault(k, v)
+    verbose = VERBOSE
     if not verbose:
+        # Ray enables token authentication by default and says so on every start: nothing the user must act on.
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+        # Tune times its own loop and warns when a step is slow ("may be a performance bottleneck"): on a busy
+        # machine that is every few cells, and the advice (report less often) is not the user's to take.
+        logging.getLogger("ray.tune.utils.util").setLevel(logging.ERROR)
         # Tune's console engine prints an experiment box ("Number of trials 9223372036854775807": the staged searcher
         # is open-ended) and a TensorBoard hint for a folder in /tmp; raydw's progress lines say what matters.
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if not verbose:
+        _quiet_worker_pool_warning()
     if ray.is_initialized():
         _release_stale()
         return
@@ -63,6 +77,28 @@ def connect(address: str | None, verbose: bool = False) -> None:
         if ip not in ("127.0.0.1", "::1"):
             print(f"warning: the local Ray took the node address {ip}, not loopback: its ports may be reachable from the "
                   "network", file=sys.stderr)
+
+
+# The raylet warns when it has started many Python workers: raydw's trial drivers hold TRAIN_DRIVER, not a CPU, so
+# on 2 CPUs it always starts more than its "expected startup concurrency". By design; nothing a user can act on.
+WORKER_POOL_WARNING = "worker processes have been started on node"
+
+
+def _quiet_worker_pool_warning() -> None:
+    """Drop that one raylet message from the driver's console (every other raylet error or warning still prints)."""
+    from ray._private import worker
+
+    if getattr(worker.print_to_stdstream, "_raydw", False):
+        return
+    inner = worker.print_to_stdstream
+
+    def print_to_stdstream(data, ignore_prefix: bool = False):
+        if data.get("pid") == "raylet" and any(WORKER_POOL_WARNING in line for line in data.get("lines", [])):
+            return
+        inner(data, ignore_prefix=ignore_prefix)
+
+    print_to_stdstream._raydw = True
+    worker.print_to_stdstream = print_to_stdstream
 
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # Ray's switch: "0" = a single-node Ray on 127.0.0.1 (its macOS default)
@@ -97,9 +133,6 @@ def _stop_on_signals() -> None:
     command plans from the store. So both raise Interrupted here (Tune's handler off), the driver shuts Ray down, and
     the store is as a SIGKILL leaves it: every row is whole (atomic writes), a half-done cell continues from its
     last checkpoint on the rerun, and hidden temporaries of killed writers are removed by the next sweep."""
-    import signal
-    import threading
-
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     if threading.current_thread() is not threading.main_thread():
         return
@@ -116,8 +149,6 @@ def _stop_on_signals() -> None:
 
 
 def shutdown_after_interrupt() -> None:
-    import signal
-
     for s in (signal.SIGTERM, signal.SIGINT):
         signal.signal(s, signal.SIG_IGN)
     try:

@@ -9,6 +9,8 @@ the resources raydw's Train workers and trial drivers ask for. Nothing else on t
 """
 from __future__ import annotations
 
+# `ray` is imported inside the functions, as in raydw.run.cluster (which imports this module before Ray starts).
+
 RAYDW_RESOURCES = {"CPU", "GPU", "memory", "TRAIN_DRIVER"}
 
 

@@ -12,18 +12,21 @@ from typing import Callable
 
 from ray.tune.search import Searcher
 
+from raydw.run.jobs import CellJob, Job, PackJob
 from raydw.store import Store
+from raydw.tickets.registry import params_json
 
 POLL_S = 0.5  # how often the store is asked again while jobs wait for inputs
-PACK_SHARED = ("storage", "resources", "torch_threads")  # what a packed Train run needs besides its cells
 
 
 @dataclass
-class Job:
+class Task:
+    """A job waiting to be released: what it needs first, and how to build it (when released, its mask exists)."""
+
     kind: str  # pretrain | imp | cell
     key: str
     label: str
-    build: Callable[[], dict]  # the trial config, built when the job is released (its mask exists by then)
+    build: Callable[[], Job]  # JobBuilder's method for this job
     needs_pretrained: str | None = None
     needs_imp: tuple | None = None  # (pretrained_id, mask params, round)
     needs_cell: str | None = None  # a cell that must be done first (the dense baseline, for early stopping)
@@ -32,17 +35,17 @@ class Job:
 
 
 class StagedSearcher(Searcher):
-    def __init__(self, jobs: list[Job], store: Store, gate=None, cells_per_run: int = 1):
+    def __init__(self, jobs: list[Task], store: Store, gate=None, cells_per_run: int = 1):
         super().__init__()
         self.gate = gate  # raydw.run.adaptive.LevelGate for `search: extreme`
         self.cells_per_run = cells_per_run  # > 1: ready cells are packed into one Train run (a "pack" trial)
         self.pending = list(jobs)
-        self.running: dict[str, list[Job]] = {}
+        self.running: dict[str, list[Task]] = {}
         self.store = store
         self._seen_at = 0.0
         self._pretrained: set[str] = set()
         self._imp: dict[tuple, set[int]] = {}
-        self._failed: list[Job] = []
+        self._failed: list[Task] = []
         self._done: set[str] = set()
 
     # Tune's Searcher API -------------------------------------------------------------------------
@@ -51,27 +54,26 @@ class StagedSearcher(Searcher):
 
     def suggest(self, trial_id: str):
         self._refresh()
-        pack: list[tuple[Job, dict]] = []
+        pack: list[tuple[Task, CellJob]] = []
         for job in list(self.pending):
             if not self._ready(job) or (pack and job.kind != "cell"):
                 continue
             self.pending.remove(job)
             try:
-                config = job.build()
+                built = job.build()
             except Exception as e:  # noqa: BLE001 - an input that cannot be built blocks this job only
                 job.why_blocked = f"{type(e).__name__}: {e}"
                 self._failed.append(job)
                 continue
             if job.kind != "cell" or self.cells_per_run == 1:
                 self.running[trial_id] = [job]
-                return {"kind": job.kind, "job": config}
-            pack.append((job, config))
+                return {"job": built}
+            pack.append((job, built))
             if len(pack) == self.cells_per_run:
                 break
         if pack:
             self.running[trial_id] = [j for j, _ in pack]
-            cfgs = [c for _, c in pack]
-            return {"kind": "pack", "job": {k: cfgs[0][k] for k in PACK_SHARED if k in cfgs[0]} | {"cells": cfgs}}
+            return {"job": PackJob(tuple(b for _, b in pack))}
         if not self.running:  # nothing in flight can make a waiting job ready any more
             for job in self.pending:
                 job.why_blocked = job.why_blocked or self._why(job)
@@ -106,7 +108,7 @@ class StagedSearcher(Searcher):
                 if r["method"] == "imp":
                     self._imp.setdefault((r["pretrained_id"], r["params"]), set()).add(r["round"])
 
-    def _ready(self, job: Job) -> bool:
+    def _ready(self, job: Task) -> bool:
         if job.needs_pretrained and job.needs_pretrained not in self._pretrained:
             return False
         if job.needs_cell and job.needs_cell not in self._done:
@@ -117,15 +119,15 @@ class StagedSearcher(Searcher):
             return job.needs_imp[2] in self._imp.get(_imp_key(job.needs_imp), set())
         return True
 
-    def skipped(self) -> list[Job]:
+    def skipped(self) -> list[Task]:
         """Cells the adaptive search did not need."""
         return [j for j in self.pending if j.gated and not self.gate.allows(j.key)]
 
-    def blocked(self) -> list[Job]:
+    def blocked(self) -> list[Task]:
         skipped = {id(j) for j in self.skipped()} if self.gate is not None else set()
         return [*self._failed, *(j for j in self.pending if id(j) not in skipped)]
 
-    def _why(self, job: Job) -> str:
+    def _why(self, job: Task) -> str:
         if job.needs_pretrained and job.needs_pretrained not in self._pretrained:
             return f"pre-trained model {job.needs_pretrained} was not stored (its pre-training failed?)"
         if job.needs_imp:
@@ -136,6 +138,4 @@ class StagedSearcher(Searcher):
 
 
 def _imp_key(need: tuple) -> tuple:
-    import json
-
-    return (need[0], json.dumps(need[1], sort_keys=True))
+    return (need[0], params_json(need[1]))

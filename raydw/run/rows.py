@@ -5,15 +5,10 @@ import datetime as dt
 import re
 
 from raydw import outcomes
-from raydw.cells import Cell
 from raydw.provenance import versions
 from raydw.store import config_json
 
 ERROR_CHARS = 4000  # the end of a traceback is what says what went wrong
-
-_CELL_FIELDS = ("cell_id", "pretraining", "pretrained_id", "arch", "ticket_method", "ticket_round", "target_sparsity",
-                "prunable", "dataset", "protocol", "normalization", "regime", "regime_kind", "data_fraction",
-                "fraction_method", "seed", "phase", "tune_id", "recipe_id")
 
 TRIAL_METRICS = {"status", "error", "sa_at_sa_best", "ra_at_sa_best", "sa_at_ra_best", "ra_at_ra_best", "sa_last",
                  "ra_last", "val_sa_best", "val_ra_best", "best_epoch_sa", "best_epoch_ra", "epochs", "train_s", "fit_s",
@@ -47,16 +42,16 @@ def failed(error: str) -> dict:
     return {"status": "failed", "error": tail if tail.startswith(why) else f"{why}\n\n{tail}"}
 
 
-def cell_row(config: dict, metrics: dict, wall_s: float) -> dict:
-    """config: the cell's job config (cell, mask, index set, sweep); metrics: the worker's final report."""
-    cell = Cell.from_dict(config["cell"])
+def cell_row(job, metrics: dict, wall_s: float) -> dict:
+    """The one place a trials row is made. job: the cell's CellJob (cell, mask, index set, sweep); metrics: the
+    worker's final report."""
+    cell = job.cell
     row = {
-        **{k: getattr(cell, k) for k in _CELL_FIELDS},
+        **cell.row_fields(),
         **{k: v for k, v in metrics.items() if k in TRIAL_METRICS},
         **{k: outcomes.from_text(metrics.get(k)) for k in outcomes.COLUMNS if metrics.get(k) is not None},
-        "sweep": config["sweep"], "mask_id": config["mask_id"], "sparsity": config["sparsity"],
-        "pretraining_kind": config.get("pretraining_kind"),
-        "index_set_id": config["index_set_id"], "wall_s": wall_s, "git_commit": config.get("git_commit"),
+        "sweep": job.run.sweep, "mask_id": job.mask_id, "sparsity": job.sparsity, "pretraining_kind": job.pretraining_kind,
+        "index_set_id": job.index_set_id, "wall_s": wall_s, "git_commit": job.run.git_commit,
         "config": config_json(cell.canonical), "finished_at": dt.datetime.now(dt.timezone.utc), **versions(),
     }
     if row.get("status") in ("done", "stopped"):

@@ -14,6 +14,7 @@ from typing import Callable
 from ray import tune
 
 from raydw.run import trials
+from raydw.run import cluster
 from raydw.run.cluster import driver_resources
 from raydw.run.jobs import CellJob, ImpJob, PackJob, PretrainJob
 from raydw.store import Store
@@ -35,7 +36,8 @@ def fit(name: str, store: Store, concurrency: int, callbacks: list, search_alg, 
         tune.with_resources(entry or job_entry, driver_resources()), param_space=param_space,
         tune_config=tune.TuneConfig(search_alg=search_alg, num_samples=num_samples, max_concurrent_trials=concurrency,
                                     reuse_actors=True, trial_dirname_creator=lambda t: t.trial_id),
-        run_config=tune.RunConfig(name=name, storage_path=store.tune_path, verbose=0, callbacks=callbacks),
+        run_config=tune.RunConfig(name=name, storage_path=store.tune_path, verbose=1 if cluster.VERBOSE else 0,
+                                  callbacks=callbacks),
     )
     tuner.fit()
 
@@ -43,6 +45,23 @@ def fit(name: str, store: Store, concurrency: int, callbacks: list, search_alg, 
 def job_entry(config: dict) -> None:
     job = config["job"]
     TRIALS[type(job)](job)
+
+
+def candidate(config: dict) -> CellJob:
+    """A tuning trial's job: the group's dense cell job with the recipe Optuna sampled into the config."""
+    cell = config["group"].trial_cell({k: config[k] for k in config["fields"]})
+    return config["job"].for_cell(cell)
+
+
+def trial_jobs(config: dict) -> list[CellJob]:
+    """The cell jobs one trial runs, in order (the trackers' view of a trial): one for a cell or tuning trial,
+    several for a pack, none for pre-training and IMP jobs."""
+    if "group" in config:
+        return [candidate(config)]
+    job = config.get("job")
+    if isinstance(job, PackJob):
+        return list(job.cells)
+    return [job] if isinstance(job, CellJob) else []
 
 
 def _num(v) -> float:
@@ -58,8 +77,8 @@ class Progress(tune.Callback):
 
     The pace is taken from the first finished cell on (pre-training and start-up are not per cell)."""
 
-    def __init__(self, total: int, lines: Callable, done: int = 0, prefix: str = ""):
-        self.total, self.lines, self.n, self.prefix, self.t0 = total, lines, done, prefix, time.time()
+    def __init__(self, total: int, lines: Callable, done: int = 0, prefix: str = "", tag: str = ""):
+        self.total, self.lines, self.n, self.prefix, self.tag, self.t0 = total, lines, done, prefix, tag, time.time()
         self.first = done
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -73,7 +92,7 @@ class Progress(tune.Callback):
                 self.t0 = time.time()
             ran = self.n - self.first
             left = (time.time() - self.t0) / max(ran - 1, 1) * (self.total - self.n) if ran > 1 else None
-            say(f"{self.prefix}[{self.n}/{self.total}] {label}: {text}"
+            say(f"{self.prefix}[{self.tag}{self.n}/{self.total}] {label}: {text}"
                 + (f", ~{left / 60:.1f} min left" if left is not None and self.n < self.total else ""))
 
     def on_trial_error(self, iteration, trials, trial, **info):

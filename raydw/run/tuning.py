@@ -16,9 +16,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import time
 
-from raydw.cells import Cell, TuneGroup
+from ray import tune
+
+from raydw import trackers
+from raydw.cells import Cell, TuneGroup, normalize_recipe, recipe_id
+from raydw.run import tuner
+from raydw.run.trials import cell_trial
+from raydw.run.jobs import CellJob
 from raydw.spec import DistSpec, SweepSpec
 from raydw.store import Store, config_json
 
@@ -55,7 +60,7 @@ def choose(rows: list[dict], metric: str) -> dict | None:
 
 
 def optuna_space(spec: SweepSpec) -> dict:
-    import optuna.distributions as od
+    import optuna.distributions as od  # optuna only for `tune:` (a sweep without it never loads it)
 
     def dist(name: str, d: DistSpec):
         if d.kind == "choice":
@@ -67,11 +72,10 @@ def optuna_space(spec: SweepSpec) -> dict:
     return {k: dist(k, d) for k, d in spec.tune.space.fields().items()}
 
 
-def run_tuning(spec: SweepSpec, store: Store, groups: list[TuneGroup], job: dict, index_ids: dict, concurrency: int,
+def run_tuning(spec: SweepSpec, store: Store, groups: list[TuneGroup], builder, concurrency: int,
                out=print) -> dict[str, dict]:
-    """Tune each group that has no stored recipe; returns tune_id -> its recipes row (None where every trial failed)."""
-    from raydw.run.sweep import _index_key
-
+    """Tune each group that has no stored recipe; returns tune_id -> its recipes row (None where every trial failed).
+    `builder`: the sweep's JobBuilder (a candidate is the group's dense cell job with the sampled recipe)."""
     chosen: dict[str, dict] = {}
     stored, seen = stored_trials(store), set(store.names("trials"))  # one scan; each group then reads only its new rows
     for g in groups:
@@ -80,7 +84,7 @@ def run_tuning(spec: SweepSpec, store: Store, groups: list[TuneGroup], job: dict
         out(f"tune {g.label()}: {len(rows)} of {spec.tune.num_samples} trials stored, {max(left, 0)} to run "
             f"(Optuna TPE, seed {spec.tune.seed}, {spec.tune.n_startup()} random startup trials; maximize {g.metric})")
         if left > 0:
-            _tune_one(spec, store, g, rows, left, {**job, "index_set_id": index_ids[_index_key(g.base)]}, concurrency)
+            _tune_one(spec, store, g, rows, left, builder.cell(g.base, report_to_tune=False), concurrency)
             new = sorted(set(store.names("trials")) - seen)
             seen.update(new)  # this group's rows again too: a repeated candidate (a `choice` space) rewrites its file
             rows = stored_trials(store, [r["cell_id"] for r in rows] + new).get(g.tune_id, [])
@@ -89,15 +93,13 @@ def run_tuning(spec: SweepSpec, store: Store, groups: list[TuneGroup], job: dict
 
 
 def write_recipe(spec: SweepSpec, store: Store, g: TuneGroup, rows: list[dict], out=print) -> dict | None:
-    import optuna
+    import optuna  # only for `tune:`, as above
 
     best = choose(rows, g.metric)
     if best is None:
         out(f"  {g.label()}: every tuning trial failed; no recipe, so the group's cells do not run (see "
             f"raydw.results.load(uri, phase='tune'); change tune.space, which makes a new group, to tune again)")
         return None
-    from raydw.cells import normalize_recipe, recipe_id
-
     rec = normalize_recipe(best["recipe"])
     row = {"tune_id": g.tune_id, "sweep": spec.name, "pretraining": g.base.pretraining, "pretrained_id": g.base.pretrained_id,
            "dataset": g.base.dataset, "regime": g.base.regime, "regime_kind": g.base.regime_kind,
@@ -114,13 +116,12 @@ def write_recipe(spec: SweepSpec, store: Store, g: TuneGroup, rows: list[dict], 
     return row
 
 
-def _tune_one(spec: SweepSpec, store: Store, g: TuneGroup, rows: list[dict], left: int, job: dict, concurrency: int) -> None:
+def _tune_one(spec: SweepSpec, store: Store, g: TuneGroup, rows: list[dict], left: int, job: CellJob,
+              concurrency: int) -> None:
+    # optuna is imported here, not at the top: `raydw sweep` without `tune:` never loads it.
     import optuna
-    from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
-    from raydw import trackers
-    from raydw.run.sweep import driver_resources
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per study created; progress comes from _progress
     space = optuna_space(spec)
@@ -130,63 +131,35 @@ def _tune_one(spec: SweepSpec, store: Store, g: TuneGroup, rows: list[dict], lef
                             sampler=optuna.samplers.TPESampler(seed=spec.tune.seed, n_startup_trials=spec.tune.n_startup()),
                             points_to_evaluate=points or None,
                             evaluated_rewards=[score(r, g.metric) for r in rows] or None)
-    tuner = tune.Tuner(
-        tune.with_resources(_trial_entry, driver_resources()),
-        param_space={"job": job, "group": {"tune_id": g.tune_id, "metric": g.metric, "base": g.base.to_dict()},
-                     "fields": sorted(space)},
-        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=left, max_concurrent_trials=concurrency,
-                                    reuse_actors=True, trial_dirname_creator=lambda t: t.trial_id),
-        run_config=tune.RunConfig(name=f"{spec.name}-tune-{g.tune_id}-{dt.datetime.now():%Y%m%d-%H%M%S}",
-                                  storage_path=store.tune_path, verbose=0,
-                                  callbacks=[_progress(g, spec.tune.num_samples, len(rows)),
-                                             *trackers.callbacks(spec.trackers, spec.name)]),  # issue 18: trackers
-    )
-    tuner.fit()
+    def lines(trial) -> list:
+        r = trial.last_result or {}
+        rec = ", ".join(f"{k}={trial.config[k]:.4g}" for k in trial.config.get("fields", []))
+        what = (f"{g.metric} {r[OBJECTIVE]:.3f}" if r.get("status") == "done"
+                else f"FAILED ({str(r.get('error') or 'see its trials row')[:120]}), scored {FAILED_SCORE}")
+        took = r.get("time_total_s")
+        return [(g.label(), f"{rec} -> {what}" + (f" ({took:.0f} s)" if took else ""))]
+
+    tuner.fit(tuner.run_name(spec.name, f"tune-{g.tune_id}"), store, concurrency,
+              [tuner.Progress(spec.tune.num_samples, lines, done=len(rows), prefix="  ", tag="tune "),
+               *trackers.callbacks(spec.trackers, spec.name, tuner.trial_jobs)],
+              searcher, num_samples=left, entry=_trial_entry,
+              param_space={"job": job, "group": g, "fields": sorted(space)})
 
 
 def _trial_entry(config: dict) -> None:
-    from ray import tune
-
     tune.report(run_candidate(config))
 
 
 def run_candidate(config: dict) -> dict:
     """One tuning trial: the group's dense cell with the sampled recipe, run by cell_trial; returns its score."""
-    from raydw.run.trials import cell_trial
-
-    gd = config["group"]
-    g = TuneGroup(gd["tune_id"], gd["metric"], Cell.from_dict(gd["base"]))
-    cell = g.trial_cell({k: config[k] for k in config["fields"]})
-    store = Store(config["job"]["storage"])
-    row = store.get("trials", cell.cell_id)
+    job = tuner.candidate(config)
+    store = Store(job.run.storage)
+    row = store.get("trials", job.cell.cell_id)
     if row is None or row.get("status") != "done":  # the same candidate twice (a choice space) runs once
-        cell_trial({**config["job"], "cell": cell.to_dict(), "mask_id": None, "sparsity": 0.0, "early_stop": None,
-                    "report_to_tune": False})
-        row = store.get("trials", cell.cell_id)
-    return {OBJECTIVE: score(row, g.metric), "status": (row or {}).get("status") or "failed", "cell_id": cell.cell_id,
-            "error": str((row or {}).get("error") or "")[-300:]}
-
-
-def _progress(g: TuneGroup, budget: int, stored: int):
-    from ray.tune import Callback
-
-    class Progress(Callback):
-        def __init__(self):
-            self.n, self.t0 = stored, time.time()
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            self.n += 1
-            r = trial.last_result or {}
-            rec = ", ".join(f"{k}={trial.config[k]:.4g}" for k in trial.config.get("fields", []))
-            what = (f"{g.metric} {r[OBJECTIVE]:.3f}" if r.get("status") == "done"
-                    else f"FAILED ({str(r.get('error') or 'see its trials row')[:120]}), scored {FAILED_SCORE}")
-            took = r.get("time_total_s")
-            print(f"  [tune {self.n}/{budget}] {g.label()}: {rec} -> {what}" + (f" ({took:.0f} s)" if took else ""), flush=True)
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            self.on_trial_complete(iteration, trials, trial)
-
-    return Progress()
+        cell_trial(job)
+        row = store.get("trials", job.cell.cell_id)
+    return {OBJECTIVE: score(row, config["group"].metric), "status": (row or {}).get("status") or "failed",
+            "cell_id": job.cell.cell_id, "error": str((row or {}).get("error") or "")[-300:]}
 
 
 def reuse_best_trials(spec: SweepSpec, store: Store, cells: list[Cell], done: set[str], out=print) -> set[str]:

@@ -12,23 +12,32 @@ import tempfile
 import time
 
 import numpy as np
+import ray
 import ray.train as train
 import torch
 from ray.train.torch import get_device
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from raydw import outcomes
-from raydw.cells import Cell
 from raydw.data import catalog
 from raydw.models.build import Normalized, build_net
 from raydw.provenance import device_name
-from raydw.spec import RecipeSpec
-from raydw.store import Store
-from raydw.train.loop import Diverged, fit, evaluate
-from raydw.train.setup import cell_model, load_data, recipe_eval_attack, recipe_regime, save_pretrained, source_data
+from raydw.pruning.imp import imp
+from raydw.pruning.mask import Mask
+from raydw.run.jobs import CellJob, EarlyStop, ImpJob, PackJob, PretrainJob
+from raydw.run.rows import cell_row
+from raydw.spec import ImpSpec
+from raydw.store import Store, config_json
+from raydw.tickets.lookup import stored_imp_rounds
+from raydw.tickets.make import mask_row
+from raydw.train.imp_rounds import fit_round, spec_regime
+from raydw.train.loop import Diverged, evaluate, fit
+from raydw.train.setup import (cell_model, load_data, load_pretrained, recipe_eval_attack, recipe_regime, save_pretrained,
+                               source_data)
 
 
-def _setup(config: dict):
-    torch.set_num_threads(config.get("torch_threads", 1))
+def _setup(job) -> tuple:
+    torch.set_num_threads(job.resources.torch_threads)
     ctx = train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = get_device()
@@ -43,9 +52,9 @@ def _resume_state() -> dict | None:
         return torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=True)
 
 
-def _autocast(config: dict, device) -> bool:
+def _autocast(amp: str, device) -> bool:
     """resources.amp: bf16 autocast on CUDA unless the spec asks for fp32; CPUs always run fp32."""
-    return device.type == "cuda" and config.get("resources", {}).get("amp", "bf16") == "bf16"
+    return device.type == "cuda" and amp == "bf16"
 
 
 def _outcome_fields(examples: dict) -> dict:
@@ -94,24 +103,24 @@ def _stopped_fields(store: Store, cell_id: str, last_epoch: int) -> dict:
     return out
 
 
-def _early_stop_check(store: Store, plan: dict | None):
+def _early_stop_check(store: Store, plan: EarlyStop | None):
     """on_epoch hook: compare this epoch's validation with the dense cell's at the same epoch (from the store)."""
     if not plan:
         return lambda record: None
 
     def check(record: dict) -> None:
-        if record["epoch"] < plan["grace"]:
+        if record["epoch"] < plan.grace:
             return
-        dense = store.get("epochs", f"{plan['dense_cell_id']}.e{record['epoch']:04d}")
+        dense = store.get("epochs", f"{plan.dense_cell_id}.e{record['epoch']:04d}")
         if dense is None:
             return
-        for m in plan["metrics"]:
+        for m in plan.metrics:
             mine, ref = record.get(f"val_{m}"), dense.get(f"val_{m}")
             if mine is None or ref is None or math.isnan(mine) or math.isnan(ref):
                 continue
-            if mine < ref - plan["margin"]:
+            if mine < ref - plan.margin:
                 raise EarlyStopped(f"stopped at epoch {record['epoch']}: validation {m.upper()} {mine:.4f} trails the dense "
-                                   f"model's {ref:.4f} by more than the margin {plan['margin']}", record["epoch"])
+                                   f"model's {ref:.4f} by more than the margin {plan.margin}", record["epoch"])
 
     return check
 
@@ -148,8 +157,6 @@ class _Reporter:
 
 
 def _node() -> str:
-    import ray
-
     try:
         return ray.util.get_node_ip_address()
     except Exception:  # noqa: BLE001 - only a label
@@ -159,24 +166,21 @@ def _node() -> str:
 def _wrap(model: torch.nn.Module, world: int, device) -> torch.nn.Module | None:
     if world == 1:
         return None
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
     return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def cell_worker(config: dict) -> None:
-    rank, world, device = _setup(config)
-    _cell(config, rank, world, device, _resume_state())
+    job: CellJob = config["job"]
+    rank, world, device = _setup(job)
+    _cell(job, rank, world, device, _resume_state())
 
 
-def _cell(config: dict, rank: int, world: int, device, resume: dict | None) -> dict:
+def _cell(job: CellJob, rank: int, world: int, device, resume: dict | None) -> dict:
     """Fine-tune and evaluate one cell; returns its final metrics (also reported, with a checkpoint marked final)."""
-    store = Store(config["storage"])
-    cell = Cell.from_dict(config["cell"])
+    store = Store(job.run.storage)
+    cell = job.cell
     regime = cell.regime_obj()
-    from raydw.spec import EvalSpec
-
-    ev = EvalSpec.model_validate(config["eval"])
+    ev = cell.eval_obj()  # the evaluation the cell's id covers, on the cell itself
     eval_attack = ev.attack
     if resume is not None and "final" in resume:  # the run had finished; only its trials row was missing
         # (or the cell failed deterministically, e.g. diverged before its first epoch: its checkpoint then holds
@@ -184,19 +188,19 @@ def _cell(config: dict, rank: int, world: int, device, resume: dict | None) -> d
         _report(rank, resume["final"], resume if rank == 0 else None)
         return resume["final"]
     reporter = _Reporter(rank, {"cell_id": cell.cell_id, "resumed_from": 0 if resume is None else resume["epoch"] + 1},
-                         store, cell.cell_id, _early_stop_check(store, config.get("early_stop")))
-    model, mask, _ = cell_model(store, cell, config["mask_id"])
+                         store, cell.cell_id, _early_stop_check(store, job.early_stop))
+    model, mask, _ = cell_model(store, cell, job.mask_id)
     model = model.to(device).to(memory_format=torch.channels_last)
     bound = mask.bind(model.net) if mask is not None else None
-    idx = np.asarray(store.get("index_sets", config["index_set_id"])["indices"], dtype=np.int64)
-    data = load_data(cell.dataset, config.get("data_root"), cell.protocol, idx, device, rank, world)
-    autocast = _autocast(config, device)
+    idx = np.asarray(store.get("index_sets", job.index_set_id)["indices"], dtype=np.int64)
+    data = load_data(cell.dataset, job.run.data_root, cell.protocol, idx, device, rank, world)
+    autocast = _autocast(job.resources.amp, device)
     final: dict = {"final": 1, "device": device_name(device), "node": _node(), "workers": world,
                    "amp": "bf16" if autocast else "fp32", "train_images": data.train_images,
                    "final_attack": None if ev.final_attack == "none" else ev.final_attack}
     strong = None
     if ev.final_attack != "none":
-        from raydw import final_attacks
+        from raydw import final_attacks  # torchattacks, an optional extra: only when eval.final_attack asks for it
 
         strong = final_attacks.bound(ev.final_attack, model, eval_attack.eps, catalog.get(cell.dataset).num_classes, cell.seed)
     t_fit = time.perf_counter()
@@ -225,18 +229,17 @@ def pack_worker(config: dict) -> None:
     cell from its last epoch (or, if its checkpoint is marked final, re-reports it through `_cell` and writes its
     row, which a kill between the final report and the row write would otherwise lose), and goes on with the rest.
     """
-    from raydw.run.rows import cell_row
-
-    rank, world, device = _setup(config)
-    cells = config["cells"]
-    ids = [Cell.from_dict(c["cell"]).cell_id for c in cells]
+    pack: PackJob = config["job"]
+    rank, world, device = _setup(pack)
+    cells = pack.cells
+    ids = [j.cell.cell_id for j in cells]
     resume = _resume_state()
     start = 0
     if resume is not None and resume.get("cell_id") in ids:
         start = ids.index(resume["cell_id"])
     else:
         resume = None
-    store = Store(config["storage"])
+    store = Store(pack.run.storage)
     for i in range(start, len(cells)):
         t0 = time.time()
         final = _cell(cells[i], rank, world, device, resume if i == start else None)
@@ -247,25 +250,26 @@ def pack_worker(config: dict) -> None:
 
 def pretrain_worker(config: dict) -> None:
     """Train one recipe on its source task from a seeded random init; rank 0 stores the weights."""
-    rank, world, device = _setup(config)
-    store = Store(config["storage"])
-    recipe = RecipeSpec.model_validate(config["recipe"])
+    job: PretrainJob = config["job"]
+    rank, world, device = _setup(job)
+    store = Store(job.run.storage)
+    recipe = job.recipe
     info = catalog.get(recipe.dataset)
     torch.manual_seed(recipe.seed)
     net = build_net(recipe.arch, info.num_classes, info.channels)
     model = Normalized(net, info.mean, info.std).to(device).to(memory_format=torch.channels_last)
-    data = load_data(recipe.dataset, config.get("data_root"), "native", np.arange(info.pool), device, rank, world)
+    data = load_data(recipe.dataset, job.run.data_root, "native", np.arange(info.pool), device, rank, world)
     resume = _resume_state()
     t0 = time.time()
-    autocast = _autocast(config, device)
+    autocast = _autocast(job.resources.amp, device)
     out = fit(model, None, data, recipe_regime(recipe), recipe_eval_attack(recipe), recipe.seed,
               on_epoch=_Reporter(rank, {}, None, None), resume=resume, autocast=autocast, ddp=_wrap(model, world, device))
     clean, robust = evaluate(model, data.test, data.transform, recipe_eval_attack(recipe), autocast=autocast)
     if rank == 0:
-        row = {"pretrained_id": config["pretrained_id"], "name": config["name"], "arch": recipe.arch, "kind": recipe.kind,
+        row = {"pretrained_id": job.pretrained_id, "name": job.name, "arch": recipe.arch, "kind": recipe.kind,
                "source": "raydw pretrain recipe", "dataset": recipe.dataset, "num_classes": info.num_classes,
                "in_chans": info.channels, "mean": list(info.mean), "std": list(info.std), "clean_acc": clean,
-               "robust_acc": robust, "config": config["recipe_json"], "wall_s": time.time() - t0}
+               "robust_acc": robust, "config": config_json(recipe.model_dump(mode="json")), "wall_s": time.time() - t0}
         save_pretrained(store, row, model.net)
     _report(rank, {"final": 1, "clean_acc": clean, "robust_acc": robust}, None)
 
@@ -276,18 +280,12 @@ def imp_worker(config: dict) -> None:
     Resumable by round (a rerun starts after the last stored round) and within a round (the per-epoch
     checkpoint holds the round and its training state).
     """
-    from raydw.pruning.imp import imp
-    from raydw.train.imp_rounds import fit_round, spec_regime
-    from raydw.pruning.mask import Mask
-    from raydw.spec import ImpSpec, TicketSpec
-    from raydw.tickets import imp_rounds_needed, mask_row, stored_imp_rounds
-    from raydw.train.setup import load_pretrained
-
-    rank, world, device = _setup(config)
-    store = Store(config["storage"])
-    tickets = TicketSpec.model_validate(config["tickets"])
+    job: ImpJob = config["job"]
+    rank, world, device = _setup(job)
+    store = Store(job.run.storage)
+    tickets = job.tickets
     spec = tickets.imp or ImpSpec()
-    pid, name, params = config["pretrained_id"], config["name"], config["params"]
+    pid, name, params = job.pretrained_id, job.name, job.params
     prow, net = load_pretrained(store, pid)
     info = catalog.get(spec.dataset)
     if prow["num_classes"] != info.num_classes:
@@ -295,7 +293,7 @@ def imp_worker(config: dict) -> None:
                          f"has {prow['num_classes']}: tickets.imp.dataset must be the pre-training task")
     model = Normalized(net, tuple(prow["mean"]), tuple(prow["std"])).to(device).to(memory_format=torch.channels_last)
     # ImageNet is decoded by DataLoader processes: the worker's CPUs but the one driving the GPU.
-    workers = max(0, int(config.get("resources", {}).get("cpus_per_worker", 1)) - 1)
+    workers = max(0, int(job.resources.cpus_per_worker) - 1)
     data = source_data(spec.dataset, spec.root, device, rank, world, workers)
     stored = stored_imp_rounds(store, pid, params)
     start = None
@@ -315,6 +313,6 @@ def imp_worker(config: dict) -> None:
         _report(rank, {"round": k, **record}, {"round": k, "fit": state_fn()} if rank == 0 else None)
 
     train_round = fit_round(model, data, spec_regime(spec, name), spec.seed, eval_attack=None,
-                            autocast=_autocast(config, device), ddp=_wrap(model, world, device), on_epoch=on_epoch, resume=mid)
-    imp(model.net, imp_rounds_needed(tickets), tickets.rate, train_round, tickets.prunable, start=start, on_round=on_round)
+                            autocast=_autocast(job.resources.amp, device), ddp=_wrap(model, world, device), on_epoch=on_epoch, resume=mid)
+    imp(model.net, job.rounds, tickets.rate, train_round, tickets.prunable, start=start, on_round=on_round)
     _report(rank, {"final": 1}, None)

@@ -73,10 +73,11 @@ def sink_factories(trackers, sweep: str) -> list[tuple[str, object]]:
     return [(label(t), lambda t=t: build(t)) for t in trackers]
 
 
-def callbacks(trackers, sweep: str, out=print) -> list:
-    """The Ray Tune callbacks that send this sweep's cells to its trackers: none when the spec names none."""
+def callbacks(trackers, sweep: str, jobs_of, out=print) -> list:
+    """The Ray Tune callbacks that send this sweep's cells to its trackers: none when the spec names none.
+    `jobs_of(trial_config)`: the cell jobs a trial runs (raydw.run.tuner.trial_jobs)."""
     if not trackers:
         return []
     from raydw.trackers.callback import TrackerCallback
 
-    return [TrackerCallback(sink_factories(trackers, sweep), sweep, out)]
+    return [TrackerCallback(sink_factories(trackers, sweep), sweep, out, jobs_of)]

@@ -1,13 +1,15 @@
-"""The one place that knows the shape of a Ray Tune trial's config: which cells a trial runs, and where.
+"""What a tracker records of one Ray Tune trial: the cells it runs, and where their rows go.
 
-raydw's trials carry their job as a dict today (raydw.run.sweep._job_entry, raydw.run.tuning._trial_entry); when
-that shape changes, only this function changes. Everything else in raydw.trackers sees `Tracked` values.
+The run layer knows the shape of its trials' configs; it hands `callbacks(..., jobs_of=)` the function that says
+which cell jobs a trial runs (raydw.run.tuner.trial_jobs), so this package never imports the run layer (it is
+imported by it). Everything else in raydw.trackers sees `Tracked` values.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
-from raydw.cells import Cell, TuneGroup
+from raydw.cells import Cell
 
 
 @dataclass(frozen=True)
@@ -22,24 +24,9 @@ class Tracked:
     group: str | None = None
 
 
-def tracked(config: dict) -> list[Tracked]:
+def tracked(config: dict, jobs_of: Callable[[dict], list]) -> list[Tracked]:
     """The cells of one trial, in the order it runs them: one for a cell or tuning trial, several for a pack, none
-    for pre-training and IMP jobs (they are not cells)."""
-    if "group" in config and "fields" in config:  # a tuning trial: the group's dense cell with the sampled recipe
-        gd = config["group"]
-        g = TuneGroup(gd["tune_id"], gd["metric"], Cell.from_dict(gd["base"]))
-        cell = g.trial_cell({k: config[k] for k in config["fields"]})
-        job = config["job"]
-        return [Tracked(cell, cell.phase, cell.tune_id, job["sweep"], job["storage"], g.label())]
-    kind, job = config.get("kind"), config.get("job") or {}
-    if kind == "cell":
-        jobs = [job]
-    elif kind == "pack":
-        jobs = job["cells"]
-    else:
-        return []
-    out = []
-    for j in jobs:
-        c = Cell.from_dict(j["cell"])
-        out.append(Tracked(c, c.phase, c.tune_id, j["sweep"], j["storage"]))
-    return out
+    for pre-training and IMP jobs (they are not cells). `jobs_of(config)`: the trial's cell jobs (CellJob)."""
+    group = config.get("group")  # a tuning trial's TuneGroup
+    return [Tracked(j.cell, j.cell.phase, j.cell.tune_id, j.run.sweep, j.run.storage,
+                    group.label() if group is not None else None) for j in jobs_of(config)]

@@ -39,8 +39,8 @@ class _Cell:
 class TrackerCallback(Callback):
     """`factories`: (label, build) per tracker (raydw.trackers.sink_factories), built on the background thread."""
 
-    def __init__(self, factories, sweep: str, out=print):
-        self._make, self._sweep, self._out = factories, sweep, out
+    def __init__(self, factories, sweep: str, out=print, jobs_of=None):
+        self._make, self._sweep, self._out, self._jobs_of = factories, sweep, out, jobs_of
         self._q: queue.Queue | None = None
         self._thread: threading.Thread | None = None
 
@@ -59,7 +59,7 @@ class TrackerCallback(Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         try:
-            cells = tracked(trial.config)
+            cells = tracked(trial.config, self._jobs_of)
         except Exception as e:  # noqa: BLE001 - a config this adapter does not know is not the sweep's problem
             self._say("trial config", e)
             return
