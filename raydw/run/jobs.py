@@ -149,12 +149,20 @@ class JobBuilder:
     is built (by then its pre-trained model is stored); IMP rounds are looked up as their job stores them."""
 
     def __init__(self, spec: SweepSpec, store: Store, data_root: str | None = None, out=print):
+        # `out` is the driver's console: Tune pickles its searcher (and so this builder) with the experiment state,
+        # and a console function need not pickle (print, once replaced by another library, does not).
         self.spec, self.store, self.out = spec, store, out
         self.run = RunContext(storage=store.uri, sweep=spec.name, resources=spec.resources,
                               data_root=data_root or spec.data.root, git_commit=git_commit())
         self._masks: dict[tuple, dict[float, dict]] = {}
         self._index: dict[tuple, str] = {}
         self._stop: dict[str, EarlyStop] = {}
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "out": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, out=state.get("out") or print)
 
     # stage 1 and 2 ---------------------------------------------------------------------------------------------
     def pretrain(self, p: PretrainingSpec) -> PretrainJob:
