@@ -21,12 +21,13 @@ def load(uri: str = "./results", table: str = "trials", columns: list[str] | Non
     if phase is not None and phase not in PHASES:
         raise ValueError(f"phase {phase!r} is not one of {list(PHASES)} or None (all rows)")
     by_phase = table == "trials" and phase is not None
-    read = columns if columns is None or not by_phase or "phase" in columns else [*columns, "phase"]
-    df = Store(uri).read_table(table, columns=read).to_pandas()
+    needs = ["phase"] if by_phase else ["cell_id", "epoch"] if table == "epochs" else []
+    extra = [] if columns is None else [k for k in needs if k not in columns]
+    df = Store(uri).read_table(table, columns=None if columns is None else [*columns, *extra]).to_pandas()
     if by_phase:
         df = df[df["phase"].fillna("main") == phase].reset_index(drop=True)
-        if columns is not None and "phase" not in columns:
-            df = df.drop(columns=["phase"])
     if table == "epochs" and len(df):
         df = df.sort_values(["cell_id", "epoch"], ignore_index=True)
+    if extra:  # read for the phase filter or the sort only
+        df = df.drop(columns=extra)
     return df

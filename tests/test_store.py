@@ -64,6 +64,17 @@ def test_empty_store_gives_an_empty_frame_with_columns(tmp_path):
     assert len(df) == 0 and "sa" in df.columns
 
 
+def test_a_load_of_some_columns_returns_those_columns_in_cell_and_epoch_order(tmp_path):
+    s = Store(str(tmp_path))
+    for cell, epoch in (("b", 1), ("a", 1), ("b", 0), ("a", 0)):
+        s.write_row("epochs", {"cell_id": cell, "epoch": epoch, "val_sa": 10 * (cell == "b") + epoch})
+    s.write_row("trials", {**_row("a"), "phase": "tune"})
+    assert results.load(str(tmp_path), "epochs", columns=["val_sa"]).val_sa.tolist() == [0, 1, 10, 11]
+    assert list(results.load(str(tmp_path), "epochs", columns=["cell_id"]).columns) == ["cell_id"]
+    tune = results.load(str(tmp_path), "trials", columns=["cell_id"], phase="tune")
+    assert list(tune.columns) == ["cell_id"] and tune.cell_id.tolist() == ["a"]
+
+
 def test_unknown_table_names_the_valid_ones(tmp_path):
     with pytest.raises(KeyError, match="trials"):
         results.load(str(tmp_path), "trial")
