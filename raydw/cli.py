@@ -501,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--json", help="write the table here too (default: bench-<profile>.json)")
     s.set_defaults(fn=cmd_bench)
 
-    s = sub.add_parser("compact", help="merge the rows of finished cells into a few large files (a sweep does it at its end)")
+    s = sub.add_parser("compact", help="merge the rows of finished cells into a few large files (a sweep does not yet do it at its end: run it after one)")
     s.add_argument("uri", help="results store (folder or URI)")
     s.set_defaults(fn=cmd_compact)
 
