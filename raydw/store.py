@@ -38,7 +38,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from raydw import outcomes
+from raydw.outcomes import COLUMNS as OUTCOME_COLUMNS
 from raydw.atomic import write_atomic
 from raydw.objectlock import ObjectLockError, create_if_absent
 
@@ -67,7 +67,7 @@ TRIALS = pa.schema([
     # Per-example test outcomes (raydw.outcomes): test_n images, and per checkpoint (sa_best, ra_best, last) one bit per
     # image for clean-correct, robust to the eval attack, and robust to it and eval.final_attack. Null in older rows.
     ("test_n", pa.int64()),
-    *[(c, pa.binary()) for c in outcomes.COLUMNS],
+    *[(c, pa.binary()) for c in OUTCOME_COLUMNS],
     # eval.final_attack (e.g. autoattack) and test RA under it and the eval attack together, as ra / ra_at_* / ra_last.
     ("final_attack", pa.string()), ("ra_final", pa.float64()), ("ra_final_at_sa_best", pa.float64()),
     ("ra_final_at_ra_best", pa.float64()), ("ra_final_last", pa.float64()),

@@ -34,7 +34,7 @@ def _graph() -> dict[str, set[str]]:
             for n in names:
                 while n and n not in mods:  # `from raydw.x import name`: the module is raydw.x
                     n = n.rpartition(".")[0]
-                if n and n != m and n != "raydw" or (n == "raydw" and m != "raydw" and isinstance(node, ast.Import)):
+                if n and n != m:  # `from raydw import x` runs raydw/__init__ first: an edge to the package too
                     graph[m].add(n)
     return graph
 
