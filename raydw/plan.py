@@ -36,9 +36,6 @@ class Plan:
         done, waiting = self.done, self.waiting
         return [c for c in self.cells if c.cell_id not in done and c.cell_id not in waiting]
 
-    def count(self, status: str) -> int:
-        return sum(1 for s in self.status.values() if s == status)
-
     @property
     def missing(self) -> int:
         """Cells without any row yet (waiting ones included)."""

@@ -41,8 +41,16 @@ class EarlyStop:
     grace: int  # epochs before the first comparison
 
 
+class _SweepResources:
+    """A job that runs on the sweep's `resources:` (an ImpJob carries its own: tickets.imp.workers / CPUs)."""
+
+    @property
+    def resources(self) -> ResourceSpec:
+        return self.run.resources
+
+
 @dataclass(frozen=True)
-class CellJob:
+class CellJob(_SweepResources):
     """One downstream cell: fine-tune the pre-trained model under the mask, evaluate, store its rows."""
 
     cell: Cell
@@ -55,10 +63,6 @@ class CellJob:
     report_to_tune: bool = True  # False for a tuning trial, which reports its one score itself
 
     @property
-    def resources(self) -> ResourceSpec:
-        return self.run.resources
-
-    @property
     def train_name(self) -> str:
         """The Train run's name: the cell's content id, so a rerun restores it and continues from its last epoch."""
         return f"cell-{self.cell.cell_id}"
@@ -69,7 +73,7 @@ class CellJob:
 
 
 @dataclass(frozen=True)
-class PackJob:
+class PackJob(_SweepResources):
     """Several ready cells run one after another in one Train run (`resources.cells_per_run`)."""
 
     cells: tuple[CellJob, ...]
@@ -79,10 +83,6 @@ class PackJob:
         return self.cells[0].run
 
     @property
-    def resources(self) -> ResourceSpec:
-        return self.run.resources
-
-    @property
     def train_name(self) -> str:
         """Named by its cells, so a rerun with the same pack continues its half-done cell."""
         ids = sorted(j.cell.cell_id for j in self.cells)
@@ -90,17 +90,13 @@ class PackJob:
 
 
 @dataclass(frozen=True)
-class PretrainJob:
+class PretrainJob(_SweepResources):
     """Stage 1: train one recipe on its source task; rank 0 stores the weights."""
 
     run: RunContext
     pretrained_id: str
     name: str
     recipe: RecipeSpec
-
-    @property
-    def resources(self) -> ResourceSpec:
-        return self.run.resources
 
     @property
     def train_name(self) -> str:

@@ -35,11 +35,11 @@ class Task:
 
 
 class StagedSearcher(Searcher):
-    def __init__(self, jobs: list[Task], store: Store, gate=None, cells_per_run: int = 1):
+    def __init__(self, tasks: list[Task], store: Store, gate=None, cells_per_run: int = 1):
         super().__init__()
         self.gate = gate  # raydw.run.adaptive.LevelGate for `search: extreme`
         self.cells_per_run = cells_per_run  # > 1: ready cells are packed into one Train run (a "pack" trial)
-        self.pending = list(jobs)
+        self.pending = list(tasks)
         self.running: dict[str, list[Task]] = {}
         self.store = store
         self._seen_at = 0.0
@@ -55,28 +55,28 @@ class StagedSearcher(Searcher):
     def suggest(self, trial_id: str):
         self._refresh()
         pack: list[tuple[Task, CellJob]] = []
-        for job in list(self.pending):
-            if not self._ready(job) or (pack and job.kind != "cell"):
+        for task in list(self.pending):
+            if not self._ready(task) or (pack and task.kind != "cell"):
                 continue
-            self.pending.remove(job)
+            self.pending.remove(task)
             try:
-                built = job.build()
+                built = task.build()
             except Exception as e:  # noqa: BLE001 - an input that cannot be built blocks this job only
-                job.why_blocked = f"{type(e).__name__}: {e}"
-                self._failed.append(job)
+                task.why_blocked = f"{type(e).__name__}: {e}"
+                self._failed.append(task)
                 continue
-            if job.kind != "cell" or self.cells_per_run == 1:
-                self.running[trial_id] = [job]
+            if task.kind != "cell" or self.cells_per_run == 1:
+                self.running[trial_id] = [task]
                 return {"job": built}
-            pack.append((job, built))
+            pack.append((task, built))
             if len(pack) == self.cells_per_run:
                 break
         if pack:
             self.running[trial_id] = [j for j, _ in pack]
             return {"job": PackJob(tuple(b for _, b in pack))}
         if not self.running:  # nothing in flight can make a waiting job ready any more
-            for job in self.pending:
-                job.why_blocked = job.why_blocked or self._why(job)
+            for task in self.pending:
+                task.why_blocked = task.why_blocked or self._why(task)
             return Searcher.FINISHED
         return None
 

@@ -27,14 +27,14 @@ def ensure_masks(store: Store, p: PretrainingSpec, tickets: TicketSpec, log=prin
     have = existing_masks(store)
     out: dict[float, dict] = {}
     net = None
+    rounds = stored_imp_rounds(store, pid, params) if method.needs_job else {}  # read once, not per level
     for rnd, target in tickets.levels():
         if rnd == 0 or target == 0.0:
             continue
         if method.needs_job:
-            rows = stored_imp_rounds(store, pid, params)
-            if rnd not in rows:
+            if rnd not in rounds:
                 raise RuntimeError(f"IMP round {rnd} of {p.name} is not in the store; its IMP job did not finish")
-            out[target] = rows[rnd]
+            out[target] = rounds[rnd]
             continue
         key = mask_key(pid, tickets.method, params, target)
         if key in have:
