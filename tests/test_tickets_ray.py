@@ -90,7 +90,12 @@ def test_round_one_cells_start_before_imp_has_found_round_three(swept):
     started = r1.finished_at - pd.to_timedelta(r1.wall_s, unit="s")
     r3_id = masks[(masks.method == "imp") & (masks["round"] == 3)].mask_id.iloc[0]
     r3_stored = pd.Timestamp(os.path.getmtime(Path(store) / "masks" / f"{r3_id}.parquet"), unit="s", tz="UTC")
-    assert started < r3_stored
+    timeline = sorted([(str(r.finished_at - pd.to_timedelta(r.wall_s, unit="s")), "start", r.ticket_method, r.ticket_round)
+                       for r in df.itertuples()]
+                      + [(str(pd.Timestamp(os.path.getmtime(Path(store) / "masks" / f"{m.mask_id}.parquet"), unit="s",
+                                           tz="UTC")), "mask", m.method, m.round) for m in masks.itertuples()])
+    print("\n".join(map(str, timeline)))  # shown with -s or -rP: the margin, when judging flakiness
+    assert started < r3_stored, "\n".join(map(str, timeline))
 
 
 def test_imp_killed_mid_round_resumes_without_recomputing_a_round(tmp_path):

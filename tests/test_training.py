@@ -23,17 +23,19 @@ def mnist():
     return load_data("mnist5k", None, "native", np.arange(1500), "cpu")
 
 
-def _regime(kind="standard", epochs=2, lr=0.05, **kw):
+def _regime(kind="standard", epochs=2, lr=0.05, schedule="constant", **kw):
     attack = AttackSpec(eps=0.1, step_size=0.04, steps=2) if kind == "adversarial" else None
     return RegimeSpec(kind=kind, epochs=epochs, batch_size=64, attack=attack,
-                      optimizer=OptimizerSpec(lr=lr, schedule="constant"), **kw)
+                      optimizer=OptimizerSpec(lr=lr, schedule=schedule), **kw)
 
 
 @pytest.fixture(scope="module")
 def trained(mnist):
     torch.manual_seed(0)
     model = Normalized(build_net("resnet_tiny", 10, 1), (0.131,), (0.308,))
-    fit(model, None, mnist, _regime(epochs=3, validate_ra=False), EVAL, seed=0)
+    # Cosine to zero, 4 epochs: at a constant lr the BatchNorm running statistics lag the weights, and eval-mode SA
+    # landed anywhere in 0.50-0.75 across seeds and CPUs (0.502 on CI's); this way 0.89-0.93 over seeds 0-3 here.
+    fit(model, None, mnist, _regime(epochs=4, schedule="cosine", validate_ra=False), EVAL, seed=0)
     return model
 
 

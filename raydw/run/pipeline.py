@@ -55,7 +55,7 @@ class StagedSearcher(Searcher):
     def suggest(self, trial_id: str):
         self._refresh()
         pack: list[tuple[Task, CellJob]] = []
-        for task in list(self.pending):
+        for task in sorted(self.pending, key=_priority):
             if not self._ready(task) or (pack and task.kind != "cell"):
                 continue
             self.pending.remove(task)
@@ -135,6 +135,15 @@ class StagedSearcher(Searcher):
         if job.needs_cell:
             return f"its dense baseline {job.needs_cell} did not finish"
         return "not released"
+
+
+def _priority(task: Task) -> int:
+    """Which ready job takes a free slot first (a stable sort: plan order otherwise). Pre-training and IMP jobs head
+    the longest chains; then a found IMP round's cells, so they run while the next round is being found (the point
+    of pipelining) rather than queue behind cells that could run any time, such as random or imported tickets."""
+    if task.kind in ("pretrain", "imp"):
+        return 0
+    return 1 if task.needs_imp else 2
 
 
 def _imp_key(need: tuple) -> tuple:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 import time
 from typing import Callable
 
@@ -32,6 +33,10 @@ def run_name(sweep: str, stage: str = "") -> str:
 def fit(name: str, store: Store, concurrency: int, callbacks: list, search_alg, num_samples: int = -1,
         entry: Callable[[dict], None] | None = None, param_space: dict | None = None) -> None:
     """Run trials from `search_alg` (each config holds its job under "job") until it says it is finished."""
+    # Tune's own CSV/JSON/TensorBoard loggers copy every epoch into its experiment folder (the store holds them, and
+    # a tracker in the spec sends them where the user looks); the TensorBoard one also logged, per trial, "Removed
+    # the following hyperparameter values ... {'job': CellJob(...)}", a screenful each. Read when the Tuner starts.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     tuner = tune.Tuner(
         tune.with_resources(entry or job_entry, driver_resources()), param_space=param_space,
         tune_config=tune.TuneConfig(search_alg=search_alg, num_samples=num_samples, max_concurrent_trials=concurrency,
