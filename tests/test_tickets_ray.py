@@ -100,7 +100,9 @@ def test_round_one_cells_start_before_imp_has_found_round_three(swept):
 
 def test_imp_killed_mid_round_resumes_without_recomputing_a_round(tmp_path):
     d = yaml.safe_load(SPEC)
-    d["tickets"] = [d["tickets"][0]]
+    # Only IMP, two rounds, no dense cell: the kill falls after round 1 is stored, the rerun finds round 2 alone
+    # and then transfers both; what is tested is IMP's resume, and each more round or cell cost the suite ~20 s.
+    d["tickets"] = [{**d["tickets"][0], "rounds": [1, 2], "include_dense": False}]
     d["tickets"][0]["imp"]["epochs_per_round"] = 3
     spec, store = tmp_path / "spec.yaml", tmp_path / "store"
     spec.write_text(yaml.safe_dump(d))
@@ -117,12 +119,13 @@ def test_imp_killed_mid_round_resumes_without_recomputing_a_round(tmp_path):
     os.kill(first.pid, signal.SIGKILL)
     first.wait(timeout=60)
     before = {p.name: p.stat().st_mtime_ns for p in (store / "masks").glob("*.parquet")}
-    assert 1 <= len(before) < 3
+    assert len(before) == 1  # round 1 stored, round 2 not yet
 
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert second.returncode == 0, second.stdout[-3000:]
     masks = results.load(str(store), "masks")
-    assert sorted(masks["round"]) == [1, 2, 3]
+    assert sorted(masks["round"]) == [1, 2]
     after = {p.name: p.stat().st_mtime_ns for p in (store / "masks").glob("*.parquet")}
     assert all(after[n] == t for n, t in before.items())  # stored rounds were not computed again
-    assert (results.load(str(store)).status == "done").all()
+    trials = results.load(str(store))
+    assert sorted(trials.ticket_round) == [1, 2] and (trials.status == "done").all()

@@ -13,6 +13,7 @@ import time
 from typing import Callable
 
 from ray import tune
+from ray.tune.logger import JsonLoggerCallback
 
 from raydw.run import trials
 from raydw.run import cluster
@@ -33,10 +34,12 @@ def run_name(sweep: str, stage: str = "") -> str:
 def fit(name: str, store: Store, concurrency: int, callbacks: list, search_alg, num_samples: int = -1,
         entry: Callable[[dict], None] | None = None, param_space: dict | None = None) -> None:
     """Run trials from `search_alg` (each config holds its job under "job") until it says it is finished."""
-    # Tune's own CSV/JSON/TensorBoard loggers copy every epoch into its experiment folder (the store holds them, and
-    # a tracker in the spec sends them where the user looks); the TensorBoard one also logged, per trial, "Removed
-    # the following hyperparameter values ... {'job': CellJob(...)}", a screenful each. Read when the Tuner starts.
+    # Of Tune's own loggers only the JSON one (its ResultGrid at the end reads result.json, and warns for each trial
+    # without one): the CSV one copies it, and the TensorBoard one logged, per trial, "Removed the following
+    # hyperparameter values ... {'job': CellJob(...)}", a screenful each. The store holds every epoch, and a tracker
+    # in the spec sends them where the user looks. Read when the Tuner starts.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    callbacks = [JsonLoggerCallback(), *callbacks]
     tuner = tune.Tuner(
         tune.with_resources(entry or job_entry, driver_resources()), param_space=param_space,
         tune_config=tune.TuneConfig(search_alg=search_alg, num_samples=num_samples, max_concurrent_trials=concurrency,
