@@ -83,25 +83,30 @@ def say(msg: str) -> None:
 class Progress(tune.Callback):
     """One line per finished trial; `lines(trial)` says what it finished: (label, text) per cell, or a plain line.
 
-    The pace is taken from the first finished cell on (pre-training and start-up are not per cell)."""
+    The pace is the cells finished since the end of the first trial that finished cells, over the time since then
+    (pre-training and start-up are not per cell). That first trial's own cells are not in the pace: with packed
+    cells they all end in the same instant, and counting them made the estimate several times too short."""
 
     def __init__(self, total: int, lines: Callable, done: int = 0, prefix: str = "", tag: str = ""):
-        self.total, self.lines, self.n, self.prefix, self.tag, self.t0 = total, lines, done, prefix, tag, time.time()
-        self.first = done
+        self.total, self.lines, self.n, self.prefix, self.tag = total, lines, done, prefix, tag
+        self.t0: float | None = None  # when the first trial with cells ended
+        self.base = done  # cells finished by then
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        cells = 0
         for item in self.lines(trial):
             if isinstance(item, str):
                 say(item)
                 continue
             label, text = item
             self.n += 1
-            if self.n == self.first + 1:
-                self.t0 = time.time()
-            ran = self.n - self.first
-            left = (time.time() - self.t0) / max(ran - 1, 1) * (self.total - self.n) if ran > 1 else None
+            cells += 1
+            ran = self.n - self.base
+            left = (time.time() - self.t0) / ran * (self.total - self.n) if self.t0 is not None and ran > 0 else None
             say(f"{self.prefix}[{self.tag}{self.n}/{self.total}] {label}: {text}"
                 + (f", ~{left / 60:.1f} min left" if left is not None and self.n < self.total else ""))
+        if cells and self.t0 is None:
+            self.t0, self.base = time.time(), self.n
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.on_trial_complete(iteration, trials, trial)
