@@ -349,6 +349,8 @@ def _verdict_row(i: int, key: dict, std_fracs: dict, sums: dict, regimes: dict, 
         t = sums.get((p, ds, regime, frac, m, lvl))
         d = sums.get((p, ds, regime, frac, "dense", 0.0))
         tv, dv, ok, why = _compare(t, d, metric[:2], tol, _where(regime, frac))
+        if regime is None:  # not "dense baseline missing: (no regime)": the sweep has no such regime at all
+            why = f"no {'standard' if metric == 'sa_std' else 'adversarial'} regime in the trials (a double-win needs both)"
         row.update({f"ticket_{metric}": tv, f"dense_{metric}": dv, f"matching_{metric}": ok,
                     f"delta_{metric}": tv - dv if not (np.isnan(tv) or np.isnan(dv)) else np.nan})
         if not pd.isna(ok) and t is not None and t["rows"] and not t["problem"]:  # a stopped ticket's value is withheld

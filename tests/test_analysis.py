@@ -114,6 +114,14 @@ def test_a_missing_dense_baseline_gives_na_and_names_the_missing_setting(store):
     assert "dense baseline missing: adversarial f=0.1" in r.reason
 
 
+def test_a_sweep_without_an_adversarial_regime_says_so_rather_than_a_missing_baseline(store):
+    put(store, method="dense", regime="standard", sa=0.8, ra=None)
+    put(store, k=1, regime="standard", sa=0.85, ra=None)
+    r = only(verdicts(store.uri), ticket_method="omp")
+    assert r.matching_sa_std is True and r.matching_sa_adv is pd.NA and r.double_win_full is pd.NA
+    assert "no adversarial regime in the trials" in r.reason and "(no regime)" not in r.reason
+
+
 def test_a_failed_ticket_cell_gives_na_with_the_first_line_of_its_error(store):
     put_dense(store)
     put(store, k=1, regime="standard", sa=0.85, ra=None)
