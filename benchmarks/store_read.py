@@ -2,7 +2,7 @@
 whole-sweep compaction, on local disk and (--s3) through a local S3 server (moto, loopback), with its requests.
 
     python benchmarks/store_read.py [--scales 1 10] [--root /tmp/raydw-store-bench] [--repeat 3] [--s3] [--delta]
-                                    [--layouts before per-cell compacted]
+                                    [--layouts before per-cell compacted] [--s3-upload-compacted]
 
 Per scale (1 = the paper grid: 468 cells, 107 epochs each, ~50,000 epoch rows) three stores are measured:
   before     the earlier layout: one epochs file per epoch row (written as the old write path wrote them, without its
@@ -13,8 +13,10 @@ Per scale (1 = the paper grid: 468 cells, 107 epochs each, ~50,000 epoch rows) t
 sweeps/paper.yaml with more seeds, about 10% more cells than are stored (1x: 2 seeds, 936 cells; 10x: 11 seeds,
 5,148 cells); the stored cells are its first ones, under their real cell ids.
 Trials rows carry CIFAR-sized per-example bits (nine bits_* columns of 1,250 bytes) and a 2 kB config. Stores are
-generated once under --root and reused. --delta adds a Delta Lake table (deltalake) of the same epochs, one commit
-per cell, before and after its OPTIMIZE, for the layout comparison. Results: docs/results-schema.md.
+generated once under --root and reused. --s3-upload-compacted: on S3 only the compacted store, its parts copied from
+the local one under --root (one PUT each), its loads measured (moto is too slow to generate 10x through it). --delta
+adds a Delta Lake table (deltalake) of the same epochs, one commit per cell, before and after its OPTIMIZE, for the
+layout comparison. Results: docs/results-schema.md.
 """
 from __future__ import annotations
 
@@ -128,12 +130,28 @@ def line(where: str, scale: int, layout: str, m: dict, extra: str = "") -> str:
             f"{m['epochs_s']:.2f} | {m['left_s']:.2f} | {m['get_s'] * 1000:.0f} ms | {extra}{req} |")
 
 
+def uploaded(local: str, store: Store) -> str:
+    """A local store's files PUT into the bucket as they are (one PUT each, as compaction writes its parts)."""
+    t = time.perf_counter()
+    for table in ("trials", "epochs"):
+        for name in sorted(os.listdir(f"{local}/{table}")):
+            with open(f"{local}/{table}/{name}", "rb") as f:
+                store.write_bytes((table, name), f.read())
+    return f"{local}'s parts uploaded in {time.perf_counter() - t:.0f} s; "
+
+
 def run_scale(base: str, where: str, scale: int, a, req: Requests) -> list[str]:
     global IDS
     cells = CELLS * scale
     spec, IDS = paper_spec(cells)
     print(f"  {scale}x: {cells} cells stored, a spec of {len(IDS)} cells planned against them", flush=True)
     out = []
+    if where == "s3" and a.s3_upload_compacted:  # moto writes ~10 PUTs/s: the local compacted store's parts instead
+        store = Store(f"{base}/{scale}x-uploaded?{a.s3_query}")
+        note = "" if store._list("trials") else uploaded(f"{a.root}/{scale}x-per-cell-compacted", store)
+        out.append(line(where, scale, "compacted", measure(store, cells, a.repeat, req, spec), note))
+        print(out[-1], flush=True)
+        return out
     for layout in (x for x in ("before", "per-cell") if x in a.layouts or (x == "per-cell" and "compacted" in a.layouts)):
         n = cells
         if where == "s3" and layout == "before":  # moto takes ~30 PUTs/s here: 50,000 would take half an hour
@@ -227,6 +245,8 @@ def main() -> None:
     ap.add_argument("--s3-only", action="store_true", help="only the S3 figures")
     ap.add_argument("--s3-before-fraction", type=float, default=0.1,
                     help="the earlier layout on S3: this fraction of the 1x cells (moto: ~30 PUTs/s on 2 cores)")
+    ap.add_argument("--s3-upload-compacted", action="store_true",
+                    help="on S3, measure only the compacted store, uploaded from --root's local one (made by a local run)")
     ap.add_argument("--delta-scales", type=int, nargs="+", default=[1], help="sizes of the Delta Lake comparison")
     ap.add_argument("--delta", action="store_true", help="also a Delta Lake table of the epochs (deltalake)")
     ap.add_argument("--cells", type=int, default=CELLS, help="cells of the 1x grid (468: the paper's)")
