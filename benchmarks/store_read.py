@@ -2,15 +2,21 @@
 whole-sweep compaction, on local disk and (--s3) through a local S3 server (moto, loopback), with its requests.
 
     python benchmarks/store_read.py [--scales 1 10] [--root /tmp/raydw-store-bench] [--repeat 3] [--s3] [--delta]
+                                    [--layouts before per-cell compacted] [--s3-upload-compacted]
 
 Per scale (1 = the paper grid: 468 cells, 107 epochs each, ~50,000 epoch rows) three stores are measured:
   before     the earlier layout: one epochs file per epoch row (written as the old write path wrote them, without its
              temporary and fsync, to keep generation short; the files are the same) and one trials file per cell
   per-cell   raydw's write path now: one trials and one epochs file per cell (Store.write_row / write_rows)
   compacted  per-cell after raydw.compact.compact (timed: the compaction of the whole sweep)
+"What is left to run" is raydw.plan.plan(spec, store).todo (what the sweep, `raydw status` and the dry run use) for
+sweeps/paper.yaml with more seeds, about 10% more cells than are stored (1x: 2 seeds, 936 cells; 10x: 11 seeds,
+5,148 cells); the stored cells are its first ones, under their real cell ids.
 Trials rows carry CIFAR-sized per-example bits (nine bits_* columns of 1,250 bytes) and a 2 kB config. Stores are
-generated once under --root and reused. --delta adds a Delta Lake table (deltalake) of the same epochs, one commit
-per cell, before and after its OPTIMIZE, for the layout comparison. Results: docs/results-schema.md.
+generated once under --root and reused. --s3-upload-compacted: on S3 only the compacted store, its parts copied from
+the local one under --root (one PUT each), its loads measured (moto is too slow to generate 10x through it). --delta
+adds a Delta Lake table (deltalake) of the same epochs, one commit per cell, before and after its OPTIMIZE, for the
+layout comparison. Results: docs/results-schema.md.
 """
 from __future__ import annotations
 
@@ -28,13 +34,30 @@ import pyarrow.parquet as pq
 
 from raydw import outcomes, results
 from raydw.compact import compact
+from raydw.plan import plan
+from raydw.spec import SweepSpec, parse_spec
 from raydw.store import SCHEMAS, Store
 
 CELLS, EPOCHS = 468, 107  # sweeps/paper.yaml: 468 cells, ~50,000 epoch rows
+IDS: list[str] = []  # the cell ids of the scale being measured (paper_spec)
+PAPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sweeps", "paper.yaml")
+
+
+def paper_spec(cells: int) -> tuple[SweepSpec, list[str]]:
+    """sweeps/paper.yaml with enough seeds for about 10% more cells than `cells` (at least 2 seeds), and its cell ids
+    in plan order: the stored cells are the first `cells` of them."""
+    import yaml
+
+    with open(PAPER) as f:
+        d = yaml.safe_load(f)
+    per_seed = len(plan(parse_spec(d)).cells)
+    d["seeds"] = list(range(1, 1 + max(2, -(-cells * 11 // (10 * per_seed)))))
+    spec = parse_spec(d)
+    return spec, [c.cell_id for c in plan(spec).cells]
 
 
 def trial_row(i: int, rng) -> dict:
-    row = {"cell_id": f"{i:016x}", "sweep": "bench", "status": "done" if i % 17 else "failed", "sa": 0.9, "ra": 0.5,
+    row = {"cell_id": IDS[i], "sweep": "bench", "status": "done" if i % 17 else "failed", "sa": 0.9, "ra": 0.5,
            "dataset": "cifar10", "arch": "resnet18", "ticket_method": "imp", "ticket_round": i % 19, "seed": i % 5,
            "epochs": EPOCHS, "test_n": 10000, "config": "{" + "x" * 2000 + "}", "phase": "main"}
     row.update({c: rng.bytes(1250) for c in outcomes.COLUMNS})
@@ -42,7 +65,7 @@ def trial_row(i: int, rng) -> dict:
 
 
 def epoch_rows(i: int) -> list[dict]:
-    return [{"cell_id": f"{i:016x}", "epoch": e, "lr": 0.01, "train_loss": 1.0 / (e + 1), "train_acc": 0.5,
+    return [{"cell_id": IDS[i], "epoch": e, "lr": 0.01, "train_loss": 1.0 / (e + 1), "train_acc": 0.5,
              "val_sa": 0.5 + e / 1000, "val_ra": 0.2, "epoch_s": 30.0, "eval_s": 3.0, "train_images": 45000,
              "node": "node-1", "resumed_from": 0} for e in range(EPOCHS)]
 
@@ -88,16 +111,15 @@ def timed(fn, repeat: int, req: Requests):
     return out, best, (req.count() - n0) // repeat
 
 
-def measure(store: Store, cells: int, repeat: int, req: Requests) -> dict:
+def measure(store: Store, cells: int, repeat: int, req: Requests, spec: SweepSpec) -> dict:
     files = {t: len(store._list(t)) for t in ("trials", "epochs")}
     trials, t_trials, r_trials = timed(lambda: results.load(store.uri, "trials", phase=None), repeat, req)
     epochs, t_epochs, r_epochs = timed(lambda: results.load(store.uri, "epochs"), repeat, req)
-    spec = {f"{i:016x}" for i in range(cells + cells // 10)}  # the spec plans 10% more cells than are stored
-    left, t_left, r_left = timed(lambda: spec - Store(store.uri).done_cells(), repeat, req)
-    one, t_get, r_get = timed(lambda: Store(store.uri).get("epochs", f"{cells // 2:016x}.e0042"), repeat, req)
+    left, t_left, r_left = timed(lambda: plan(spec, Store(store.uri)).todo, repeat, req)  # the sweep's own definition
+    one, t_get, r_get = timed(lambda: Store(store.uri).get("epochs", f"{IDS[cells // 2]}.e0042"), repeat, req)
     assert len(trials) == cells and len(epochs) == cells * EPOCHS and one["epoch"] == 42, (len(trials), len(epochs))
-    assert len(left) == len(spec) - sum(1 for i in range(cells) if i % 17)
-    return {"files": files, "trials_s": t_trials, "epochs_s": t_epochs, "left_s": t_left, "get_s": t_get,
+    assert len(left) == len(IDS) - sum(1 for i in range(cells) if i % 17), (len(left), len(IDS))
+    return {"spec_cells": len(IDS), "files": files, "trials_s": t_trials, "epochs_s": t_epochs, "left_s": t_left, "get_s": t_get,
             "req": {"trials": r_trials, "epochs": r_epochs, "left": r_left, "get": r_get}}
 
 
@@ -108,10 +130,29 @@ def line(where: str, scale: int, layout: str, m: dict, extra: str = "") -> str:
             f"{m['epochs_s']:.2f} | {m['left_s']:.2f} | {m['get_s'] * 1000:.0f} ms | {extra}{req} |")
 
 
+def uploaded(local: str, store: Store) -> str:
+    """A local store's files PUT into the bucket as they are (one PUT each, as compaction writes its parts)."""
+    t = time.perf_counter()
+    for table in ("trials", "epochs"):
+        for name in sorted(os.listdir(f"{local}/{table}")):
+            with open(f"{local}/{table}/{name}", "rb") as f:
+                store.write_bytes((table, name), f.read())
+    return f"{local}'s parts uploaded in {time.perf_counter() - t:.0f} s; "
+
+
 def run_scale(base: str, where: str, scale: int, a, req: Requests) -> list[str]:
+    global IDS
     cells = CELLS * scale
+    spec, IDS = paper_spec(cells)
+    print(f"  {scale}x: {cells} cells stored, a spec of {len(IDS)} cells planned against them", flush=True)
     out = []
-    for layout in ("before", "per-cell"):
+    if where == "s3" and a.s3_upload_compacted:  # moto writes ~10 PUTs/s: the local compacted store's parts instead
+        store = Store(f"{base}/{scale}x-uploaded?{a.s3_query}")
+        note = "" if store._list("trials") else uploaded(f"{a.root}/{scale}x-per-cell-compacted", store)
+        out.append(line(where, scale, "compacted", measure(store, cells, a.repeat, req, spec), note))
+        print(out[-1], flush=True)
+        return out
+    for layout in (x for x in ("before", "per-cell") if x in a.layouts or (x == "per-cell" and "compacted" in a.layouts)):
         n = cells
         if where == "s3" and layout == "before":  # moto takes ~30 PUTs/s here: 50,000 would take half an hour
             if scale > 1:
@@ -124,9 +165,10 @@ def run_scale(base: str, where: str, scale: int, a, req: Requests) -> list[str]:
             gen += f"generated in {generate(store, n, layout):.0f} s; "
             print(f"  {where} {scale}x {layout}: {gen}", flush=True)
         big = n * EPOCHS > 100_000  # the earlier layout at 10x: minutes per load, so one run
-        out.append(line(where, scale, layout, measure(store, n, 1 if big and layout == "before" else a.repeat, req), gen))
-        print(out[-1], flush=True)
-        if layout == "per-cell":
+        if layout in a.layouts:
+            out.append(line(where, scale, layout, measure(store, n, 1 if big and layout == "before" else a.repeat, req, spec), gen))
+            print(out[-1], flush=True)
+        if layout == "per-cell" and "compacted" in a.layouts:
             if where == "local":  # compact a copy: the per-cell store stays for the next run
                 shutil.rmtree(f"{uri}-compacted", ignore_errors=True)
                 shutil.copytree(uri, f"{uri}-compacted")
@@ -135,7 +177,7 @@ def run_scale(base: str, where: str, scale: int, a, req: Requests) -> list[str]:
             t = time.perf_counter()
             done = compact(store)
             c_s, c_req = time.perf_counter() - t, req.count() - n0
-            m = measure(store, cells, a.repeat, req)
+            m = measure(store, cells, a.repeat, req, spec)
             out.append(line(where, scale, "compacted", m, f"compaction {c_s:.1f} s" + (f" ({c_req:,} requests)" if c_req else "")
                             + f", {done['epochs']['parts']} + {done['trials']['parts']} parts; "))
             print(out[-1], flush=True)
@@ -145,10 +187,12 @@ def run_scale(base: str, where: str, scale: int, a, req: Requests) -> list[str]:
 def delta(root: str, a) -> list[str]:
     import deltalake
 
+    global IDS
     out = []
     for scale in a.delta_scales:
         path = f"{root}/{scale}x-delta"
         cells = CELLS * scale
+        IDS = paper_spec(cells)[1]
         if not os.path.exists(path):
             t = time.perf_counter()
             for i in range(cells):
@@ -201,9 +245,13 @@ def main() -> None:
     ap.add_argument("--s3-only", action="store_true", help="only the S3 figures")
     ap.add_argument("--s3-before-fraction", type=float, default=0.1,
                     help="the earlier layout on S3: this fraction of the 1x cells (moto: ~30 PUTs/s on 2 cores)")
+    ap.add_argument("--s3-upload-compacted", action="store_true",
+                    help="on S3, measure only the compacted store, uploaded from --root's local one (made by a local run)")
     ap.add_argument("--delta-scales", type=int, nargs="+", default=[1], help="sizes of the Delta Lake comparison")
     ap.add_argument("--delta", action="store_true", help="also a Delta Lake table of the epochs (deltalake)")
     ap.add_argument("--cells", type=int, default=CELLS, help="cells of the 1x grid (468: the paper's)")
+    ap.add_argument("--layouts", nargs="+", default=["before", "per-cell", "compacted"],
+                    choices=["before", "per-cell", "compacted"], help="the stores to measure (compacted needs per-cell's)")
     a = ap.parse_args()
     CELLS = a.cells
     os.makedirs(a.root, exist_ok=True)

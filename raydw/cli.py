@@ -501,7 +501,11 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--json", help="write the table here too (default: bench-<profile>.json)")
     s.set_defaults(fn=cmd_bench)
 
-    s = sub.add_parser("compact", help="merge the rows of finished cells into a few large files (a sweep does not yet do it at its end: run it after one)")
+    s = sub.add_parser("compact", help="merge the rows of finished cells into a few large files (a sweep that ran cells does it at its end; this is for a sweep killed or interrupted before it, a compaction that failed there, and older stores)",
+                       description="Merge the trials and epochs rows of finished cells (cells with a trials row) into a few large Parquet "
+                                   "files, under the store's driver lock. A sweep that ran cells does this at its end; run it for a sweep "
+                                   "killed or interrupted before its end, after a compaction that failed there, or to migrate a store of "
+                                   "the one-file-per-epoch layout (docs/results-schema.md, 'Compaction').")
     s.add_argument("uri", help="results store (folder or URI)")
     s.set_defaults(fn=cmd_compact)
 

@@ -7,7 +7,8 @@ are deleted. Killed before the parts are in place: nothing changed (a hidden tem
 sweep or compaction). Killed while deleting: some rows are in two files; every read keeps one copy (the cell's own
 file before a part, a newer part before an older one: raydw.store._rank), and the next compaction merges them.
 A merged file rewritten after it was read (a stray writer) is not deleted: its newer rows win on read.
-Runs under the store's driver lock (taken here unless the caller, a sweep, already holds it). Torch-free.
+Runs under the store's driver lock (taken here unless the caller, a sweep, already holds it). A sweep runs it at its
+end (after_sweep, still under its lock) when it ran cells; `raydw compact STORE` on demand. Torch-free.
 """
 from __future__ import annotations
 
@@ -25,16 +26,32 @@ PART_BYTES = 512 << 20  # rows per part: about this much in memory (DuckDB's adv
 ROW_GROUP = {"trials": 512, "epochs": 32768}
 
 
-def compact(store: Store, log=lambda s: None) -> dict[str, dict]:
-    """Compact the tables of finished cells (trials, epochs); what was done per table. Holds the driver lock."""
+def compact(store: Store, log=lambda s: None, started: float | None = None) -> dict[str, dict]:
+    """Compact the tables of finished cells (trials, epochs); what was done per table. Holds the driver lock.
+    `started`: when the lock holder started (a sweep: its start), so that temporaries its own writers made are not
+    removed (default: now: the holder is this compaction)."""
     if store.owner:
-        return _compact(store, log)
+        return _compact(store, log, started)
     with store.lock("raydw compact"):
-        return _compact(store, log)
+        return _compact(store, log, started)
 
 
-def _compact(store: Store, log) -> dict[str, dict]:
-    t0 = time.time()
+def after_sweep(store: Store, started: float, out) -> dict[str, dict] | None:
+    """A sweep's end, under its lock: compact and say so in one line. A failure is said, not raised: the cells are
+    done and their rows stored (read as they are); `raydw compact` finishes the job."""
+    try:
+        r = compact(store, started=started)
+    except Exception as e:  # noqa: BLE001 - a store that cannot be compacted now must not turn a finished sweep into an error
+        out(f"compaction: not done ({type(e).__name__}: {e}); every row is stored and reads as it is: "
+            f"run `raydw compact {store.uri}`")
+        return None
+    out("compacted finished cells: " + ", ".join(f"{t} {x['files_before']:,} files -> {x['files_after']:,}" for t, x in r.items())
+        + f" ({sum(x['seconds'] for x in r.values()):.1f} s)")
+    return r
+
+
+def _compact(store: Store, log, started: float | None) -> dict[str, dict]:
+    t0 = time.time() if started is None else started
     out = {"trials": _table(store, "trials", None)}
     # epochs of cells with a trials row only: a cell without one may still be running (its file grows)
     finished = set(store.read_table("trials", columns=["cell_id"]).column("cell_id").to_pylist())

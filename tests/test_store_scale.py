@@ -119,8 +119,9 @@ def test_a_reader_during_compactions_sees_every_row_exactly_once(tmp_path):
     assert len(os.listdir(tmp_path / "epochs")) == 1 and len(_rows(s)[0]) == 20 * 7 * per_round
 
 
-def _killed_compaction(root: str, where: str, n: int) -> None:
-    """compact(), SIGKILLed at the n-th delete of a merged file, or half-way through writing its n-th part."""
+def _killed_compaction(root: str, where: str, n: int, sweep: bool = False) -> None:
+    """compact(), SIGKILLed at the n-th delete of a merged file, or half-way through writing its n-th part.
+    sweep: the compaction at a sweep's end instead (under the sweep's lock, as run_sweep calls it)."""
     calls = {"n": 0}
     if where == "delete":
         real = compaction._delete
@@ -145,7 +146,13 @@ def _killed_compaction(root: str, where: str, n: int) -> None:
                     os.kill(os.getpid(), signal.SIGKILL)
             return real_write(self, parts, data)
         Store.write_bytes = write_bytes
-    compaction.compact(Store(root))
+    if sweep:
+        s = Store(root)
+        started = time.time() - 5
+        with s.lock("raydw sweep tiny"):
+            compaction.after_sweep(s, started, print)
+    else:
+        compaction.compact(Store(root))
 
 
 @pytest.mark.parametrize("where,n", [("write", 0), ("write", 1), ("delete", 0), ("delete", 3), ("delete", 9)])
@@ -171,6 +178,75 @@ def test_a_compaction_killed_at_any_point_loses_nothing_and_the_next_one_finishe
     for t in ("trials", "epochs"):
         assert [n[:5] for n in os.listdir(tmp_path / t)] == ["part-"], os.listdir(tmp_path / t)
     assert not os.path.exists(tmp_path / "locks" / "driver.json")
+
+
+def _swept_store(root: str, spec_text: str):
+    """A store as a sweep of the tiny spec leaves it before its end: every cell done, each in its own files."""
+    import yaml
+
+    from raydw.plan import plan
+    from raydw.spec import parse_spec
+    from raydw.store import TRIALS
+
+    spec = parse_spec({**yaml.safe_load(spec_text), "storage": root})
+    s = Store(root)
+    for i, c in enumerate(plan(spec).cells):
+        s.write_rows("epochs", c.cell_id, _epochs(c.cell_id, 2, i))
+        row = {k: v for k, v in c.row_fields().items() if k in TRIALS.names}
+        s.write_row("trials", {**row, "status": "done", "error": None, "sa": 0.5 + i / 100, "ra": 0.2, "epochs": 2})
+    return spec, s
+
+
+@pytest.mark.parametrize("where,n", [("write", 1), ("delete", 2)])  # in its epochs part; between its deletes
+def test_a_compaction_killed_at_a_sweeps_end_leaves_a_store_the_next_sweep_and_readers_handle(tmp_path, tiny_spec_text,
+                                                                                            where, n):
+    from raydw.cli import main
+    from raydw.run.sweep import run_sweep
+
+    root = str(tmp_path / "store")
+    spec, s = _swept_store(root, tiny_spec_text)
+    expected = _rows(s)
+    p = mp.get_context("fork").Process(target=_killed_compaction, args=(root, where, n, True))
+    p.start()
+    p.join(60)
+    assert p.exitcode == -signal.SIGKILL
+    assert _rows(Store(root)) == expected  # readers: every row once
+    lines: list[str] = []
+    again = run_sweep(spec, out=lines.append)  # takes over the killed driver's lock; nothing to run, so no Ray
+    assert again.ran == 0 and again.done == len(expected[1]) == 2, lines
+    assert lines[0].startswith("sweep tiny: 2 cells, 2 already done, 0 to run"), lines[0]
+    assert not list(tmp_path.rglob(".*.tmp")) and not os.path.exists(tmp_path / "store" / "locks" / "driver.json")
+    assert _rows(Store(root)) == expected
+    assert main(["compact", root]) == 0  # what the sweep's end did not finish
+    for t in ("trials", "epochs"):
+        assert [f[:5] for f in os.listdir(tmp_path / "store" / t)] == ["part-"], os.listdir(tmp_path / "store" / t)
+    assert _rows(Store(root)) == expected
+
+
+def test_a_compaction_failing_at_a_sweeps_end_is_said_and_the_sweep_does_not_fail(tmp_path, tiny_spec_text, monkeypatch):
+    import errno
+
+    root = str(tmp_path / "store")
+    _, s = _swept_store(root, tiny_spec_text)
+    expected = _rows(s)
+    real = Store.write_bytes
+
+    def full(self, parts, data):  # the disk fills up as the compaction writes its part
+        if parts[-1].startswith("part-"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, parts, data)
+    monkeypatch.setattr(Store, "write_bytes", full)
+    said: list[str] = []
+    with s.lock("raydw sweep tiny"):
+        assert compaction.after_sweep(s, time.time(), said.append) is None
+    assert said == [f"compaction: not done (OSError: [Errno 28] No space left on device); every row is stored and reads "
+                    f"as it is: run `raydw compact {s.uri}`"]
+    assert _rows(Store(root)) == expected and len(os.listdir(tmp_path / "store" / "trials")) == 2
+    monkeypatch.undo()
+    with s.lock("raydw sweep tiny"):
+        done = compaction.after_sweep(s, time.time(), said.append)
+    assert done["trials"]["files_after"] == done["epochs"]["files_after"] == 1
+    assert said[1].startswith("compacted finished cells: trials 2 files -> 1, epochs 2 files -> 1 (")
 
 
 def test_a_store_of_the_one_file_per_epoch_layout_loads_resumes_and_raydw_compact_migrates_it(tmp_path, capsys):

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 
 import pandas as pd
 import pytest
@@ -100,14 +102,28 @@ def test_duckdb_reads_the_store_directly(swept):
     assert n == 2
 
 
+def _compacted(store: str) -> bool:
+    return all([f[:5] for f in os.listdir(os.path.join(store, t))] == ["part-"] for t in ("trials", "epochs"))
+
+
+def test_the_sweep_compacts_its_finished_cells_at_its_end(swept):
+    _, store, _, lines = swept
+    said = [ln for ln in lines if ln.startswith("compacted finished cells: ")]
+    assert len(said) == 1 and re.fullmatch(r"compacted finished cells: trials 4 files -> 1, epochs \d files -> 1 \(\d+\.\d s\)",
+                                           said[0]), said
+    assert _compacted(store)  # every cell has its trials row (done or failed): one part per table, nothing else
+
+
 def test_rerun_runs_only_failed_cells_and_adds_no_row(swept):
     from raydw.run.sweep import run_sweep
 
     spec, store, _, _ = swept
     before = results.load(store)
-    again = run_sweep(spec, storage=store, out=lambda s: None)
+    said: list[str] = []
+    again = run_sweep(spec, storage=store, out=said.append)
     after = results.load(store)
-    assert again.ran == 2  # the two failed cells are retried, the done ones are not
+    assert again.ran == 2  # the two failed cells are retried, the done ones are not (their rows are in the part)
+    assert any("4 cells, 2 already done, 2 to run" in ln for ln in said) and _compacted(store)  # the retries' new files merged at its end
     assert len(after) == len(before) and after.cell_id.is_unique
     done_before = before.query("status == 'done'").set_index("cell_id").sa
     assert after.query("status == 'done'").set_index("cell_id").sa.equals(done_before)

@@ -11,6 +11,7 @@ import time
 
 from raydw import trackers
 from raydw.cells import pretrained_id, tune_groups
+from raydw.compact import after_sweep
 from raydw.inputs import check_inputs
 from raydw.plan import plan
 from raydw.run import tuner
@@ -38,6 +39,8 @@ def run_sweep(spec: SweepSpec, storage: str | None = None, address: str | None =
             live.start(store.uri)
         try:
             summary = _run_locked(spec, store, address, data_root, out, t0)
+            if summary.ran:  # its finished cells' rows into a few large files, still under the lock (`raydw compact`)
+                after_sweep(store, t0, out)
         except KeyboardInterrupt:  # Interrupted (SIGTERM / SIGINT): Ray down first, then the lock is released
             if live is not None:  # LIVE-REPORT HOOK: no last write, the driver exits at once
                 live.stop()
