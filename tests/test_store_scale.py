@@ -316,9 +316,12 @@ def test_two_drivers_started_together_on_an_s3_store_exactly_one_runs(s3):
             p.start()
         for p in procs:
             p.join(60)
-        got.append([q.get(timeout=5) for _ in procs].count("got"))
+        held = sorted((a, b) for what, a, b in (q.get(timeout=5) for _ in procs) if what == "got")
+        # Exclusive: someone got it and no two held it at once (a late racer taking it after the first released it
+        # is legitimate; the local-folder race test says why counting holders was flaky).
+        got.append(bool(held) and all(a >= prev_end for (_, prev_end), (a, _) in zip(held, held[1:])))
         assert not Store(uri).exists("locks", "driver.json")  # released by the one that took it
-    assert got == [1, 1, 1, 1]
+    assert got == [True] * 4
 
 
 def test_an_s3_store_writes_compacts_and_reads_each_row_once(s3):
