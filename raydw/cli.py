@@ -57,7 +57,16 @@ def cmd_sweep(a) -> int:
 
         print(dry_run(spec, a.storage or spec.storage, a.data_root))
         return 0
+    probe_flags = [f for f, v in (("--steps", a.steps), ("--batch", a.batch), ("--cover", a.cover), ("--scratch", a.scratch)) if v]
+    if probe_flags and not a.preflight:
+        print(f"error: {', '.join(probe_flags)} only go with --preflight", file=sys.stderr)
+        return 2
     _verbose(a)
+    if a.preflight:
+        from raydw.run.preflight import preflight
+
+        return preflight(spec, a.storage, a.address, a.data_root, steps=a.steps or 2, batch=a.batch, cover_only=a.cover,
+                         scratch=a.scratch)
     from raydw.analysis import verdict_settings
     from raydw.run.sweep import run_sweep
 
@@ -398,6 +407,17 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--dry-run", action="store_true", help="list the cells, their resources and what is done; start nothing")
     s.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     s.add_argument("--data-root", help="folder with downstream dataset files (overrides data.root)")
+    s.add_argument("--preflight", action="store_true",
+                   help="run every distinct path of the sweep (pre-training, dataset, regime, ticket method, IMP job, recipe) "
+                        "for a few steps in a scratch store, then print each path's figures and the sweep's measured cost; "
+                        "exit 0 only when every path ran (docs/sweeps.md)")
+    s.add_argument("--steps", type=_positive_int, metavar="N", help="--preflight: timed training steps per path (default 2)")
+    s.add_argument("--batch", type=_positive_int, metavar="B",
+                   help="--preflight: every path's per-step batch (default: each path's own; a CPU needs a small one)")
+    s.add_argument("--cover", action="store_true",
+                   help="--preflight: only as many cell paths as take every value of every axis once (every branch, "
+                        "not every combination), with every IMP job and recipe")
+    s.add_argument("--scratch", metavar="URI", help="--preflight: the scratch store (default: a new folder beside the sweep's store, <store>-preflight/<time>)")
     s.add_argument("--live-report", nargs="?", const="", metavar="DIR",
                    help="rewrite the HTML report while the cells run (default folder: <store>/report, ./report for an "
                         "object store); see raydw report --watch")

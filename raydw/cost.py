@@ -56,8 +56,16 @@ def gpu_hours(gflop: float) -> float:
 
 def cell_cost(c: Cell, eval_steps: int, eval_schedule: tuple[int, int, int] | None = None) -> CellCost:
     """FLOPs of one cell: training epochs, per-epoch validation, test at up to 3 selected epochs."""
-    info = data_catalog.get(c.dataset)
     fwd = fwd_gflop(c.arch, _input_size(c))
+    train, evaluation, n = cell_units(c, eval_steps, eval_schedule)
+    gflop = fwd * (train + evaluation)
+    return CellCost(gflop, gpu_hours(gflop), n)
+
+
+def cell_units(c: Cell, eval_steps: int, eval_schedule: tuple[int, int, int] | None = None) -> tuple[float, float, int]:
+    """(training, evaluation) forward-equivalents of one cell's images, and its training images. The preflight
+    prices them with measured seconds (raydw.run.preflight_cost), the plan with FLOPs."""
+    info = data_catalog.get(c.dataset)
     r = c.regime_spec
     n = int(info.pool * c.data_fraction)
     step = train_step(None if r["kind"] == "standard" else r["attack"]["steps"])
@@ -71,8 +79,7 @@ def cell_cost(c: Cell, eval_steps: int, eval_schedule: tuple[int, int, int] | No
         ra = (val_epochs // every + 1) * min(images, info.val) * (2 * steps + 1) if r["validate_ra"] else 0
         val = val_epochs * info.val + ra
     test = 3 * info.test * (2 * eval_steps + 2)
-    gflop = fwd * (train + val + test)
-    return CellCost(gflop, gpu_hours(gflop), n)
+    return train, val + test, n
 
 
 def plan_lines(cells: list[Cell], eval_steps: int, eval_schedule=None, done: set[str] = frozenset(),

@@ -32,9 +32,6 @@ def imp_job(arch: str, regime: str, dataset: str, attack_steps: int, epochs_per_
             label: str) -> JobCost:
     """One IMP job's remaining training: `trained_rounds` x `epochs_per_round` epochs on `dataset`."""
     info = data_catalog.get(dataset)
-    step = train_step(attack_steps if regime == "adversarial" else None)
-    epochs = trained_rounds * epochs_per_round
-    val = info.test if dataset in STREAMED else info.val  # ImageFolder: val/ is both the validation and the test split
     how = f"PGD-{attack_steps}" if regime == "adversarial" else "clean"
     what = (f"{label}: {regime} ({how}) on {dataset}, {trained_rounds} trained round(s) x {epochs_per_round} epochs x "
             f"{info.pool:,} images, {arch} at {info.size} px")
@@ -42,20 +39,35 @@ def imp_job(arch: str, regime: str, dataset: str, attack_steps: int, epochs_per_
         fwd = fwd_gflop(arch, info.size)
     except KeyError:
         return JobCost("IMP", what, None)
-    images = epochs * (info.pool * step + val) + (3 * info.test if trained_rounds else 0)
-    return JobCost("IMP", what, gpu_hours(fwd * images))
+    train, evaluation = imp_units(regime, dataset, attack_steps, epochs_per_round, trained_rounds)
+    return JobCost("IMP", what, gpu_hours(fwd * (train + evaluation)))
+
+
+def imp_units(regime: str, dataset: str, attack_steps: int, epochs_per_round: int, trained_rounds: int) -> tuple[float, float]:
+    """(training, clean evaluation) forward-equivalents of an IMP job's remaining rounds."""
+    info = data_catalog.get(dataset)
+    step = train_step(attack_steps if regime == "adversarial" else None)
+    epochs = trained_rounds * epochs_per_round
+    val = info.test if dataset in STREAMED else info.val  # ImageFolder: val/ is both the validation and the test split
+    return epochs * info.pool * step, epochs * val + (3 * info.test if trained_rounds else 0)
 
 
 def recipe_job(recipe, label: str) -> JobCost:
     info = data_catalog.get(recipe.dataset)
-    steps = {"standard": None, "fast_adversarial": 1, "pgd_adversarial": recipe.pgd_steps}[recipe.kind]
     what = f"{label}: recipe {recipe.kind}, {recipe.epochs} epochs x {info.pool:,} images of {recipe.dataset}, {recipe.arch} at {info.size} px"
     try:
         fwd = fwd_gflop(recipe.arch, info.size)
     except KeyError:
         return JobCost("pre-training", what, None)
-    images = recipe.epochs * (info.pool * train_step(steps) + info.val) + info.test * RECIPE_TEST_PASSES
-    return JobCost("pre-training", what, gpu_hours(fwd * images))
+    train, evaluation = recipe_units(recipe)
+    return JobCost("pre-training", what, gpu_hours(fwd * (train + evaluation)))
+
+
+def recipe_units(recipe) -> tuple[float, float]:
+    """(training, evaluation) forward-equivalents of a recipe's pre-training."""
+    info = data_catalog.get(recipe.dataset)
+    steps = {"standard": None, "fast_adversarial": 1, "pgd_adversarial": recipe.pgd_steps}[recipe.kind]
+    return recipe.epochs * info.pool * train_step(steps), recipe.epochs * info.val + info.test * RECIPE_TEST_PASSES
 
 
 def source_jobs(spec, store=None) -> tuple[list[JobCost], dict[str, list[str]]]:

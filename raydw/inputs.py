@@ -19,13 +19,15 @@ from raydw.tickets.registry import get as method, imp_rounds_needed, params_json
 from raydw.trackers import check as check_trackers
 
 
-def check_inputs(spec: SweepSpec, store: Store, address: str | None, data_root: str | None, out) -> None:
+def check_inputs(spec: SweepSpec, store: Store, address: str | None, data_root: str | None, out,
+                 readable: bool = True) -> None:
     """Missing weights or data, before anything runs. On local Ray the driver's files are the workers' files, so a
     sweep that lacks them is refused (else every cell would start, fail and be retried on each rerun). On a
-    cluster the workers may hold them (docs/cluster.md: data on the GPU nodes), so it is a warning."""
+    cluster the workers may hold them (docs/cluster.md: data on the GPU nodes), so it is a warning.
+    `readable=False` (the preflight): files that are there but cannot be used are left to fail their own paths."""
     check_trackers(spec.trackers, f"sweep {spec.name}")  # a tracker whose package is absent, before Ray
     miss = missing_inputs(spec, data_root, store)
-    bad = unreadable_inputs(spec, store)  # files that are there but cannot be used: refused wherever the cells run
+    bad = unreadable_inputs(spec, store) if readable else []  # there but unusable: refused wherever the cells run
     if bad:
         listed = "\n".join(f"  {m}" for m in bad)
         raise SpecError(f"sweep {spec.name}: input files that cannot be used, nothing was run:\n{listed}")

@@ -118,14 +118,25 @@ RECIPES = pa.schema([
     ("optuna_version", pa.string()), ("finished_at", pa.timestamp("us", tz="UTC")),
 ])
 
+# One row per path a preflight ran (raydw.run.preflight), in its scratch store only, never a sweep's store.
+PREFLIGHT = pa.schema([
+    ("path_id", pa.string()), ("sweep", pa.string()), ("kind", pa.string()), ("label", pa.string()),
+    ("pretraining", pa.string()), ("dataset", pa.string()), ("regime", pa.string()), ("ticket_method", pa.string()),
+    ("cell_id", pa.string()), ("status", pa.string()), ("error", pa.string()), ("s_per_step", pa.float64()),
+    ("s_per_eval_image", pa.float64()), ("batch", pa.int64()), ("steps", pa.int64()), ("peak_bytes", pa.int64()),
+    ("memory", pa.string()), ("device", pa.string()), ("workers", pa.int64()), ("restored", pa.bool_()),
+    ("wall_s", pa.float64()), ("finished_at", pa.timestamp("us", tz="UTC")),
+])
+
 SCHEMAS = {"trials": TRIALS, "epochs": EPOCHS, "masks": MASKS, "index_sets": INDEX_SETS, "pretrained": PRETRAINED, "searches": SEARCHES,
-           "recipes": RECIPES}
-KEYS = {"recipes": "tune_id", "searches": "search_id", "trials": "cell_id", "masks": "mask_id", "index_sets": "index_set_id", "pretrained": "pretrained_id"}
+           "recipes": RECIPES, "preflight": PREFLIGHT}
+KEYS = {"recipes": "tune_id", "searches": "search_id", "trials": "cell_id", "masks": "mask_id", "index_sets": "index_set_id", "pretrained": "pretrained_id",
+        "preflight": "path_id"}
 # Columns every row raydw has ever written to a table holds (non-null): a file whose rows lack one is not a row of this
 # table (a Parquet file of another schema would otherwise read as a row of nulls). Newer columns may be missing.
 CORE = {"trials": ("cell_id", "status"), "epochs": ("cell_id", "epoch"), "masks": ("mask_id", "bits"),
         "index_sets": ("index_set_id", "indices"), "pretrained": ("pretrained_id", "arch"), "searches": ("search_id",),
-        "recipes": ("tune_id", "recipe")}
+        "recipes": ("tune_id", "recipe"), "preflight": ("path_id", "status")}
 QUARANTINE = "quarantine"  # <store>/quarantine/<table>/<file>.<time> (+ .why.txt): bad files a sweep moved aside
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from raydw.cells import Cell, pretrained_id
 from raydw.provenance import git_commit
@@ -17,6 +18,7 @@ from raydw.store import Store, config_json
 from raydw.tickets import registry
 from raydw.tickets.lookup import stored_imp_rounds
 from raydw.tickets.make import ensure_masks
+from raydw.train.probe import Probe
 from raydw.train.setup import index_set
 
 
@@ -123,7 +125,46 @@ class ImpJob:
         return registry.imp_rounds_needed(self.tickets)
 
 
-Job = CellJob | PackJob | PretrainJob | ImpJob
+@dataclass(frozen=True)
+class ProbeJob:
+    """A preflight probe (raydw sweep --preflight): one path's real job, run shrunk to a few timed steps in the
+    preflight's scratch store (the job's RunContext points there), on resources that fit the cluster."""
+
+    job: CellJob | ImpJob | PretrainJob
+    probe: Probe
+    path_id: str
+    label: str
+
+    @property
+    def resources(self) -> ResourceSpec:
+        """The job's, which the preflight fitted to the cluster (raydw.run.preflight.fitted)."""
+        return self.job.resources
+
+    @property
+    def run(self) -> RunContext:
+        return self.job.run
+
+    @property
+    def train_name(self) -> str:
+        return f"probe-{self.job.train_name}"
+
+
+Job = CellJob | PackJob | PretrainJob | ImpJob | ProbeJob
+
+
+def batch_size(job: CellJob | ImpJob | PretrainJob) -> int:
+    """The global batch of a job's training steps (split across its Train workers)."""
+    if isinstance(job, CellJob):
+        return job.cell.regime_obj().batch_size
+    return job.recipe.batch_size if isinstance(job, PretrainJob) else (job.tickets.imp or ImpSpec()).batch_size
+
+
+def _absolute(root: str | None) -> str | None:
+    """A relative data folder (the paper's ./data) is relative to where the driver runs; a Ray Train worker runs in
+    a working directory of Ray's own, where it would not be found. URIs are left as they are."""
+    if root is None or "://" in root:
+        return root
+    return str(Path(root).expanduser().resolve())
 
 
 def index_key(c: Cell) -> tuple:
@@ -149,7 +190,7 @@ class JobBuilder:
         # and a console function need not pickle (print, once replaced by another library, does not).
         self.spec, self.store, self.out = spec, store, out
         self.run = RunContext(storage=store.uri, sweep=spec.name, resources=spec.resources,
-                              data_root=data_root or spec.data.root, git_commit=git_commit())
+                              data_root=_absolute(data_root or spec.data.root), git_commit=git_commit())
         self._masks: dict[tuple, dict[float, dict]] = {}
         self._index: dict[tuple, str] = {}
         self._stop: dict[str, EarlyStop] = {}
@@ -172,6 +213,8 @@ class JobBuilder:
         imp = t.imp or ImpSpec()  # an IMP job may ask for its own resources (ImageNet: DDP, JPEG decoding)
         own = {"workers_per_cell": imp.workers, "cpus_per_worker": imp.cpus_per_worker}
         resources = self.spec.resources.model_copy(update={k: v for k, v in own.items() if v is not None})
+        if imp.root is not None:  # not part of the masks' params (RUN_ONLY): resolving it changes no mask's identity
+            t = t.model_copy(update={"imp": imp.model_copy(update={"root": _absolute(imp.root)})})
         return ImpJob(self.run, pid, p.name, t, params, resources)
 
     def imp_need(self, c: Cell) -> tuple | None:

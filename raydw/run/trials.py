@@ -13,8 +13,8 @@ from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from raydw.run import rows
-from raydw.run.jobs import CellJob, ImpJob, Job, PackJob, PretrainJob
-from raydw.run.worker import cell_worker, imp_worker, pack_worker, pretrain_worker
+from raydw.run.jobs import CellJob, ImpJob, Job, PackJob, PretrainJob, ProbeJob
+from raydw.run.worker import cell_worker, imp_worker, pack_worker, pretrain_worker, probe_worker
 from raydw.store import Store
 
 
@@ -78,3 +78,26 @@ def pretrain_trial(job: PretrainJob) -> None:
 
 def imp_trial(job: ImpJob) -> None:
     _trainer(imp_worker, job, [TuneReportCallback()]).fit()
+
+
+def probe_trial(pj: ProbeJob) -> None:
+    """A preflight path: its job's Train run shrunk to a few steps, then its last checkpoint restored into a freshly
+    built model (strict), and its row in the scratch store: the cell's trials row for a cell, and a preflight row."""
+    from raydw.run import preflight_rows
+
+    store = Store(pj.run.storage)
+    t0 = time.time()
+    restored = False
+    try:
+        result = _trainer(probe_worker, pj, [TuneReportCallback()]).fit()
+        m = dict(result.metrics or {})
+        if m.get("final") != 1:
+            raise RuntimeError("the Train run ended without its final report")
+        if m.get("status", "done") == "done":
+            preflight_rows.restore(pj, store, result.checkpoint)
+            restored = True
+    except Exception as e:  # noqa: BLE001 - a failed path is the preflight's finding, named on its row
+        m = rows.failed(f"{type(e).__name__}: {e}")
+    if isinstance(pj.job, CellJob) and m.get("final") == 1:
+        store.write_row("trials", rows.cell_row(pj.job, m, time.time() - t0))
+    store.write_row("preflight", preflight_rows.row(pj, m, restored, time.time() - t0))

@@ -18,12 +18,12 @@ from ray.tune.logger import JsonLoggerCallback
 from raydw.run import trials
 from raydw.run import cluster
 from raydw.run.cluster import driver_resources
-from raydw.run.jobs import CellJob, ImpJob, PackJob, PretrainJob
+from raydw.run.jobs import CellJob, ImpJob, PackJob, PretrainJob, ProbeJob
 from raydw.store import Store
 
 # What each job type runs as its Tune trial.
 TRIALS: dict[type, Callable] = {CellJob: trials.cell_trial, PackJob: trials.pack_trial, PretrainJob: trials.pretrain_trial,
-                                ImpJob: trials.imp_trial}
+                                ImpJob: trials.imp_trial, ProbeJob: trials.probe_trial}
 
 
 def run_name(sweep: str, stage: str = "") -> str:

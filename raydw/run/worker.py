@@ -24,14 +24,16 @@ from raydw.models.build import Normalized, build_net
 from raydw.provenance import device_name
 from raydw.pruning.imp import imp
 from raydw.pruning.mask import Mask
-from raydw.run.jobs import CellJob, EarlyStop, ImpJob, PackJob, PretrainJob
+from raydw.run.jobs import CellJob, EarlyStop, ImpJob, PackJob, PretrainJob, ProbeJob, batch_size
 from raydw.run.rows import cell_row
 from raydw.spec import ImpSpec
 from raydw.store import Store, config_json
 from raydw.tickets.lookup import stored_imp_rounds
 from raydw.tickets.make import mask_row
 from raydw.train.imp_rounds import fit_round, spec_regime
+from raydw.train import probe as probing
 from raydw.train.loop import Diverged, evaluate, fit
+from raydw.train.probe import Probe
 from raydw.train.setup import (cell_model, load_data, load_pretrained, recipe_eval_attack, recipe_regime, save_pretrained,
                                source_data)
 
@@ -175,11 +177,12 @@ def cell_worker(config: dict) -> None:
     _cell(job, rank, world, device, _resume_state())
 
 
-def _cell(job: CellJob, rank: int, world: int, device, resume: dict | None) -> dict:
-    """Fine-tune and evaluate one cell; returns its final metrics (also reported, with a checkpoint marked final)."""
+def _cell(job: CellJob, rank: int, world: int, device, resume: dict | None, probe: Probe | None = None) -> dict:
+    """Fine-tune and evaluate one cell; returns its final metrics (also reported, with a checkpoint marked final).
+    `probe` (raydw sweep --preflight): the same path shrunk to a few timed steps, its figures in the metrics."""
     store = Store(job.run.storage)
     cell = job.cell
-    regime = cell.regime_obj()
+    regime = cell.regime_obj() if probe is None else probe.regime(cell.regime_obj())
     ev = cell.eval_obj()  # the evaluation the cell's id covers, on the cell itself
     eval_attack = ev.attack
     if resume is not None and "final" in resume:  # the run had finished; only its trials row was missing
@@ -194,6 +197,9 @@ def _cell(job: CellJob, rank: int, world: int, device, resume: dict | None) -> d
     bound = mask.bind(model.net) if mask is not None else None
     idx = np.asarray(store.get("index_sets", job.index_set_id)["indices"], dtype=np.int64)
     data = load_data(cell.dataset, job.run.data_root, cell.protocol, idx, device, rank, world)
+    if probe is not None:
+        data = probe.data(data, regime.batch_size, world)
+        probing.start(device)
     autocast = _autocast(job.resources.amp, device)
     final: dict = {"final": 1, "device": device_name(device), "node": _node(), "workers": world,
                    "amp": "bf16" if autocast else "fp32", "train_images": data.train_images,
@@ -206,7 +212,8 @@ def _cell(job: CellJob, rank: int, world: int, device, resume: dict | None) -> d
     t_fit = time.perf_counter()
     try:
         out = fit(model, bound, data, regime, eval_attack, cell.seed, on_epoch=reporter, resume=resume,
-                  autocast=autocast, ddp=_wrap(model, world, device), val_schedule=ev.val_schedule(), final_attack=strong)
+                  autocast=autocast, ddp=_wrap(model, world, device),
+                  val_schedule=ev.val_schedule() if probe is None else None, final_attack=strong)
     except Diverged as e:  # deterministic: record it as the cell's failure instead of letting Train retry it
         final.update(status="failed", error=str(e))
     except EarlyStopped as e:
@@ -218,6 +225,8 @@ def _cell(job: CellJob, rank: int, world: int, device, resume: dict | None) -> d
                      epochs=len(out.history),
                      best_epoch_sa=out.best["sa"]["epoch"], best_epoch_ra=out.best["ra"]["epoch"],
                      val_sa_best=out.best["sa"]["value"], val_ra_best=out.best["ra"]["value"])
+        if probe is not None:
+            final.update(probing.figures(out.history, probe, regime.batch_size, len(data.val) * world, device))
     reporter.final(final, resume)
     return final
 
@@ -251,7 +260,10 @@ def pack_worker(config: dict) -> None:
 def pretrain_worker(config: dict) -> None:
     """Train one recipe on its source task from a seeded random init; rank 0 stores the weights."""
     job: PretrainJob = config["job"]
-    rank, world, device = _setup(job)
+    _pretrain(job, *_setup(job), _resume_state())
+
+
+def _pretrain(job: PretrainJob, rank: int, world: int, device, resume: dict | None, probe: Probe | None = None) -> dict:
     store = Store(job.run.storage)
     recipe = job.recipe
     info = catalog.get(recipe.dataset)
@@ -259,11 +271,15 @@ def pretrain_worker(config: dict) -> None:
     net = build_net(recipe.arch, info.num_classes, info.channels)
     model = Normalized(net, info.mean, info.std).to(device).to(memory_format=torch.channels_last)
     data = load_data(recipe.dataset, job.run.data_root, "native", np.arange(info.pool), device, rank, world)
-    resume = _resume_state()
+    regime = recipe_regime(recipe) if probe is None else probe.regime(recipe_regime(recipe))
+    if probe is not None:
+        data = probe.data(data, regime.batch_size, world)
+        probing.start(device)
     t0 = time.time()
     autocast = _autocast(job.resources.amp, device)
-    out = fit(model, None, data, recipe_regime(recipe), recipe_eval_attack(recipe), recipe.seed,
-              on_epoch=_Reporter(rank, {}, None, None), resume=resume, autocast=autocast, ddp=_wrap(model, world, device))
+    reporter = _Reporter(rank, {}, None, None)
+    out = fit(model, None, data, regime, recipe_eval_attack(recipe), recipe.seed,
+              on_epoch=reporter, resume=resume, autocast=autocast, ddp=_wrap(model, world, device))
     clean, robust = evaluate(model, data.test, data.transform, recipe_eval_attack(recipe), autocast=autocast)
     if rank == 0:
         row = {"pretrained_id": job.pretrained_id, "name": job.name, "arch": recipe.arch, "kind": recipe.kind,
@@ -271,7 +287,13 @@ def pretrain_worker(config: dict) -> None:
                "in_chans": info.channels, "mean": list(info.mean), "std": list(info.std), "clean_acc": clean,
                "robust_acc": robust, "config": config_json(recipe.model_dump(mode="json")), "wall_s": time.time() - t0}
         save_pretrained(store, row, model.net)
-    _report(rank, {"final": 1, "clean_acc": clean, "robust_acc": robust}, None)
+    final = {"final": 1, "clean_acc": clean, "robust_acc": robust}
+    if probe is None:
+        _report(rank, final, None)
+    else:  # a probe also reports its last state, which the preflight restores
+        final.update(probing.figures(out.history, probe, regime.batch_size, len(data.val) * world, device))
+        reporter.final(final, None)
+    return final
 
 
 def imp_worker(config: dict) -> None:
@@ -281,7 +303,11 @@ def imp_worker(config: dict) -> None:
     checkpoint holds the round and its training state).
     """
     job: ImpJob = config["job"]
-    rank, world, device = _setup(job)
+    _imp(job, *_setup(job), _resume_state())
+
+
+def _imp(job: ImpJob, rank: int, world: int, device, ckpt: dict | None, probe: Probe | None = None) -> dict:
+    """`probe`: its rounds only (round 1 is pruning alone, each later one re-trains once), each re-training shrunk."""
     store = Store(job.run.storage)
     tickets = job.tickets
     spec = tickets.imp or ImpSpec()
@@ -295,13 +321,16 @@ def imp_worker(config: dict) -> None:
     # ImageNet is decoded by DataLoader processes: the worker's CPUs but the one driving the GPU.
     workers = max(0, int(job.resources.cpus_per_worker) - 1)
     data = source_data(spec.dataset, spec.root, device, rank, world, workers)
+    regime = spec_regime(spec, name) if probe is None else probe.regime(spec_regime(spec, name))
+    if probe is not None:
+        data = probe.data(data, regime.batch_size, world)
+        probing.start(device)
     stored = stored_imp_rounds(store, pid, params)
     start = None
     if stored:
         k = max(stored)
         row = store.get("masks", stored[k]["mask_id"])
         start = (k, Mask.unpack(row["bits"], row["layout"]))
-    ckpt = _resume_state()
     mid = (ckpt["round"], ckpt["fit"]) if ckpt and start and ckpt.get("round") == start[0] else None
 
     def on_round(k: int, mask) -> None:
@@ -309,10 +338,34 @@ def imp_worker(config: dict) -> None:
             store.write_row("masks", mask_row(mask, name, pid, "imp", params, k, 1 - (1 - tickets.rate) ** k))
         _report(rank, {"round": k, "sparsity": mask.sparsity()}, None)
 
+    history: list[dict] = []
+    last = {}
+
     def on_epoch(k: int, record: dict, state_fn) -> None:
+        history.append(record)
+        last.update(round=k, fit=state_fn)
         _report(rank, {"round": k, **record}, {"round": k, "fit": state_fn()} if rank == 0 else None)
 
-    train_round = fit_round(model, data, spec_regime(spec, name), spec.seed, eval_attack=None,
+    train_round = fit_round(model, data, regime, spec.seed, eval_attack=None,
                             autocast=_autocast(job.resources.amp, device), ddp=_wrap(model, world, device), on_epoch=on_epoch, resume=mid)
-    imp(model.net, job.rounds, tickets.rate, train_round, tickets.prunable, start=start, on_round=on_round)
-    _report(rank, {"final": 1}, None)
+    imp(model.net, job.rounds if probe is None else probe.rounds, tickets.rate, train_round, tickets.prunable, start=start, on_round=on_round)
+    final = {"final": 1}
+    state = None
+    if probe is not None:  # the last report carries the last re-training state, which the preflight restores
+        final.update(probing.figures(history, probe, regime.batch_size, len(data.val) * world, device))
+        state = {"round": last["round"], "fit": last["fit"]()} if rank == 0 and last else None
+    _report(rank, final, state)
+    return final
+
+
+def probe_worker(config: dict) -> None:
+    """A preflight path (raydw.run.preflight): its job's own worker code, shrunk by the probe. Running out of device
+    memory is said with the batch and what to change."""
+    pj: ProbeJob = config["job"]
+    job = pj.job
+    rank, world, device = _setup(pj)
+    run = {CellJob: _cell, ImpJob: _imp, PretrainJob: _pretrain}[type(job)]
+    try:
+        run(job, rank, world, device, None, pj.probe)
+    except torch.cuda.OutOfMemoryError as e:
+        raise RuntimeError(probing.out_of_memory(e, pj.probe.batch or batch_size(job), pj.label)) from None

@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
 
         plan(spec, Path(a.out).expanduser().resolve())  # refuse before creating OUT
         output_dir(a.out, "OUT")
-        write_inputs(spec, a.out, Sizes(a.test_images, a.train_jpegs, a.val_jpegs, keep_published=a.keep_published))
+        write_inputs(spec, a.out, Sizes(test_images=a.test_images, train_jpegs=a.train_jpegs, val_jpegs=a.val_jpegs,
+                                        keep_published=a.keep_published))
     except (SpecError, InputsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
