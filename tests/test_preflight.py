@@ -60,6 +60,18 @@ def test_probe_flags_without_preflight_are_refused(capsys):
     assert "--steps only go with --preflight" in capsys.readouterr().err
 
 
+def test_a_scratch_store_inside_the_sweeps_or_not_empty_is_refused_before_anything_runs(tmp_path, tiny_spec_text, capsys):
+    (tmp_path / "spec.yaml").write_text(tiny_spec_text)
+    store = tmp_path / "store"
+    base = ["sweep", str(tmp_path / "spec.yaml"), "--storage", str(store), "--preflight", "--scratch"]
+    assert main([*base, str(store / "probe")]) == 2
+    assert "inside) the sweep's store" in capsys.readouterr().err and not store.exists()
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "preflight").mkdir()
+    assert main([*base, str(tmp_path / "old")]) == 2
+    assert "is not empty" in capsys.readouterr().err and not store.exists()
+
+
 def test_the_inputs_writer_passes_its_sizes_by_name(tmp_path, monkeypatch):
     """`--train-jpegs 3` once reached Sizes as its train_images (positional), and the writer failed on 3 CIFAR images."""
     from raydw.testinputs import Sizes

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from pathlib import Path as FsPath
 from dataclasses import dataclass, replace
 
 from raydw.cells import Cell, pretrained_id
@@ -21,7 +22,7 @@ from raydw.run import tuner
 from raydw.run.cluster import cluster_address, connect
 from raydw.run.jobs import ImpJob, JobBuilder, ProbeJob, batch_size
 from raydw.run.pipeline import StagedSearcher, Task
-from raydw.spec import ImpSpec, ResourceSpec, SweepSpec
+from raydw.spec import ImpSpec, ResourceSpec, SpecError, SweepSpec
 from raydw.store import Store
 from raydw.tickets import registry
 from raydw.train.probe import Probe
@@ -126,9 +127,8 @@ def preflight(spec: SweepSpec, storage: str | None = None, address: str | None =
     every = paths(spec, full.cells)
     chosen = cover(every) if cover_only else every
     store = Store(scratch or scratch_uri(real.uri))
+    _check_scratch(store, real)
     store.check_writable()
-    if store.uri == real.uri:
-        raise ValueError(f"the preflight's scratch store must not be the sweep's store ({real.uri})")
     probe = Probe(steps, batch, rounds=max(2, *(p.cell.ticket_round or 0 for p in chosen if p.kind == "cell"), 0))
     out(f"preflight {spec.name}: {len(chosen)} of {len(every)} paths" + (" (--cover: every value of every axis)" if cover_only else "")
         + f", {steps} timed step(s) each at " + (f"batch {batch}" if batch else "each path's own batch size")
@@ -187,7 +187,7 @@ def preflight(spec: SweepSpec, storage: str | None = None, address: str | None =
     for path in chosen:
         r = got.get(path.path_id)
         why = failed.get(path.path_id) or failed.get(path.pretraining)
-        if r is None or r["status"] != "ok":
+        if why or r is None or r["status"] != "ok":
             ok = False
             lines.append(f"  FAILED  {path.label}: {why or (r or {}).get('error') or 'no row was stored'}")
         else:
@@ -199,6 +199,20 @@ def preflight(spec: SweepSpec, storage: str | None = None, address: str | None =
         out(ln)
     out(f"rows of the probes: {store.uri} (tables preflight, trials, epochs, masks); delete it when done")
     return 0 if ok else 1
+
+
+def _check_scratch(store: Store, real: Store) -> None:
+    """The scratch store is a new place: not the sweep's store, not inside it, and not an earlier preflight's (whose
+    rows and Train runs would be taken for this one's)."""
+    inside = store.local and real.local and FsPath(store.root).resolve().is_relative_to(FsPath(real.root).resolve())
+    if store.uri == real.uri or inside:
+        raise SpecError(f"--scratch {store.uri} is (inside) the sweep's store {real.uri}: a preflight never writes there; "
+                        "give another folder, or leave --scratch out for one beside it")
+    if store.local and FsPath(store.root).exists() and any(FsPath(store.root).iterdir()):
+        raise SpecError(f"--scratch {store.uri} is not empty (an earlier preflight's?): give a new folder, or leave "
+                        "--scratch out for a fresh one")
+    if not store.local and store.names("preflight"):
+        raise SpecError(f"--scratch {store.uri} holds an earlier preflight's rows: give a new URI")
 
 
 def figures_text(r: dict) -> str:
