@@ -19,7 +19,7 @@ from raydw.cells import Cell, pretrained_id
 from raydw.inputs import check_inputs
 from raydw.plan import plan
 from raydw.run import tuner
-from raydw.run.cluster import cluster_address, connect
+from raydw.run.cluster import cluster_address, connect, max_concurrent
 from raydw.run.jobs import ImpJob, JobBuilder, ProbeJob, batch_size
 from raydw.run.pipeline import StagedSearcher, Task
 from raydw.spec import ImpSpec, ResourceSpec, SpecError, SweepSpec
@@ -129,13 +129,13 @@ def preflight(spec: SweepSpec, storage: str | None = None, address: str | None =
     store = Store(scratch or scratch_uri(real.uri))
     _check_scratch(store, real)
     store.check_writable()
-    probe = Probe(steps, batch, rounds=max(2, *(p.cell.ticket_round or 0 for p in chosen if p.kind == "cell"), 0))
+    probe = Probe(steps, batch, rounds=max([2, *(p.cell.ticket_round or 0 for p in chosen if p.kind == "cell")]))
     out(f"preflight {spec.name}: {len(chosen)} of {len(every)} paths" + (" (--cover: every value of every axis)" if cover_only else "")
         + f", {steps} timed step(s) each at " + (f"batch {batch}" if batch else "each path's own batch size")
         + f"; scratch store {store.uri} (the sweep's store {real.uri} is not touched)")
     connect(address)
-    total = ray.cluster_resources()
-    res = fitted(spec.resources, total, bool(cluster_address(address)))
+    total, on_cluster = ray.cluster_resources(), bool(cluster_address(address))
+    res = fitted(spec.resources, total, on_cluster)
     if res.workers_per_cell != spec.resources.workers_per_cell or res.gpus_per_worker != spec.resources.gpus_per_worker:
         r = spec.resources
         out(f"  resources: the spec asks {r.workers_per_cell} worker(s) x {r.cpus_per_worker:g} CPU / {r.gpus_per_worker:g} GPU "
@@ -160,7 +160,7 @@ def preflight(spec: SweepSpec, storage: str | None = None, address: str | None =
         def wrap(job, path=path) -> ProbeJob:
             asked = job.resources.workers_per_cell
             if isinstance(job, ImpJob):  # IMP asks for its own workers / CPUs (tickets.imp): fitted as the cells are
-                job = replace(job, resources=fitted(job.resources, total, bool(cluster_address(address))))
+                job = replace(job, resources=fitted(job.resources, total, on_cluster))
             return ProbeJob(job, probe_for(probe, batch_size(job), asked, job.resources.workers_per_cell),
                             path.path_id, path.label)
         if path.kind == "pretrain":
@@ -176,7 +176,7 @@ def preflight(spec: SweepSpec, storage: str | None = None, address: str | None =
                               needs_pretrained=pid, needs_imp=builder.imp_need(c)))
     searcher = StagedSearcher(tasks, store)
     if tasks:
-        conc = _concurrency(res, total, spec)
+        conc = max_concurrent(probe_spec)  # the sweep's rule, on the fitted resources
         out(f"  running {len(tasks)} path(s) on Ray Tune + Ray Train, {conc} at a time")
         tuner.fit(tuner.run_name(spec.name, "preflight"), store, conc,
                   [tuner.Progress(len(tasks), _lines, prefix="  ")], searcher)
@@ -195,7 +195,7 @@ def preflight(spec: SweepSpec, storage: str | None = None, address: str | None =
     out(f"paths ({sum(ln.startswith('  ok') for ln in lines)} of {len(chosen)} ok):")
     for ln in lines:
         out(ln)
-    for ln in cost_lines(spec, full, got.values(), every, probe):
+    for ln in cost_lines(spec, full, got.values(), every):
         out(ln)
     out(f"rows of the probes: {store.uri} (tables preflight, trials, epochs, masks); delete it when done")
     return 0 if ok else 1
@@ -220,15 +220,6 @@ def figures_text(r: dict) -> str:
     mem = f"{r['peak_bytes'] / 2**30:.2f} GiB" if r.get("peak_bytes") is not None else "?"
     return (f"{r['s_per_step']:.3g} s/step at batch {r['batch']}, {r['s_per_eval_image']:.3g} s {what}, "
             f"peak {r['memory']} {mem}, {r['device']} x{r['workers']}, checkpoint restored")
-
-
-def _concurrency(res: ResourceSpec, total: dict, spec: SweepSpec) -> int:
-    if spec.resources.max_concurrent_cells:
-        return spec.resources.max_concurrent_cells
-    n = int(total.get("CPU", 1) // (res.workers_per_cell * res.cpus_per_worker))
-    if res.gpus_per_worker > 0:
-        n = min(n, int(total.get("GPU", 0) // (res.workers_per_cell * res.gpus_per_worker)))
-    return max(1, n)
 
 
 def _lines(trial) -> list:

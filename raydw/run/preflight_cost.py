@@ -36,7 +36,7 @@ def _rate(rows: list[dict]) -> tuple[float, float, int] | None:
             max(r["workers"] or 1 for r in ok))
 
 
-def cost_lines(spec, full, rows, every, probe) -> list[str]:
+def cost_lines(spec, full, rows, every) -> list[str]:
     rows = list(rows)
     by_id = {r["path_id"]: r for r in rows}
     ok = [r for r in rows if r["status"] == "ok"]

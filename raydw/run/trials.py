@@ -12,7 +12,7 @@ import ray.train as train
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from raydw.run import rows
+from raydw.run import preflight_rows, rows
 from raydw.run.jobs import CellJob, ImpJob, Job, PackJob, PretrainJob, ProbeJob
 from raydw.run.worker import cell_worker, imp_worker, pack_worker, pretrain_worker, probe_worker
 from raydw.store import Store
@@ -83,8 +83,6 @@ def imp_trial(job: ImpJob) -> None:
 def probe_trial(pj: ProbeJob) -> None:
     """A preflight path: its job's Train run shrunk to a few steps, then its last checkpoint restored into a freshly
     built model (strict), and its row in the scratch store: the cell's trials row for a cell, and a preflight row."""
-    from raydw.run import preflight_rows
-
     store = Store(pj.run.storage)
     t0 = time.time()
     restored = False
