@@ -229,3 +229,14 @@ def test_stratified_is_class_balanced_and_seeded():
     assert len(set(a.tolist())) == 450
     with pytest.raises(ValueError, match="unknown fraction method 'random'"):
         fraction_indices(labels, 0.1, "random", 0)
+
+
+def test_digits_read_from_sklearns_file_equal_load_digits():
+    """The worker reads the digits file itself (no sklearn import); it must be exactly what load_digits gives."""
+    from sklearn.datasets import load_digits
+
+    from raydw.data.sources import _digits_arrays
+
+    images, target = _digits_arrays()
+    d = load_digits()
+    assert images.shape == (1797, 8, 8) and np.array_equal(images, d.images) and np.array_equal(target, d.target)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torchvision
 
 from raydw.models.catalog import ARCHS
 
@@ -55,6 +54,10 @@ def build_net(arch: str, num_classes: int, in_chans: int = 3) -> nn.Module:
     if arch == "resnet_tiny":
         return TinyResNet(num_classes, in_chans)
     if arch in ("resnet18", "resnet50"):
+        # Imported here, not at the top: torchvision pulls in torch._dynamo (~1.5 s of CPU), paid by every Ray
+        # process that imports the worker code (Train controller and workers), also for runs that never build one.
+        import torchvision
+
         net = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
         if in_chans != 3:
             net.conv1 = nn.Conv2d(in_chans, 64, 7, 2, 3, bias=False)
