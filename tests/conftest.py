@@ -1,8 +1,12 @@
-"""Shared fixtures: a tiny sweep spec, a session-wide local Ray (started once, 2 CPUs, no dashboard)."""
+"""Shared fixtures: a tiny sweep spec, its pre-trained model (trained once), a session-wide local Ray (2 CPUs)."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -26,9 +30,51 @@ TINY_SPEC = textwrap.dedent("""
 """)
 
 
+def pytest_itemcollected(item):
+    """Under pytest-xdist (`-n 2 --dist loadgroup`, the default in pyproject.toml) every Ray test runs on one worker,
+    one after another as without xdist (module fixtures shared, a single Ray at a time), while the other worker
+    takes the Ray-free tests. Two Rays at once on two cores slowed both and timed out test_faults' fixture (tried).
+    Marked here, at collection: xdist reads the group in its own collection hook, before a modifyitems hook's."""
+    if item.get_closest_marker("ray"):
+        item.add_marker(pytest.mark.xdist_group("ray"))
+
+
 @pytest.fixture
 def tiny_spec_text() -> str:
     return TINY_SPEC
+
+
+@pytest.fixture(scope="session")
+def tiny_pretrained(tmp_path_factory) -> tuple[Path, str]:
+    """(store, what `raydw pretrain` printed): TINY_SPEC's ST recipe pre-trained once per session by the real
+    command, in a subprocess with its own Ray (so it needs no session Ray, and test_faults' own cluster can use it).
+
+    A sweep test whose subject is not pre-training starts from a copy (`seed_pretrained`): the content id makes
+    the sweep find the model done and skip stage 1, as a rerun would. Each tiny sweep's pre-training Train run
+    cost ~30 s of the suite (a seeded tiny sweep took 36.6 s, an unseeded one 66.9 s, here)."""
+    d = tmp_path_factory.mktemp("tiny-pretrained")
+    (d / "spec.yaml").write_text(TINY_SPEC)
+    r = subprocess.run([sys.executable, "-m", "raydw.cli", "pretrain", str(d / "spec.yaml"), "--storage", str(d / "store")],
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return d / "store", r.stdout
+
+
+SEED_TABLES = ("pretrained", "weights")  # stage 1's outputs: masks and cells stay each test's own
+
+
+def seed_pretrained(src: Path, dst) -> Path:
+    """A fresh store `dst` holding the pre-trained model of `src` (rows and weights, copied as files)."""
+    dst = Path(dst)
+    for t in SEED_TABLES:
+        shutil.copytree(Path(src) / t, dst / t)
+    return dst
+
+
+@pytest.fixture
+def tiny_store(tiny_pretrained, tmp_path) -> Path:
+    """tmp_path/store, already holding TINY_SPEC's pre-trained model."""
+    return seed_pretrained(tiny_pretrained[0], tmp_path / "store")
 
 
 @pytest.fixture(scope="session")
@@ -36,8 +82,6 @@ def paper_inputs(tmp_path_factory):
     """sweeps/paper.yaml's inputs in the real formats, random content, written once per session (about 16 s and
     1 GB on 2 cores): its relative roots under the folder, its registry weights in folder/models. Run the spec with
     the folder as working directory and RAYDW_MODEL_CACHE=folder/models (raydw.testinputs)."""
-    from pathlib import Path
-
     from raydw.spec import load_spec
     from raydw.testinputs import write_inputs
 

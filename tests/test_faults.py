@@ -261,12 +261,15 @@ BOOM = {"boom": {"kind": "standard", "epochs": 1, "batch_size": 64, "optimizer":
 
 
 @pytest.fixture(scope="module")
-def first_sweep(cluster, tmp_path_factory):
+def first_sweep(cluster, tmp_path_factory, tiny_pretrained):
     """Four cells, two at a time, on two 1-CPU worker nodes: {dense, OMP 50 %} x {standard, boom (lr 1e12, NaN loss)}.
 
-    It also pre-trains and prunes once for the other tests, which copy those stage 1-2 outputs into their stores.
+    It starts from the session's pre-trained model (conftest) and prunes once for the other tests, which copy those
+    stage 1-2 outputs into their stores.
     """
-    store = str(tmp_path_factory.mktemp("spread"))
+    from conftest import seed_pretrained
+
+    store = str(seed_pretrained(tiny_pretrained[0], tmp_path_factory.mktemp("spread")))
     t0 = time.time()
     sw = _SweepThread(_spec(epochs=3, concurrent=2, extra_regimes=BOOM), store)
     sw.start()
@@ -290,7 +293,7 @@ def test_a_sweep_spreads_its_cells_over_both_worker_nodes(cluster, first_sweep):
     assert (ep[ep.cell_id.isin(done.cell_id)].groupby("cell_id").epoch.count() == 3).all()
     assert set(ep.node) <= nodes and not _leftovers(Path(store))
     _record(f"spread: 4 cells (2 x 3 epochs, 2 diverging), 2 at a time, on nodes {sorted(nodes)}: {wall:.0f} s incl. "
-            f"pre-training 1 model + OMP; cell wall {done.wall_s.min():.0f}-{done.wall_s.max():.0f} s; epochs re-run 0")
+            f"OMP (model pre-trained before); cell wall {done.wall_s.min():.0f}-{done.wall_s.max():.0f} s; epochs re-run 0")
 
 
 @pytest.mark.timeout(60)

@@ -347,12 +347,12 @@ def test_a_cell_larger_than_the_local_ray_is_refused_with_the_numbers(ray_sessio
 
 # -- cause 21: SIGTERM / SIGINT stop a sweep cleanly -------------------------------------------------------------------
 @pytest.mark.ray
-def test_sigterm_stops_a_sweep_cleanly_and_says_how_to_resume(tmp_path, tiny_spec_text):
+def test_sigterm_stops_a_sweep_cleanly_and_says_how_to_resume(tmp_path, tiny_spec_text, tiny_store):
     """Exit 143 (not Ray's abort, 134), the rerun hint (not Tune's Tuner.restore), the lock released, every stored
     row whole. SIGINT takes the same path (exit 130; checked by hand, see docs/bad-input-store.md)."""
     spec = tmp_path / "tiny.yaml"
     spec.write_text(tiny_spec_text)
-    store = tmp_path / "store"
+    store = tiny_store
     log = open(tmp_path / "out.txt", "w+")
     p = subprocess.Popen([sys.executable, "-m", "raydw.cli", "sweep", str(spec), "--storage", str(store)],
                          stdout=log, stderr=subprocess.STDOUT, text=True)

@@ -13,8 +13,8 @@ pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
-def packed(ray_session, tmp_path_factory):
-    from conftest import TINY_SPEC
+def packed(ray_session, tmp_path_factory, tiny_pretrained):
+    from conftest import TINY_SPEC, seed_pretrained
 
     from raydw.run.sweep import run_sweep
 
@@ -24,7 +24,7 @@ def packed(ray_session, tmp_path_factory):
                             "optimizer": {"lr": 1e12, "schedule": "constant"}}
     d["resources"] = {"max_concurrent_cells": 1, "cells_per_run": 4}
     spec = parse_spec(d)
-    store = str(tmp_path_factory.mktemp("packed"))
+    store = str(seed_pretrained(tiny_pretrained[0], tmp_path_factory.mktemp("packed")))
     lines: list[str] = []
     summary = run_sweep(spec, storage=store, out=lines.append)
     return spec, store, summary, lines
@@ -77,7 +77,7 @@ def _train_workers_of_this_process() -> list[int]:
 
 
 @pytest.mark.timeout(600)
-def test_a_killed_worker_resumes_the_pack_at_its_half_done_cell(ray_session, tmp_path):
+def test_a_killed_worker_resumes_the_pack_at_its_half_done_cell(ray_session, tiny_store):
     """SIGKILL the Train worker while the pack's second cell trains: the first cell is not run again, the second
     continues from its last epoch checkpoint, and each cell has one row."""
     import os
@@ -93,7 +93,7 @@ def test_a_killed_worker_resumes_the_pack_at_its_half_done_cell(ray_session, tmp
     d["regimes"]["standard"]["epochs"] = 5
     d["resources"] = {"max_concurrent_cells": 1, "cells_per_run": 2, "max_failures": 2}
     spec = parse_spec(d)
-    store = tmp_path / "store"
+    store = tiny_store
     box: dict = {}
     t = threading.Thread(target=lambda: box.setdefault("s", run_sweep(spec, storage=str(store), out=lambda *_: None)),
                          daemon=True)

@@ -42,13 +42,13 @@ def _registered_checkpoint(store: Path, epochs: int) -> bool:
     return False
 
 
-def test_killed_sweep_resumes_without_duplicates(tmp_path, tiny_spec_text):
+def test_killed_sweep_resumes_without_duplicates(tmp_path, tiny_spec_text, tiny_store):
     d = yaml.safe_load(tiny_spec_text)
     d["regimes"]["standard"]["epochs"] = 6
     d["resources"] = {"max_concurrent_cells": 1}  # one cell at a time: the kill lands inside a cell
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(d))
-    store = tmp_path / "store"
+    store = tiny_store  # pre-trained already: the kill lands in a cell
 
     first = _sweep(spec, store, tmp_path / "first.log")
     deadline = time.time() + 400

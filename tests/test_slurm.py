@@ -87,9 +87,9 @@ def _visible(folder: Path) -> dict[str, float]:
     return {p.name: p.stat().st_mtime for p in folder.glob("*.parquet") if not p.name.startswith(".")} if folder.exists() else {}
 
 
-def test_sbatch_runs_a_sweep_that_resumes_after_scancel_when_resubmitted(slurm, tmp_path, tiny_spec_text):
+def test_sbatch_runs_a_sweep_that_resumes_after_scancel_when_resubmitted(slurm, tmp_path, tiny_spec_text, tiny_store):
     job = _user_edit(slurm, tmp_path)
-    store = tmp_path / "store"
+    store = tiny_store  # pre-trained already (by `raydw pretrain`): the jobs run cells
     d = yaml.safe_load(tiny_spec_text)
     d["seeds"] = [1, 2]  # 4 cells, 2 at a time
     spec = tmp_path / "tiny.yaml"

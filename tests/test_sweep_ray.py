@@ -16,7 +16,9 @@ pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
-def swept(ray_session, tmp_path_factory, tiny_spec_text_module):
+def swept(ray_session, tmp_path_factory, tiny_spec_text_module, tiny_pretrained):
+    from conftest import seed_pretrained
+
     from raydw.run.sweep import run_sweep
 
     d = yaml.safe_load(tiny_spec_text_module)
@@ -24,7 +26,8 @@ def swept(ray_session, tmp_path_factory, tiny_spec_text_module):
     d["regimes"]["boom"] = {"kind": "standard", "epochs": 1, "batch_size": 64,
                             "optimizer": {"lr": 1e12, "schedule": "constant"}}
     spec = parse_spec(d)
-    store = str(tmp_path_factory.mktemp("store"))
+    # Starts from the model `raydw pretrain` trained for the session (the pretrain test below checks that link).
+    store = str(seed_pretrained(tiny_pretrained[0], tmp_path_factory.mktemp("store")))
     lines: list[str] = []
     summary = run_sweep(spec, storage=store, out=lines.append)
     return spec, store, summary, lines
@@ -131,24 +134,27 @@ def test_rerun_runs_only_failed_cells_and_adds_no_row(swept):
     assert after.query("status == 'failed'").error.str.startswith("training loss is").all(), after.error.tolist()
 
 
-def test_pretrain_command_trains_a_recipe_once_with_the_id_a_sweep_uses(ray_session, tmp_path, capsys, swept,
-                                                                          tiny_spec_text_module):
+def test_pretrain_command_trains_a_recipe_once_with_the_id_a_sweep_uses(tiny_pretrained, swept, tmp_path, capsys):
+    from conftest import seed_pretrained
+
     from raydw.cells import pretrained_id
     from raydw.cli import main
 
-    spec, sweep_store, _, _ = swept
-    (tmp_path / "spec.yaml").write_text(tiny_spec_text_module)
-    store = tmp_path / "store"
-    assert main(["pretrain", str(tmp_path / "spec.yaml"), "--storage", str(store)]) == 0
+    spec, sweep_store, _, lines = swept
+    store, said = tiny_pretrained  # `raydw pretrain tiny.yaml` (conftest), the real command in its own process
     pid = pretrained_id(spec.pretrainings[0])
     row = results.load(str(store), "pretrained").set_index("pretrained_id").loc[pid]
     assert row["kind"] == "standard" and 0.3 < row["clean_acc"] <= 1 and (store / "weights" / f"{pid}.pt").exists()
-    assert f"ST: {pid} standard clean {row['clean_acc']:.3f}" in capsys.readouterr().out
-    # The sweep's own stage 1 trained the same recipe under the same id; a second `raydw pretrain` trains nothing.
+    assert f"ST: {pid} standard clean {row['clean_acc']:.3f}" in said
+    # The sweep started from a copy of that store and ran no pre-training job of its own: it found the model by the
+    # id the command stored it under, so a sweep and `raydw pretrain` name a recipe alike.
     assert results.load(sweep_store, "pretrained").pretrained_id.tolist() == [pid]
-    runs = sorted((store / "tune").iterdir())
-    assert main(["pretrain", str(tmp_path / "spec.yaml"), "--storage", str(store)]) == 0
-    assert sorted((store / "tune").iterdir()) == runs and f"ST: {pid}" in capsys.readouterr().out
+    assert any(ln.startswith("running 4 cells on Ray Tune") for ln in lines), lines
+    # A second `raydw pretrain` on a store that holds the model trains nothing (no Tune run is even started).
+    (tmp_path / "spec.yaml").write_text((store.parent / "spec.yaml").read_text())
+    again = seed_pretrained(store, tmp_path / "again")
+    assert main(["pretrain", str(tmp_path / "spec.yaml"), "--storage", str(again)]) == 0
+    assert not (again / "tune").exists() and f"ST: {pid}" in capsys.readouterr().out
 
 
 def test_a_train_run_larger_than_the_local_ray_is_refused_not_left_waiting(ray_session, monkeypatch):

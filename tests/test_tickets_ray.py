@@ -50,7 +50,9 @@ def _reference_mask_file(path: Path, sparsity: float) -> None:
 
 
 @pytest.fixture(scope="module")
-def swept(ray_session, tmp_path_factory):
+def swept(ray_session, tmp_path_factory, tiny_pretrained):
+    from conftest import seed_pretrained
+
     from raydw.run.sweep import run_sweep
 
     tmp = tmp_path_factory.mktemp("tickets")
@@ -59,7 +61,7 @@ def swept(ray_session, tmp_path_factory):
     # Long enough IMP rounds that the dense cell finishes while IMP still works on round 2.
     d["tickets"][0]["imp"]["epochs_per_round"] = 5
     d["tickets"].append({"method": "import", "sparsities": [0.6], "files": {"ST": str(tmp / "ticket.pth.tar")}})
-    store = str(tmp / "store")
+    store = str(seed_pretrained(tiny_pretrained[0], tmp / "store"))  # the ST recipe is TINY_SPEC's
     summary = run_sweep(parse_spec(d), storage=store, out=lambda s: None)
     return store, summary
 
@@ -111,13 +113,13 @@ def test_a_found_imp_round_takes_the_first_free_slot_ahead_of_cells_ready_all_al
     assert started < free_at + pd.Timedelta(seconds=30), why
 
 
-def test_imp_killed_mid_round_resumes_without_recomputing_a_round(tmp_path):
+def test_imp_killed_mid_round_resumes_without_recomputing_a_round(tmp_path, tiny_store):
     d = yaml.safe_load(SPEC)
     # Only IMP, two rounds, no dense cell: the kill falls after round 1 is stored, the rerun finds round 2 alone
     # and then transfers both; what is tested is IMP's resume, and each more round or cell cost the suite ~20 s.
     d["tickets"] = [{**d["tickets"][0], "rounds": [1, 2], "include_dense": False}]
     d["tickets"][0]["imp"]["epochs_per_round"] = 3
-    spec, store = tmp_path / "spec.yaml", tmp_path / "store"
+    spec, store = tmp_path / "spec.yaml", tiny_store
     spec.write_text(yaml.safe_dump(d))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "raydw.cli", "sweep", str(spec), "--storage", str(store)]

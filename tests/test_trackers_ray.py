@@ -56,8 +56,8 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def tracked_sweep(request, tmp_path_factory):
-    from conftest import TINY_SPEC
+def tracked_sweep(request, tmp_path_factory, tiny_pretrained):
+    from conftest import TINY_SPEC, seed_pretrained
 
     from raydw.run.sweep import run_sweep
 
@@ -75,7 +75,7 @@ def tracked_sweep(request, tmp_path_factory):
                      {"kind": "wandb", "mode": "offline", "dir": str(tmp / "wandb")},
                      {"kind": "tensorboard", "logdir": str(tmp / "tb")}]
     spec = parse_spec(d)
-    store = tmp / "store"
+    store = seed_pretrained(tiny_pretrained[0], tmp / "store")
     killed = threading.Event()
 
     def kill_after_first_epoch():  # "server gone mid-sweep": once the first epoch row is stored

@@ -192,11 +192,11 @@ def test_old_trials_rows_without_phase_read_as_main(tmp_path):
 # -- a real tuned sweep ---------------------------------------------------------------------------------
 @pytest.mark.ray
 @pytest.mark.timeout(600)
-def test_tuned_sweep_stores_trials_and_recipe_and_tickets_use_it(ray_session, tmp_path, tiny_spec_text):
+def test_tuned_sweep_stores_trials_and_recipe_and_tickets_use_it(ray_session, tiny_store, tiny_spec_text):
     from raydw.run.sweep import run_sweep
 
     spec = _spec(tiny_spec_text, {"enabled": True, "num_samples": 2, "seed": 3, "space": {"lr": LR}})
-    store = str(tmp_path)
+    store = str(tiny_store)
     lines: list[str] = []
     summary = run_sweep(spec, storage=store, out=lines.append)
     assert summary.done == summary.total == 2, lines
