@@ -3,7 +3,7 @@
 Each test injects one fault into a toy sweep and checks that nothing is lost and nothing is duplicated: every
 cell ends with one `trials` row, and `epochs` never holds a (cell, epoch) twice. Each also prints what recovery
 cost (time from the fault to the first epoch of the restarted run, and the epochs run again); docs/reliability.md
-records the figures. Reproduce: `pytest -q tests/test_faults.py -s`.
+records the figures. Reproduce: `pytest -q -n 0 tests/test_faults.py -s` (-n 0: xdist workers do not pass -s output on).
 
 The worker nodes get their own loopback addresses (127.0.0.2, .3, ...) so `trials.node` and `epochs.node`,
 which record the node's IP, tell the nodes apart as they would on a real cluster.
