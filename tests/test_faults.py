@@ -11,7 +11,6 @@ which record the node's IP, tell the nodes apart as they would on a real cluster
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import process_ancestors
+from conftest import process_ancestors, seed_pretrained
 
 from raydw import results
 from raydw.run.cluster import DRIVER_RESOURCE, RAY_ENV
@@ -67,10 +66,7 @@ def _leftovers(store: Path) -> list[Path]:
 
 def _seeded_store(src: str, dst: Path) -> str:
     """A fresh store that already holds the pre-trained weights, masks and index sets (stages 1-2 skip)."""
-    for t in SEED_TABLES:
-        if (Path(src) / t).exists():
-            shutil.copytree(Path(src) / t, dst / t)
-    return str(dst)
+    return str(seed_pretrained(src, dst, SEED_TABLES))
 
 
 def _wait(cond, timeout: float, what: str, poll: float = 0.1):
@@ -267,8 +263,6 @@ def first_sweep(cluster, tmp_path_factory, tiny_pretrained):
     It starts from the session's pre-trained model (conftest) and prunes once for the other tests, which copy those
     stage 1-2 outputs into their stores.
     """
-    from conftest import seed_pretrained
-
     store = str(seed_pretrained(tiny_pretrained[0], tmp_path_factory.mktemp("spread")))
     t0 = time.time()
     sw = _SweepThread(_spec(epochs=3, concurrent=2, extra_regimes=BOOM), store)
