@@ -125,8 +125,11 @@ def test_a_live_report_shows_more_points_in_a_later_screenshot_while_the_sweep_r
     if browser is None:
         pytest.skip("no chromium on PATH (apt-get install chromium) - the live report is not screenshot")
     d = yaml.safe_load(tiny_spec_text)
-    d["tickets"]["sparsities"] = [0.5, 0.8]  # three cells, one at a time: two screenshots fit while it runs
-    d["resources"] = {"max_concurrent_cells": 1}
+    # Five cells in one Ray Train run, one after another (a pack: the report reads the store, whichever run wrote
+    # it): the screenshots come after the first and the second, while three (~3 s each here) and the sweep's end
+    # are left. Three cells in three Train runs took 61 s against 32 s for four in one (2026-12-04, idle).
+    d["tickets"]["sparsities"] = [0.5, 0.8, 0.9, 0.95]
+    d["resources"] = {"max_concurrent_cells": 1, "cells_per_run": 5}
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(d))
     out, log = tmp_path / "live", tmp_path / "sweep.log"
@@ -147,5 +150,5 @@ def test_a_live_report_shows_more_points_in_a_later_screenshot_while_the_sweep_r
             sweep.kill()
     # 1 done cell: SA + RA points and 2 legend markers; 2 done: 2 more points.
     assert b > a >= 3, (a, b)
-    assert "Live: finished" in index.read_text() and "3 done, 0 running, 0 failed" in index.read_text()
+    assert "Live: finished" in index.read_text() and "5 done, 0 running, 0 failed" in index.read_text()
     assert "live report: " in log.read_text()
