@@ -1,5 +1,6 @@
 """What Ray Train 2.60's built-in per-run helpers cost: N trivial TorchTrainer runs, one after another, with
-some of them off. Evidence for a decision, not a raydw setting: raydw keeps Ray's defaults (docs/performance.md).
+some of them off. raydw's Train runs are E where Ray's state API does not answer (raydw.run.trials.Trainer,
+docs/performance.md).
 
     python benchmarks/process_cpu.py python benchmarks/train_run_callbacks.py VARIANT [RUNS]
 
@@ -8,7 +9,8 @@ VARIANT: A  Ray's defaults
          C  B, and no DatasetsCallback (its DatasetManager actor; raydw passes no Ray Datasets)
          D  C, and no PlacementGroupCleanerCallback (its detached cleaner actor, which removes a run's placement
             group if the controller dies while the driver lives; without it that group would hold its CPUs)
-C and D drop callbacks through TorchTrainer._create_default_callbacks, a private method of Ray 2.60.
+         E  Ray's defaults but no DatasetsCallback and no PlacementGroupCleanerCallback (the preemption watcher on)
+C, D and E drop callbacks through TorchTrainer._create_default_callbacks, a private method of Ray 2.60.
 """
 from __future__ import annotations
 
@@ -32,7 +34,8 @@ class Trainer(TorchTrainer):
         from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
         from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 
-        drop = {"C": (DatasetsCallback,), "D": (DatasetsCallback, PlacementGroupCleanerCallback)}.get(VARIANT, ())
+        drop = {"C": (DatasetsCallback,), "D": (DatasetsCallback, PlacementGroupCleanerCallback),
+                "E": (DatasetsCallback, PlacementGroupCleanerCallback)}.get(VARIANT, ())
         return [c for c in super()._create_default_callbacks() if not isinstance(c, drop)]
 
 

@@ -157,6 +157,20 @@ def test_pretrain_command_trains_a_recipe_once_with_the_id_a_sweep_uses(tiny_pre
     assert not (again / "tune").exists() and f"ST: {pid}" in capsys.readouterr().out
 
 
+def test_no_train_run_started_the_helper_actors_that_have_nothing_to_do_here(swept):
+    """raydw.run.trials.Trainer: no Train run starts a DatasetManager (raydw passes no Ray Datasets), nor, where Ray's
+    state API cannot be served (this install has no `ray[default]`), a PlacementGroupCleaner; each was a Python process
+    importing Ray in every run. It reads this session's actor table, every Train run of it so far."""
+    from ray._private.state import actors
+
+    from raydw.run.trials import state_api_served
+
+    names = sorted({a["ActorClassName"] for a in actors().values()})
+    assert "TrainController" in names and "RayTrainWorker" in names, names
+    assert "DatasetManager" not in names, names
+    assert not state_api_served() and "PlacementGroupCleaner" not in names, names  # raydw's install
+
+
 def test_a_train_run_larger_than_the_local_ray_is_refused_not_left_waiting(ray_session, monkeypatch):
     from raydw.run.cluster import check_fits as _check_fits
     from raydw.spec import SpecError

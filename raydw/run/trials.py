@@ -6,6 +6,7 @@ the cell's `trials` row, `done` or `failed` with the error, whatever happened in
 """
 from __future__ import annotations
 
+import functools
 import time
 
 import ray.train as train
@@ -18,13 +19,43 @@ from raydw.run.worker import cell_worker, imp_worker, pack_worker, pretrain_work
 from raydw.store import Store
 
 
+@functools.cache
+def state_api_served() -> bool:
+    """Whether this Ray can serve its state API: Ray starts the dashboard's API server only where its
+    `ray[default]` packages import (Ray's own test, once per process). raydw's `ray[tune,train]` install has none
+    of them; cluster.yaml installs `ray[default]` on its nodes."""
+    from ray._private.utils import get_dashboard_dependency_error
+
+    return get_dashboard_dependency_error() is None
+
+
+class Trainer(TorchTrainer):
+    """A TorchTrainer without two of Ray Train 2.60's per-run helper actors where they can do nothing; each is a
+    Python process that imports Ray, ~1.5-2 CPU-s of every Train run (docs/performance.md, "Machinery"):
+    - the DatasetsCallback's DatasetManager: raydw passes no Ray Datasets (nothing calls get_dataset_shard);
+    - the detached PlacementGroupCleaner, where Ray cannot serve its state API: its monitor asks that API every
+      second whether the controller lives, fails (ServerUnavailable), retries, and so can never remove a dead
+      controller's placement group (raydw.run.orphans does, when a sweep joins a cluster). Where the API can be
+      served, it stays. It also sometimes held a run's end for 12 s (its monitor thread's stop timeout).
+    (Asking the API itself is no test: with the dashboard off, one call waited 40 s for an answer.)
+    `_create_default_callbacks` is private to Ray 2.60 (pyproject pins ray==2.60.0); tests/test_sweep_ray.py checks
+    that a sweep starts neither actor here, so a Ray that renames the method fails that test."""
+
+    def _create_default_callbacks(self):
+        from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+        from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+
+        idle = (DatasetsCallback,) if state_api_served() else (DatasetsCallback, PlacementGroupCleanerCallback)
+        return [c for c in super()._create_default_callbacks() if not isinstance(c, idle)]
+
+
 def _trainer(loop, job: Job, callbacks: list | None = None) -> TorchTrainer:
     """One Train run of `job`: its workers get the job whole (train_loop_config {"job": job})."""
     res = job.resources
     per_worker = {"CPU": res.cpus_per_worker}
     if res.gpus_per_worker > 0:
         per_worker["GPU"] = res.gpus_per_worker
-    return TorchTrainer(
+    return Trainer(
         loop,
         train_loop_config={"job": job},
         scaling_config=train.ScalingConfig(num_workers=res.workers_per_cell, use_gpu=res.gpus_per_worker > 0,
