@@ -9,8 +9,9 @@ VARIANT: A  Ray's defaults
          C  B, and no DatasetsCallback (its DatasetManager actor; raydw passes no Ray Datasets)
          D  C, and no PlacementGroupCleanerCallback (its detached cleaner actor, which removes a run's placement
             group if the controller dies while the driver lives; without it that group would hold its CPUs)
-         E  Ray's defaults but no DatasetsCallback and no PlacementGroupCleanerCallback (the preemption watcher on)
-C, D and E drop callbacks through TorchTrainer._create_default_callbacks, a private method of Ray 2.60.
+         E  raydw's own Trainer (raydw.run.trials): no DatasetsCallback, and no PlacementGroupCleanerCallback
+            where Ray cannot serve its state API (the preemption watcher on)
+C and D drop callbacks through TorchTrainer._create_default_callbacks, a private method of Ray 2.60, as E does.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import time
 VARIANT = sys.argv[1] if len(sys.argv) > 1 else "A"
 RUNS = int(sys.argv[2]) if len(sys.argv) > 2 else 4
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # as raydw sets it
-if VARIANT in "BCD":
+if VARIANT in ("B", "C", "D"):
     os.environ["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"
 
 import ray  # noqa: E402 - after the environment above, which Ray reads at import
@@ -34,9 +35,12 @@ class Trainer(TorchTrainer):
         from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
         from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 
-        drop = {"C": (DatasetsCallback,), "D": (DatasetsCallback, PlacementGroupCleanerCallback),
-                "E": (DatasetsCallback, PlacementGroupCleanerCallback)}.get(VARIANT, ())
+        drop = {"C": (DatasetsCallback,), "D": (DatasetsCallback, PlacementGroupCleanerCallback)}.get(VARIANT, ())
         return [c for c in super()._create_default_callbacks() if not isinstance(c, drop)]
+
+
+if VARIANT == "E":
+    from raydw.run.trials import Trainer  # noqa: F811 - the product's class, not a copy of it
 
 
 def loop(config):

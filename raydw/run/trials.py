@@ -37,7 +37,7 @@ class Trainer(TorchTrainer):
       second whether the controller lives, fails (ServerUnavailable), retries, and so can never remove a dead
       controller's placement group (raydw.run.orphans does, when a sweep joins a cluster). Where the API can be
       served, it stays. It also sometimes held a run's end for 12 s (its monitor thread's stop timeout).
-    (Asking the API itself is no test: with the dashboard off, one call waited 40 s for an answer.)
+    (Asking the API itself is no test: on a Ray started without its dashboard, one call waited 40 s and failed.)
     `_create_default_callbacks` is private to Ray 2.60 (pyproject pins ray==2.60.0); tests/test_sweep_ray.py checks
     that a sweep starts neither actor here, so a Ray that renames the method fails that test."""
 
