@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from raydw.cost import fwd_gflop, gpu_hours, plan_lines, train_step
 from raydw.data import catalog as data_catalog
 from raydw.data.catalog import STREAMED
+from raydw.spec import ImpSpec
 
 RECIPE_TEST_PASSES = 4 * (2 * 10 + 2)  # 3 selected epochs + the final weights, each PGD-10 (recipe_eval_attack)
 
@@ -70,41 +71,31 @@ def recipe_units(recipe) -> tuple[float, float]:
     return recipe.epochs * info.pool * train_step(steps), recipe.epochs * info.val + info.test * RECIPE_TEST_PASSES
 
 
-def source_jobs(spec, store=None) -> tuple[list[JobCost], dict[str, list[str]]]:
-    """The IMP and recipe jobs still to run (those `store` holds are left out), and the pre-trainings with nothing
-    to train, by why: "weights file(s)" or "stored"."""
-    from raydw.cells import pretrained_id, pretraining_arch
-    from raydw.tickets.lookup import stored_imp_rounds
-    from raydw.tickets.registry import get as method, imp_rounds_needed, params_json
-    from raydw.spec import ImpSpec
+def source_jobs(plan) -> tuple[list[JobCost], dict[str, list[str]]]:
+    """The IMP and recipe jobs still to run, by the plan (what the store holds is left out), and the pre-trainings
+    with nothing to train, by why: "weights file(s)" or "stored"."""
+    from raydw.cells import pretraining_arch
 
-    jobs, free, seen = [], {}, set()
-    for p in spec.pretrainings:
-        pid = pretrained_id(p)
+    jobs, free = [], {}
+    for item in plan.pretrainings:
+        p = item.spec
         if p.recipe is None:
             free.setdefault("weights file(s)", []).append(p.name)
-        elif store is not None and store.exists("pretrained", f"{pid}.parquet"):
+        elif item.state == "stored":
             free.setdefault("stored", []).append(p.name)
         else:
             jobs.append(recipe_job(p.recipe, f"pre-training {p.name}"))
-        for t in (t for t in spec.tickets if t.method == "imp"):
-            params = method("imp").params(t, p.name)
-            key = (pid, params_json(params))
-            if key in seen:  # two ticket specs asking for the same masks share one IMP job
-                continue
-            seen.add(key)
-            imp = t.imp or ImpSpec()
-            stored = stored_imp_rounds(store, pid, params) if store is not None else {}
-            trained = imp_rounds_needed(t) - max(1, max(stored, default=0))  # resumes after the last stored round
-            regime = imp.regime_for(p.name)
-            jobs.append(imp_job(pretraining_arch(p), regime, imp.dataset, imp.attack.steps, imp.epochs_per_round,
-                                max(0, trained), f"IMP {p.name}"))
+        # once per (pre-training, masks' params): ticket specs asking for the same masks share one IMP job
+        for i in (i for i in plan.imp if i.pretraining is p):
+            imp = i.tickets.imp or ImpSpec()
+            jobs.append(imp_job(pretraining_arch(p), imp.regime_for(p.name), imp.dataset, imp.attack.steps,
+                                imp.epochs_per_round, i.trained_rounds_left, f"IMP {p.name}"))
     return jobs, free
 
 
-def source_lines(spec, store, fine_tuning_hours: float) -> list[str]:
+def source_lines(plan, fine_tuning_hours: float) -> list[str]:
     """The plan's lines for the source-task jobs, the whole sweep's total, and which part dominates."""
-    jobs, free = source_jobs(spec, store)
+    jobs, free = source_jobs(plan)
     parts = {"fine-tuning and evaluation": fine_tuning_hours}
     for part in ("IMP", "pre-training"):
         parts[part] = sum(j.gpu_hours or 0.0 for j in jobs if j.part == part)
@@ -124,8 +115,11 @@ def source_lines(spec, store, fine_tuning_hours: float) -> list[str]:
     return lines
 
 
-def plan_text(cells, eval_steps: int, eval_schedule, done: set[str], spec, store=None) -> str:
-    """The dry run's cost plan: fine-tuning per (regime, fraction), then the IMP and pre-training jobs (what `store`
-    holds already costs nothing), the whole sweep's total and which part dominates it."""
-    lines, total = plan_lines(cells, eval_steps, eval_schedule, done, sources_below=True)
-    return "\n".join(lines + source_lines(spec, store, total))
+def plan_text(plan) -> str:
+    """The dry run's cost plan: fine-tuning per (regime, fraction), then the IMP and pre-training jobs (what the
+    store holds already costs nothing), the whole sweep's total and which part dominates it."""
+    ev = plan.spec.eval
+    sched = ev.val_schedule()
+    lines, total = plan_lines(plan.cells, ev.attack.steps, None if sched is None else (sched[0], sched[1].steps, sched[2]),
+                              plan.done, sources_below=True)
+    return "\n".join(lines + source_lines(plan, total))

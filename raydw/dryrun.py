@@ -6,21 +6,18 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 
-from raydw.cells import tune_groups
 from raydw.cost_source import plan_text
 from raydw.inputs import missing_inputs
-from raydw.plan import plan
+from raydw.plan import Plan
 from raydw.spec import SweepSpec
 from raydw.store import Store
 
 
 def dry_run(spec: SweepSpec, storage: str, data_root: str | None = None) -> str:
     store = Store(storage)
-    exists = Path(store.root).exists() or not store.local
-    p = plan(spec, store)
-    cells, done, recipes, todo = p.cells, p.done, p.recipes, {c.cell_id for c in p.todo}
+    p = Plan.of(spec, store)
+    cells, done, todo = p.cells, p.done, {c.cell_id for c in p.todo}
     r = spec.resources
     lines = [f"sweep {spec.name}: {len(cells)} cells, {len(done)} done, {len(todo)} to run"
              + (f", {len(p.waiting)} waiting for a tuned recipe" if p.waiting else "") + f" -> store {store.uri}",
@@ -32,7 +29,7 @@ def dry_run(spec: SweepSpec, storage: str, data_root: str | None = None) -> str:
     if spec.early_stop.enabled:
         lines.append(f"early stopping: tickets trailing their dense model by > {spec.early_stop.margin} after the grace period stop")
     if spec.tune.enabled:
-        lines += _tune_lines(spec, store, recipes, exists)
+        lines += _tune_lines(p)
     lines.append("")
     hdr = f"{'cell_id':16s}  {'pretraining':11s} {'ticket':7s} {'sparsity':>8s}  {'dataset':9s} {'regime':12s} {'fraction':>8s} {'seed':>4s} {'epochs':>6s}  status"
     lines += [hdr, "-" * len(hdr)]
@@ -44,11 +41,8 @@ def dry_run(spec: SweepSpec, storage: str, data_root: str | None = None) -> str:
     lines += ["", "cells per (pretraining, regime, fraction): " + ", ".join(f"{k[0]}/{k[1]}/{k[2]:g}: {v}" for k, v in sorted(by.items()))]
     epochs = sum(c.regime_spec["epochs"] for c in cells)
     lines.append(f"fine-tuning epochs in total: {epochs}")
-    sched = spec.eval.val_schedule()
-    lines += ["", plan_text(cells, spec.eval.attack.steps,
-                            None if sched is None else (sched[0], sched[1].steps, sched[2]), done,
-                            spec=spec, store=store if exists else None)]
-    miss = missing_inputs(spec, data_root, store=store if exists else None, todo={c.dataset for c in p.todo})
+    lines += ["", plan_text(p)]
+    miss = missing_inputs(spec, data_root, plan=p)
     lines += ["", "missing inputs:" if miss else "inputs: all present"] + [f"  {m}" for m in miss]
     return "\n".join(lines)
 
@@ -63,29 +57,22 @@ def _state(cell_id: str, p) -> str:
     return f"todo ({stored})" if stored else "todo"
 
 
-def _tune_lines(spec: SweepSpec, store: Store, recipes: dict, exists: bool) -> list[str]:
+def _tune_lines(p: Plan) -> list[str]:
     """Which dense recipes are tuned (stored) and which are still to tune, with their stored trial counts."""
-    t = spec.tune
-    groups = tune_groups(spec)
-    todo = [g for g in groups if g.tune_id not in recipes]
-    trials: dict[str, int] = {}
-    if exists and todo:
-        tab = store.read_table("trials", columns=["phase", "tune_id"]).to_pylist()
-        for r in tab:
-            if r["phase"] == "tune":
-                trials[r["tune_id"]] = trials.get(r["tune_id"], 0) + 1
-    rows = {r["tune_id"]: r for r in store.read_table("recipes").to_pylist()} if exists and recipes else {}
-    out = [f"tune: {len(groups)} dense recipe(s) (pre-training, dataset, regime, fraction), {len(groups) - len(todo)} tuned "
+    t = p.spec.tune
+    todo = [i for i in p.tuning if i.recipe is None]
+    out = [f"tune: {len(p.tuning)} dense recipe(s) (pre-training, dataset, regime, fraction), {len(p.tuning) - len(todo)} tuned "
            f"(stored), {len(todo)} to tune first: Optuna TPE (seed {t.seed}, {t.n_startup()} random startup trials), "
            f"{t.num_samples} dense trials each over {sorted(t.space.fields())}; the chosen recipe is then held fixed for "
            "the group's dense cell and every ticket (docs/tuning.md)"]
-    for g in groups:
-        if g.tune_id in recipes:
-            r = rows.get(g.tune_id, {})
-            out.append(f"  tuned   {g.label()}: {json.dumps(recipes[g.tune_id], sort_keys=True)} ({g.metric} "
+    for i in p.tuning:
+        g = i.group
+        if i.recipe is not None:
+            r = p.view.recipe_rows.get(g.tune_id, {})
+            out.append(f"  tuned   {g.label()}: {json.dumps(i.recipe, sort_keys=True)} ({g.metric} "
                        f"{r.get('value', float('nan')):.3f}, {r.get('trials')} trials)")
         else:
-            out.append(f"  to tune {g.label()}: {trials.get(g.tune_id, 0)} of {t.num_samples} trials stored, maximize {g.metric}")
+            out.append(f"  to tune {g.label()}: {i.trials} of {t.num_samples} trials stored, maximize {g.metric}")
     if todo:
         out.append("  cells marked 'tune first' are listed with their regime as written: their ids (and epochs, where tuned) "
                    "are known only once their recipe is chosen")

@@ -11,11 +11,10 @@ from raydw.data import catalog as data_catalog
 from raydw.data.catalog import STREAMED
 from raydw.data.prepare import FILES, missing_files, unusable_files
 from raydw.models.catalog import PRETRAINED, fetch_command, local_weights_path
-from raydw.plan import plan
+from raydw.plan import Plan
+from raydw.tickets.registry import get as method
 from raydw.spec import ImpSpec, SpecError, SweepSpec
 from raydw.store import Store
-from raydw.tickets.lookup import stored_imp_rounds
-from raydw.tickets.registry import get as method, imp_rounds_needed, params_json
 from raydw.trackers import check as check_trackers
 
 
@@ -26,8 +25,9 @@ def check_inputs(spec: SweepSpec, store: Store, address: str | None, data_root: 
     cluster the workers may hold them (docs/cluster.md: data on the GPU nodes), so it is a warning.
     `readable=False` (the preflight): files that are there but cannot be used are left to fail their own paths."""
     check_trackers(spec.trackers, f"sweep {spec.name}")  # a tracker whose package is absent, before Ray
-    miss = missing_inputs(spec, data_root, store)
-    bad = unreadable_inputs(spec, store) if readable else []  # there but unusable: refused wherever the cells run
+    p = Plan.of(spec, store)
+    miss = missing_inputs(spec, data_root, plan=p)
+    bad = unreadable_inputs(p) if readable else []  # there but unusable: refused wherever the cells run
     if bad:
         listed = "\n".join(f"  {m}" for m in bad)
         raise SpecError(f"sweep {spec.name}: input files that cannot be used, nothing was run:\n{listed}")
@@ -40,7 +40,7 @@ def check_inputs(spec: SweepSpec, store: Store, address: str | None, data_root: 
     raise SpecError(f"sweep {spec.name}: inputs missing on this machine, nothing was run:\n{listed}")
 
 
-def unreadable_inputs(spec: SweepSpec, store: Store) -> list[str]:
+def unreadable_inputs(plan: Plan) -> list[str]:
     """`weights:` files and import mask files present on this machine that the sweep could not use (damaged,
     a pickle payload, not a state dict, wrong keys or shapes for the arch), each with the file and the reason.
     Checked before Ray starts, where the driver reads them (register_weights, ensure_masks); cheap: tensors are
@@ -49,9 +49,10 @@ def unreadable_inputs(spec: SweepSpec, store: Store) -> list[str]:
     from raydw.models.convert import CheckpointError, check_weights
     from raydw.pruning.importer import check_mask_file
 
-    out = []
-    for i, p in enumerate(spec.pretrainings):
-        if p.weights is None or store.get("pretrained", pretrained_id(p)) is not None:
+    spec, out = plan.spec, []
+    for i, item in enumerate(plan.pretrainings):
+        p = item.spec
+        if item.state != "register":
             continue
         path = local_weights_path(p.weights)
         if not path.is_file():
@@ -73,30 +74,28 @@ def unreadable_inputs(spec: SweepSpec, store: Store) -> list[str]:
 
 
 def missing_inputs(spec: SweepSpec, data_root: str | None = None, store: Store | None = None,
-                   todo: set[str] | None = None) -> list[str]:
+                   plan: Plan | None = None) -> list[str]:
     """Each local file a sweep needs and lacks, with the command (or manual step) that provides it.
 
-    `data_root`: `raydw sweep --data-root`, which replaces data.root. With `store`, only what the remaining work
-    needs: weights and pre-trained recipes the store holds, datasets whose cells are all done and IMP sources
-    whose rounds are all stored are not asked for (a rerun elsewhere of a sweep that ran on a cluster). `todo`:
-    the datasets of the cells still to run, where the caller has planned them already (else planned here)."""
-    def stored(p) -> bool:
-        return store is not None and store.exists("pretrained", f"{pretrained_id(p)}.parquet")
-
+    `data_root`: `raydw sweep --data-root`, which replaces data.root. Only what the remaining work needs, by the
+    plan (of `store`, where the caller has not planned already): weights and pre-trained recipes the store holds,
+    datasets whose cells are all done and IMP sources whose rounds are all stored are not asked for (a rerun
+    elsewhere of a sweep that ran on a cluster). Without a store every input of the spec is asked for."""
+    p = Plan.of(spec, store) if plan is None else plan
     out = []
-    for p in (p for p in spec.pretrainings if p.weights is not None and not stored(p)):
-        path = local_weights_path(p.weights)
-        how = fetch_command(p.weights) if p.weights in PRETRAINED else "a local file: check the path"
+    for item in (i for i in p.pretrainings if i.state == "register"):
+        path = local_weights_path(item.spec.weights)
+        how = fetch_command(item.spec.weights) if item.spec.weights in PRETRAINED else "a local file: check the path"
         if not path.is_file():
-            out.append(f"pre-training {p.name}: {path} {'is a folder' if path.is_dir() else 'missing'} -> {how}")
+            out.append(f"pre-training {item.spec.name}: {path} {'is a folder' if path.is_dir() else 'missing'} -> {how}")
         elif path.stat().st_size == 0:
-            out.append(f"pre-training {p.name}: {path} is empty (0 bytes) -> {how}")
-    if store is not None and todo is None:
-        todo = {c.dataset for c in plan(spec, store).todo}
+            out.append(f"pre-training {item.spec.name}: {path} is empty (0 bytes) -> {how}")
     root = data_root or spec.data.root
-    # Downstream datasets with cells to run, and the source tasks of recipes still to train (they read data.root too).
-    recipes = [p.recipe.dataset for p in spec.pretrainings if p.recipe is not None and not stored(p)]
-    for ds in dict.fromkeys([*(d for d in spec.data.datasets if todo is None or d in todo), *recipes]):
+    # Downstream datasets with cells to run or tune (waiting cells run once tuned), and the source tasks of recipes
+    # still to train (they read data.root too).
+    todo = {c.dataset for c in p.cells if c.cell_id not in p.done}
+    recipes = [i.spec.recipe.dataset for i in p.pretrainings if i.state == "train"]
+    for ds in dict.fromkeys([*(d for d in spec.data.datasets if d in todo), *recipes]):
         if not data_catalog.get(ds).needs_root or ds not in FILES:
             continue  # packaged data; or a dataset without a downstream reader (imagenet: streamed, below)
         where = f"--root {root}" if root else "--root DIR (and set data.root)"
@@ -104,14 +103,12 @@ def missing_inputs(spec: SweepSpec, data_root: str | None = None, store: Store |
             if gone:  # unusable: present but empty, a folder, or another format by its first bytes
                 more = f" and {len(gone) - 1} more" if len(gone) > 1 else ""
                 out.append(f"dataset {ds}: {gone[0]}{more}{what} -> raydw data prepare {ds} {where}")
-    out += _missing_mask_files(spec, store)
+    out += _missing_mask_files(p)
     for t in (t for t in spec.tickets if t.method == "imp"):
         imp = t.imp or ImpSpec()  # no imp section: the paper's defaults
         if imp.dataset not in STREAMED:
             continue
-        if store is not None and all(  # every round of every pre-training stored: IMP has nothing left to train
-                set(range(1, imp_rounds_needed(t) + 1)) <= set(stored_imp_rounds(store, pretrained_id(p), method("imp").params(t, p.name)))
-                for p in spec.pretrainings):
+        if not any(i.to_make for i in p.imp if i.params == method("imp").params(t, i.pretraining.name)):  # every round stored: IMP has nothing left to train
             continue
         root = Path(imp.root).expanduser() if imp.root else None
         gone = ["tickets.imp.root (not set)"] if root is None else [str(root / d) for d in ("train", "val") if not (root / d).is_dir()]
@@ -121,19 +118,15 @@ def missing_inputs(spec: SweepSpec, data_root: str | None = None, store: Store |
     return out
 
 
-def _missing_mask_files(spec: SweepSpec, store: Store | None) -> list[str]:
+def _missing_mask_files(plan: Plan) -> list[str]:
     """Import tickets' mask files that are not on this machine, unless the store holds their masks already."""
-    have: set[tuple] = set()
-    if store is not None:
-        have = {(r["pretrained_id"], r["method"], r["params"]) for r in
-                store.read_table("masks", columns=["pretrained_id", "method", "params"]).to_pylist()}
     out = []
-    for i, t in enumerate(spec.tickets):
-        for p in (p for p in spec.pretrainings if t.method == "import" and p.name in t.files):
-            f = Path(t.files[p.name]).expanduser()
-            key = (pretrained_id(p), "import", params_json(method("import").params(t, p.name)))
-            if key in have:
+    for i, t in enumerate(plan.spec.tickets):
+        for p in (p for p in plan.spec.pretrainings if t.method == "import" and p.name in t.files):
+            pid = pretrained_id(p)
+            if all(m.stored for m in plan.masks if m.ticket_index == i and m.pretrained_id == pid):
                 continue
+            f = Path(t.files[p.name]).expanduser()
             if not f.is_file():
                 out.append(f"tickets.{i}.files.{p.name}: mask file {f} {'is a folder' if f.is_dir() else 'missing'} "
                            "-> a reference-format ticket checkpoint (`raydw export-mask` writes one)")

@@ -1,36 +1,218 @@
-"""What a sweep spec asks of a store: every cell and its state, the one definition of what is left to run.
+"""The plan of a sweep: every stage's work, typed, computed once from (spec, store). The one place that reads the
+store to decide what runs.
 
-Used by the sweep, the dry run, `raydw status`, the input checks and analysis, so they cannot disagree. Torch- and
-Ray-free.
+`Plan.of(spec, store)` reads the store once (`StoreView`) and lists, per stage, what is there and what is left:
+pre-trainings to train or register, IMP rounds to find, masks to make, groups to tune, cells to run, and what each
+cell waits for (`needs`). The sweep, its dry run, the input check, the cost plan, the preflight, `raydw status`, the
+end-of-sweep summary and the staged scheduler all read a Plan, so they cannot disagree. While a sweep runs, the
+scheduler asks `StoreView.read` again (the same definition) which inputs have appeared. Torch- and Ray-free.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
-from raydw.cells import Cell, expand
-from raydw.spec import SweepSpec
+from raydw.cells import Cell, TuneGroup, expand, pretrained_id, tune_groups
+from raydw.spec import PretrainingSpec, SweepSpec, TicketSpec
 from raydw.store import Store
+from raydw.tickets import registry
+from raydw.tickets.registry import mask_key, params_json
+
+MASK_COLUMNS = ["mask_id", "pretrained_id", "method", "params", "round", "target_sparsity", "sparsity"]
+
+
+# -- what the store holds ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StoreView:
+    """What a plan depends on, from one read of each table it needs. Empty for a store not created yet."""
+
+    pretrained: dict[str, str | None] = field(default_factory=dict)  # pretrained_id -> kind (standard/fast/pgd)
+    masks: dict[tuple, dict] = field(default_factory=dict)  # registry.mask_key -> masks row (id, level, sparsity)
+    imp_rounds: dict[tuple[str, str], dict[int, dict]] = field(default_factory=dict)  # (pid, params_json) -> round -> row
+    status: dict[str, str] = field(default_factory=dict)  # cell_id -> status of its trials row (main and tune rows)
+    recipes: dict[str, dict] = field(default_factory=dict)  # tune_id -> tuned recipe
+    recipe_rows: dict[str, dict] = field(default_factory=dict)  # tune_id -> its recipes row's value and trial count
+    tune_trials: dict[str, int] = field(default_factory=dict)  # tune_id -> tuning trials stored
+
+    @classmethod
+    def read(cls, store: Store | None, tables: tuple[str, ...] = ("pretrained", "masks", "trials", "recipes")) -> "StoreView":
+        """One read of `tables` (what a caller needs: the scheduler polls only what its waiting jobs wait on)."""
+        if store is None or (store.local and not Path(store.root).exists()):
+            return cls()
+        pre, masks, imp, status, recipes, recipe_rows, tune = {}, {}, {}, {}, {}, {}, {}
+        if "pretrained" in tables:
+            t = store.read_table("pretrained", columns=["pretrained_id", "kind"])
+            pre = dict(zip(t.column("pretrained_id").to_pylist(), t.column("kind").to_pylist()))
+        if "masks" in tables:
+            for r in store.read_table("masks", columns=MASK_COLUMNS).to_pylist():
+                if r["target_sparsity"] is not None:  # a row without a level is found by its round alone (IMP)
+                    masks[mask_key(r["pretrained_id"], r["method"], json.loads(r["params"]), r["target_sparsity"])] = r
+                if r["method"] == "imp":
+                    imp.setdefault((r["pretrained_id"], r["params"]), {})[r["round"]] = r
+        if "trials" in tables:
+            t = store.read_table("trials", columns=["cell_id", "status", "phase", "tune_id"])
+            for cid, s, ph, tid in zip(*(t.column(c).to_pylist() for c in ("cell_id", "status", "phase", "tune_id"))):
+                status[cid] = s
+                if ph == "tune":
+                    tune[tid] = tune.get(tid, 0) + 1
+        if "recipes" in tables:
+            rows = store.read_table("recipes", columns=["tune_id", "recipe", "value", "trials"]).to_pylist()
+            recipes = {r["tune_id"]: json.loads(r["recipe"]) for r in rows}
+            recipe_rows = {r["tune_id"]: r for r in rows}
+        return cls(pre, masks, imp, status, recipes, recipe_rows, tune)
+
+    def imp_round(self, need: "ImpNeed") -> dict | None:
+        return self.imp_rounds.get((need.pretrained_id, need.params), {}).get(need.round)
+
+
+# -- what a cell waits for ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ImpNeed:
+    """An IMP round's mask, by its provenance (the IMP job stores it under these columns)."""
+
+    pretrained_id: str
+    params: str  # registry params_json
+    round: int
 
 
 @dataclass(frozen=True)
-class Plan:
-    cells: list[Cell]  # the spec's cells, with the store's tuned recipes applied (`tune:` on)
-    status: dict[str, str]  # cell_id -> the status of its stored trials row, for spec cells that have one
-    final: frozenset[str]  # the statuses that end a cell: done, and stopped while early stopping is on
-    recipes: dict[str, dict]  # tune_id -> the stored tuned recipe
+class Needs:
+    """What must be in the store before a job can be built and run."""
+
+    pretrained: str | None = None
+    imp: ImpNeed | None = None
+    cell: str | None = None  # a cell that must be done first: the dense baseline that early stopping compares with
+
+    def met(self, view: StoreView) -> bool:
+        return ((self.pretrained is None or self.pretrained in view.pretrained)
+                and (self.imp is None or view.imp_round(self.imp) is not None)
+                and (self.cell is None or view.status.get(self.cell) == "done"))
+
+    def why(self, view: StoreView) -> str:
+        """The first unmet input, as a reason a job was never run."""
+        if self.pretrained is not None and self.pretrained not in view.pretrained:
+            return f"pre-trained model {self.pretrained} was not stored (its pre-training failed?)"
+        if self.imp is not None and view.imp_round(self.imp) is None:
+            return f"IMP round {self.imp.round} was not stored (its IMP job failed?)"
+        if self.cell is not None and view.status.get(self.cell) != "done":
+            return f"its dense baseline {self.cell} did not finish"
+        return "not released"
+
+
+# -- each stage's items -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PretrainItem:
+    spec: PretrainingSpec
+    pretrained_id: str
+    state: Literal["stored", "train", "register"]  # register: a `weights:` file, recorded by the driver
+    needed: bool  # a cell to run or a group to tune uses it
+
+
+@dataclass(frozen=True)
+class ImpItem:
+    """One IMP job: every round of one (pre-training, IMP ticket spec), each stored the moment it exists."""
+
+    pretraining: PretrainingSpec
+    pretrained_id: str
+    tickets: TicketSpec
+    params: dict  # the masks' store key (registry: Iterative.params)
+    rounds: int  # rounds the ticket spec needs
+    stored: frozenset[int]  # rounds in the store
+    needed: bool  # a cell to run uses this pre-training
 
     @property
+    def to_make(self) -> list[int]:
+        return [k for k in range(1, self.rounds + 1) if k not in self.stored]
+
+    @property
+    def trained_rounds_left(self) -> int:
+        """Rounds still to train: round 1 is magnitude pruning (no training), the job resumes after its last round."""
+        return max(0, self.rounds - max(1, max(self.stored, default=0)))
+
+
+@dataclass(frozen=True)
+class MaskItem:
+    """An omp / random / import mask, made by the driver when its first cell is built (its model stored)."""
+
+    pretrained_id: str
+    ticket_index: int
+    method: str
+    params: str  # params_json
+    target: float
+    stored: bool
+
+
+@dataclass(frozen=True)
+class TuneItem:
+    group: TuneGroup
+    recipe: dict | None  # the stored recipe, None: to tune
+    trials: int  # tuning trials stored
+    budget: int  # tune.num_samples
+
+    @property
+    def state(self) -> Literal["tuned", "to tune", "spent"]:
+        """spent: its whole budget stored and no recipe (every trial failed): its cells do not run."""
+        return "tuned" if self.recipe is not None else "spent" if self.trials >= self.budget else "to tune"
+
+
+CellState = Literal["done", "stopped", "failed", "missing", "waiting"]
+
+
+def final_statuses(spec: SweepSpec) -> frozenset[str]:
+    """The statuses that end a cell: done, and stopped while early stopping is on (off: a stopped cell reruns)."""
+    return frozenset({"done", "stopped"} if spec.early_stop.enabled else {"done"})
+
+
+def dense_of(cells: list[Cell]) -> dict[str, str]:
+    """ticket cell_id -> the cell_id of its dense baseline (same pre-training, dataset, regime, fraction, seed)."""
+    key = lambda c: (c.pretrained_id, c.dataset, c.regime, c.data_fraction, c.seed)  # noqa: E731
+    dense = {key(c): c.cell_id for c in cells if c.ticket_method == "dense"}
+    return {c.cell_id: dense[key(c)] for c in cells if c.ticket_method != "dense" and key(c) in dense}
+
+
+# -- the plan --------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Plan:
+    spec: SweepSpec
+    view: StoreView
+    cells: list[Cell]  # the spec's cells, with the store's tuned recipes applied (`tune:` on)
+    tuning: list[TuneItem]
+    final: frozenset[str]
+
+    @classmethod
+    def of(cls, spec: SweepSpec, store: Store | None = None, view: StoreView | None = None) -> "Plan":
+        """The spec against `store` (None, or a local store not created yet: nothing done). `view`: a StoreView the
+        caller has just read (else read here)."""
+        view = StoreView.read(store) if view is None else view
+        groups = tune_groups(spec)
+        tuning = [TuneItem(g, view.recipes.get(g.tune_id), view.tune_trials.get(g.tune_id, 0), spec.tune.num_samples)
+                  for g in groups]
+        return cls(spec, view, expand(spec, view.recipes if spec.tune.enabled else {}), tuning, final_statuses(spec))
+
+    # cells -------------------------------------------------------------------------------------------------------
+    @cached_property
+    def status(self) -> dict[str, str]:
+        """cell_id -> the status of its stored trials row, for spec cells that have one."""
+        return {c.cell_id: self.view.status[c.cell_id] for c in self.cells if c.cell_id in self.view.status}
+
+    @property
+    def recipes(self) -> dict[str, dict]:
+        return self.view.recipes
+
+    @cached_property
     def done(self) -> set[str]:
         """Cells that do not run again: a final row (a stopped cell reruns in full once early stopping is off)."""
         return {cid for cid, s in self.status.items() if s in self.final}
 
-    @property
+    @cached_property
     def waiting(self) -> set[str]:
         """Cells of a tuned group without a recipe yet ("tune first"): they never run untuned."""
         return {c.cell_id for c in self.cells if c.tune_id is not None and c.recipe_id is None}
 
-    @property
+    @cached_property
     def todo(self) -> list[Cell]:
         """What the next `raydw sweep` runs: not done, not waiting (missing, failed, and stopped ones not final)."""
         done, waiting = self.done, self.waiting
@@ -41,21 +223,113 @@ class Plan:
         """Cells without any row yet (waiting ones included)."""
         return sum(1 for c in self.cells if c.cell_id not in self.status)
 
+    def state(self, c: Cell) -> CellState:
+        """waiting (no tuned recipe), missing (no row), else the stored status (done, failed or stopped)."""
+        if c.cell_id in self.waiting:
+            return "waiting"
+        return self.status.get(c.cell_id, "missing")
 
-def final_statuses(spec: SweepSpec) -> frozenset[str]:
-    return frozenset({"done", "stopped"} if spec.early_stop.enabled else {"done"})
+    def counts(self) -> dict[str, int]:
+        """Cells per state (stopped counted apart from failed; `other`: a status word of a newer writer)."""
+        out = {k: 0 for k in ("done", "stopped", "failed", "missing", "waiting", "other")}
+        for c in self.cells:
+            s = self.state(c)
+            out[s if s in out else "other"] += 1
+        return out
+
+    # what the cells to run need --------------------------------------------------------------------------------
+    @cached_property
+    def early_stop(self) -> dict[str, str]:
+        """ticket cell_id -> its dense baseline, where early stopping compares them (the dense cell runs first)."""
+        return dense_of([c for c in self.cells if c.cell_id not in self.waiting]) if self.spec.early_stop.enabled else {}
+
+    def imp_need(self, c: Cell) -> ImpNeed | None:
+        if c.ticket_method != "imp":
+            return None
+        params = registry.get("imp").params(self.spec.tickets[c.ticket_index], c.pretraining)
+        return ImpNeed(c.pretrained_id, params_json(params), c.ticket_round)
+
+    def needs(self, c: Cell) -> Needs:
+        return Needs(c.pretrained_id, self.imp_need(c), self.early_stop.get(c.cell_id))
+
+    # source-task stages ----------------------------------------------------------------------------------------
+    @cached_property
+    def pretrainings(self) -> list[PretrainItem]:
+        used = {c.pretrained_id for c in self.todo} | {t.group.base.pretrained_id for t in self.tuning if t.state == "to tune"}
+        out = []
+        for p in self.spec.pretrainings:
+            pid = pretrained_id(p)
+            state = "stored" if pid in self.view.pretrained else "register" if p.weights is not None else "train"
+            out.append(PretrainItem(p, pid, state, pid in used))
+        return out
+
+    @cached_property
+    def imp(self) -> list[ImpItem]:
+        """Every IMP job of the spec, once per (pre-training, masks' params): two ticket specs asking for the same
+        masks share one job."""
+        used = {c.pretrained_id for c in self.todo}
+        out, seen = [], set()
+        for t in (t for t in self.spec.tickets if t.method == "imp"):
+            for p in self.spec.pretrainings:
+                pid, params = pretrained_id(p), registry.get("imp").params(t, p.name)
+                key = (pid, params_json(params))
+                if key in seen:
+                    continue
+                seen.add(key)
+                stored = frozenset(self.view.imp_rounds.get(key, {}))
+                out.append(ImpItem(p, pid, t, params, registry.imp_rounds_needed(t), stored, pid in used))
+        return out
+
+    @cached_property
+    def masks(self) -> list[MaskItem]:
+        """Every omp / random / import mask of the spec, stored or to make."""
+        out = []
+        for ti, t in enumerate(self.spec.tickets):
+            method = registry.get(t.method)
+            if method.needs_job:
+                continue
+            for p in self.spec.pretrainings:
+                if t.method == "import" and p.name not in t.files:
+                    continue
+                pid, params = pretrained_id(p), method.params(t, p.name)
+                for rnd, target in t.levels():
+                    if rnd == 0 or target == 0.0:
+                        continue
+                    out.append(MaskItem(pid, ti, t.method, params_json(params), target,
+                                        mask_key(pid, t.method, params, target) in self.view.masks))
+        return out
+
+    def imp_jobs(self) -> list[ImpItem]:
+        """IMP jobs the next sweep runs: rounds missing, for a pre-training some cell to run uses."""
+        return [i for i in self.imp if i.needed and i.to_make]
+
+    def pretrain_jobs(self, pids: set[str] | None = None) -> list[PretrainItem]:
+        """Recipes to train before the cells (or the tuning of `pids`) that use them."""
+        return [p for p in self.pretrainings if p.state == "train" and (p.needed if pids is None else p.pretrained_id in pids)]
+
+    def to_register(self, pids: set[str] | None = None) -> list[PretrainItem]:
+        """`weights:` files not recorded yet, which the driver records before anything runs."""
+        return [p for p in self.pretrainings if p.state == "register" and (p.needed if pids is None else p.pretrained_id in pids)]
+
+    def to_tune(self) -> list[TuneItem]:
+        return [t for t in self.tuning if t.state == "to tune"]
+
+    def todo_datasets(self) -> set[str]:
+        return {c.dataset for c in self.todo}
+
+    def headline(self) -> str:
+        waiting = f", {len(self.waiting)} without a tuned recipe (not run)" if self.waiting else ""
+        return f"sweep {self.spec.name}: {len(self.cells)} cells, {len(self.done)} already done, {len(self.todo)} to run{waiting}"
 
 
 def plan(spec: SweepSpec, store: Store | None = None, recipes: dict[str, dict] | None = None) -> Plan:
-    """The spec's cells against `store` (None, or a local store not created yet: nothing done). `recipes`: the
-    tuned recipes, where the caller has just read them (else read here, `tune:` on)."""
-    exists = store is not None and (not store.local or Path(store.root).exists())
-    if recipes is None:
-        recipes = store.recipes() if exists and spec.tune.enabled else {}
-    cells = expand(spec, recipes)
-    status: dict[str, str] = {}
-    if exists:
-        ids = {c.cell_id for c in cells}
-        t = store.read_table("trials", columns=["cell_id", "status"])
-        status = {c: s for c, s in zip(t.column("cell_id").to_pylist(), t.column("status").to_pylist()) if c in ids}
-    return Plan(cells, status, final_statuses(spec), recipes)
+    """Plan.of, kept for callers of the first version (`recipes` is read from the store now)."""
+    return Plan.of(spec, store)
+
+
+def imp_item(spec: SweepSpec, t: TicketSpec, p: PretrainingSpec, view: StoreView) -> ImpItem:
+    """The IMP item of one (ticket spec, pre-training) against `view` (the preflight probes one of them)."""
+    pid, params = pretrained_id(p), registry.get("imp").params(t, p.name)
+    stored = frozenset(view.imp_rounds.get((pid, params_json(params)), {}))
+    return ImpItem(p, pid, t, params, registry.imp_rounds_needed(t), stored, True)
+

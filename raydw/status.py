@@ -67,18 +67,11 @@ def _estimate_left(todo, done: pd.DataFrame) -> float | None:
     return float(sum(by.get((c.regime, c.data_fraction), overall) for c in todo))
 
 
-def _tuning(uri: str, spec, recipes: dict[str, dict]) -> dict:
-    """Counts of the spec's tuning groups: tuned, spent without a recipe, and their stored tuning trials."""
-    from raydw.cells import tune_groups
-
-    groups = tune_groups(spec)
-    ids = {g.tune_id for g in groups}
-    tt = load(uri, "trials", columns=["tune_id"], phase="tune")
-    per = tt[tt["tune_id"].isin(ids)]["tune_id"].value_counts()
-    n = spec.tune.num_samples
-    return {"groups": len(groups), "groups_tuned": sum(g.tune_id in recipes for g in groups),
-            "groups_spent": sum(g.tune_id not in recipes and int(per.get(g.tune_id, 0)) >= n for g in groups),
-            "tune_trials": int(per.sum()), "tune_budget": n * len(groups)}
+def _tuning(uri: str, p) -> dict:
+    """Counts of the spec's tuning groups, from its plan: tuned, spent without a recipe, and their tuning trials."""
+    return {"groups": len(p.tuning), "groups_tuned": sum(t.state == "tuned" for t in p.tuning),
+            "groups_spent": sum(t.state == "spent" for t in p.tuning), "tune_trials": sum(t.trials for t in p.tuning),
+            "tune_budget": sum(t.budget for t in p.tuning), "waiting": len(p.waiting)}
 
 
 def collect(uri: str, spec=None) -> SweepStatus:
@@ -91,15 +84,15 @@ def collect(uri: str, spec=None) -> SweepStatus:
     df = load(uri, "trials")
     cells, tune, p = None, {}, None
     if spec is not None:
-        from raydw.plan import plan
+        from raydw.plan import Plan
         from raydw.spec import load_spec
         from raydw.store import Store
 
         spec = load_spec(spec) if not hasattr(spec, "pretrainings") else spec
-        p = plan(spec, Store(uri))  # the sweep's own plan: the same cells, the same "done"
+        p = Plan.of(spec, Store(uri))  # the sweep's own plan: the same cells, the same "done"
         cells = p.cells
         if spec.tune.enabled:
-            tune = {**_tuning(uri, spec, p.recipes), "waiting": len(p.waiting)}
+            tune = _tuning(uri, p)
         ids = {c.cell_id for c in cells} - p.waiting
         outside = int((~df["cell_id"].isin(ids)).sum())
         df = df[df["cell_id"].isin(ids)]

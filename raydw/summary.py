@@ -11,9 +11,10 @@ import pandas as pd
 
 from raydw import analysis
 from raydw.cells import Cell
+from raydw.plan import Plan
+from raydw.spec import SweepSpec
 from raydw.report import write_report
 from raydw.results import load
-from raydw.spec import SweepSpec
 from raydw.store import Store
 
 
@@ -27,31 +28,34 @@ class Summary:
     wall_s: float
     stopped: int = 0  # early stopping, by design (spec.early_stop)
     skipped: int = 0  # not needed by the extreme search, by design
+    left: int = 0  # cells the next `raydw sweep` would run (failed, missing, stopped while early stopping is off)
+    waiting: int = 0  # cells of a tuned group without a recipe
 
     @property
     def complete(self) -> bool:
-        """Every cell has its final state: done, or stopped / skipped as the spec asked. Failed or missing: not."""
-        return self.done + self.stopped + self.skipped == self.total
+        """Every cell has its final state (the plan's): done, stopped as the spec asked, or skipped by the search."""
+        return self.left == 0 and self.waiting == 0
 
 
-def end_of_sweep(spec: SweepSpec, store: Store, cells: list[Cell], ran: int, t0: float, out, skipped: int = 0,
-                 not_run: set[str] = frozenset()) -> Summary:
-    """The sweep's last lines: counts, the table of test SA / RA, the verdicts, the report and how to load it."""
-    ids = {c.cell_id for c in cells} - set(not_run)  # cells waiting for a tuned recipe count as missing
-    t = store.read_table("trials", columns=["cell_id", "status"]).to_pylist()
-    status = {r["cell_id"]: r["status"] for r in t if r["cell_id"] in ids}
-    done = sum(1 for s in status.values() if s == "done")
-    failed = sum(1 for s in status.values() if s == "failed")
-    stopped = sum(1 for s in status.values() if s == "stopped")
-    s = Summary(total=len(cells), done=done, failed=failed, ran=ran, storage=store.uri, wall_s=time.time() - t0,
-                stopped=stopped, skipped=skipped)
-    out(f"\n{done}/{len(cells)} cells done, {failed} failed" + (f", {stopped} stopped early" if stopped else "")
-        + (f", {skipped} not needed by the extreme search" if skipped else "")
-        + f", {len(cells) - done - failed - stopped - skipped} missing"
-        + (f" ({len(not_run)} without a tuned recipe)" if not_run else "") + f" ({s.wall_s:.0f} s)")
+def end_of_sweep(plan: Plan, store: Store, ran: int, t0: float, out, skipped: set[str] = frozenset()) -> Summary:
+    """The sweep's last lines, from the plan of the store as the sweep left it: counts, the table of test SA / RA,
+    the verdicts, the report and how to load it. `skipped`: cells the extreme search did not need."""
+    spec, cells = plan.spec, plan.cells
+    n = plan.counts()
+    left = sum(1 for c in plan.todo if c.cell_id not in skipped)
+    s = Summary(total=len(cells), done=n["done"], failed=n["failed"], ran=ran, storage=store.uri, wall_s=time.time() - t0,
+                stopped=n["stopped"], skipped=len(skipped), left=left, waiting=n["waiting"])
+    stopped_final = "stopped" in plan.final
+    out(f"\n{s.done}/{len(cells)} cells done, {s.failed} failed"
+        + (f", {s.stopped} stopped early" + ("" if stopped_final else " (early stopping is off now: they run again)")
+           if s.stopped else "")
+        + (f", {s.skipped} not needed by the extreme search" if s.skipped else "")
+        + f", {n['missing'] + n['waiting'] - s.skipped} missing"
+        + (f" ({s.waiting} without a tuned recipe)" if s.waiting else "") + f" ({s.wall_s:.0f} s)")
+    ids = {c.cell_id for c in cells} - plan.waiting  # cells waiting for a tuned recipe count as missing
     if spec.tune.enabled:
         out(_recipes_text(store, cells))
-    if done:
+    if s.done:
         out(_table(store, ids))
         out(_verdict_text(spec, store, ids))
         if not store.local:  # an object store: write the report where the user reads it
@@ -64,8 +68,8 @@ def end_of_sweep(spec: SweepSpec, store: Store, cells: list[Cell], ran: int, t0:
     out(f"results: {store.uri}")
     out(f"  load:  python -c \"import raydw; print(raydw.results.load('{store.uri}').head())\"")
     out(f"  print: raydw results {store.uri}   verdicts: raydw verdicts {store.uri}")
-    if failed:
-        out("  failed cells are retried by running the same sweep again")
+    if left:
+        out(f"  {left} cell(s) not final: running the same sweep again runs them")
     return s
 
 

@@ -80,11 +80,12 @@ def test_a_stopped_cells_row_keeps_its_epochs_and_best_validation(tmp_path):
     assert f == {"epochs": 3, "val_sa_best": 0.7, "best_epoch_sa": 1, "val_ra_best": 0.3, "best_epoch_ra": 2}
 
 
-def test_a_sweep_whose_cells_are_done_or_stopped_is_complete():
+def test_a_sweep_is_complete_when_its_plan_leaves_nothing_to_run():
     from raydw.summary import Summary
 
-    s = Summary(total=27, done=18, failed=0, ran=27, storage="x", wall_s=1.0, stopped=9)
-    assert s.complete  # `raydw sweep` exits 0: stopping is what the spec asked for
-    assert Summary(total=27, done=12, failed=0, ran=12, storage="x", wall_s=1.0, skipped=15).complete
-    assert not Summary(total=27, done=18, failed=1, ran=27, storage="x", wall_s=1.0, stopped=8).complete
-    assert not Summary(total=27, done=18, failed=0, ran=18, storage="x", wall_s=1.0).complete  # 9 missing
+    # stopped (early stopping on) and skipped (extreme search) cells are final: nothing left, `raydw sweep` exits 0
+    assert Summary(total=27, done=18, failed=0, ran=27, storage="x", wall_s=1.0, stopped=9, left=0).complete
+    assert Summary(total=27, done=12, failed=0, ran=12, storage="x", wall_s=1.0, skipped=15, left=0).complete
+    assert not Summary(total=27, done=18, failed=1, ran=27, storage="x", wall_s=1.0, stopped=8, left=1).complete
+    assert not Summary(total=27, done=18, failed=0, ran=18, storage="x", wall_s=1.0, left=9).complete  # 9 missing
+    assert not Summary(total=27, done=18, failed=0, ran=18, storage="x", wall_s=1.0, waiting=9).complete  # untuned

@@ -142,6 +142,7 @@ def test_imagenet_as_a_downstream_dataset_is_refused_naming_the_field(tiny_spec_
 
 def test_an_imp_job_can_ask_for_its_own_workers_without_changing_masks_or_cells(tmp_path, tiny_spec_text):
     from raydw.cells import expand
+    from raydw.plan import StoreView, imp_item
     from raydw.run.jobs import JobBuilder
     from raydw.spec import parse_spec
     from raydw.store import Store
@@ -153,8 +154,8 @@ def test_an_imp_job_can_ask_for_its_own_workers_without_changing_masks_or_cells(
     d["tickets"]["imp"] |= {"workers": 8, "cpus_per_worker": 12}
     ddp = parse_spec(d)
     store = Store(str(tmp_path))
-    job = JobBuilder(ddp, store).imp(ddp.tickets[0], ddp.pretrainings[0])
+    job = JobBuilder(ddp, store).imp(imp_item(ddp, ddp.tickets[0], ddp.pretrainings[0], StoreView()))
     assert job.resources.workers_per_cell == 8 and job.resources.cpus_per_worker == 12
-    assert JobBuilder(plain, store).imp(plain.tickets[0], plain.pretrainings[0]).resources.workers_per_cell == 1
+    assert JobBuilder(plain, store).imp(imp_item(plain, plain.tickets[0], plain.pretrainings[0], StoreView())).resources.workers_per_cell == 1
     assert method("imp").params(ddp.tickets[0], "ST") == method("imp").params(plain.tickets[0], "ST")  # where it runs is not the mask
     assert [c.cell_id for c in expand(ddp)] == [c.cell_id for c in expand(plain)]

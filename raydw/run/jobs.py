@@ -13,10 +13,11 @@ from pathlib import Path
 
 from raydw.cells import Cell, pretrained_id
 from raydw.provenance import git_commit
+from raydw.plan import ImpItem, ImpNeed, StoreView
 from raydw.spec import ImpSpec, PretrainingSpec, RecipeSpec, ResourceSpec, SweepSpec, TicketSpec
 from raydw.store import Store, config_json
 from raydw.tickets import registry
-from raydw.tickets.lookup import stored_imp_rounds
+from raydw.tickets.registry import params_json
 from raydw.tickets.make import ensure_masks
 from raydw.train.probe import Probe
 from raydw.train.setup import index_set
@@ -172,13 +173,6 @@ def index_key(c: Cell) -> tuple:
     return (c.dataset, c.data_fraction, c.fraction_method, c.seed if c.fraction_method == "stratified" else 0)
 
 
-def dense_of(cells: list[Cell]) -> dict[str, str]:
-    """ticket cell_id -> the cell_id of its dense baseline (same pre-training, dataset, regime, fraction, seed)."""
-    key = lambda c: (c.pretrained_id, c.dataset, c.regime, c.data_fraction, c.seed)  # noqa: E731
-    dense = {key(c): c.cell_id for c in cells if c.ticket_method == "dense"}
-    return {c.cell_id: dense[key(c)] for c in cells if c.ticket_method != "dense" and key(c) in dense}
-
-
 class JobBuilder:
     """Every job of one sweep, built from its spec and store: the one place a job is made.
 
@@ -193,7 +187,6 @@ class JobBuilder:
                               data_root=_absolute(data_root or spec.data.root), git_commit=git_commit())
         self._masks: dict[tuple, dict[float, dict]] = {}
         self._index: dict[tuple, str] = {}
-        self._stop: dict[str, EarlyStop] = {}
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "out": None}
@@ -205,24 +198,15 @@ class JobBuilder:
     def pretrain(self, p: PretrainingSpec) -> PretrainJob:
         return PretrainJob(self.run, pretrained_id(p), p.name, p.recipe)
 
-    def imp(self, t: TicketSpec, p: PretrainingSpec) -> ImpJob | None:
-        """The IMP job of (ticket spec, pre-training), or None when every round it needs is stored."""
-        pid, params = pretrained_id(p), registry.get("imp").params(t, p.name)
-        if all(k in stored_imp_rounds(self.store, pid, params) for k in range(1, registry.imp_rounds_needed(t) + 1)):
-            return None
+    def imp(self, item: ImpItem) -> ImpJob:
+        """The IMP job of one plan item (its rounds are stored as found; it resumes after the last stored one)."""
+        t = item.tickets
         imp = t.imp or ImpSpec()  # an IMP job may ask for its own resources (ImageNet: DDP, JPEG decoding)
         own = {"workers_per_cell": imp.workers, "cpus_per_worker": imp.cpus_per_worker}
         resources = self.spec.resources.model_copy(update={k: v for k, v in own.items() if v is not None})
         if imp.root is not None:  # not part of the masks' params (RUN_ONLY): resolving it changes no mask's identity
             t = t.model_copy(update={"imp": imp.model_copy(update={"root": _absolute(imp.root)})})
-        return ImpJob(self.run, pid, p.name, t, params, resources)
-
-    def imp_need(self, c: Cell) -> tuple | None:
-        """(pretrained_id, params, round) of the IMP mask an IMP cell waits for; None for other cells."""
-        if c.ticket_method != "imp":
-            return None
-        return (c.pretrained_id, registry.get("imp").params(self.spec.tickets[c.ticket_index], c.pretraining),
-                c.ticket_round)
+        return ImpJob(self.run, item.pretrained_id, item.pretraining.name, t, item.params, resources)
 
     # stage 3 ---------------------------------------------------------------------------------------------------
     def index_sets(self, cells: list[Cell]) -> None:
@@ -230,20 +214,18 @@ class JobBuilder:
         for c in cells:
             self._index_set(c)
 
-    def plan_early_stop(self, cells: list[Cell]) -> dict[str, EarlyStop]:
-        """Per ticket cell: its dense baseline (which then runs first) and when and how to compare against it."""
+    def early_stop(self, c: Cell, dense_cell_id: str | None) -> EarlyStop | None:
+        """When a ticket cell stops, compared with its dense baseline (the plan's Needs.cell), early stopping on."""
         es = self.spec.early_stop
-        if es.enabled:
-            by_id = {c.cell_id: c for c in cells}
-            self._stop = {cid: EarlyStop(did, es.margin, tuple(es.metrics), es.grace_for(by_id[cid].regime_obj()))
-                          for cid, did in dense_of(cells).items()}
-        return self._stop
+        if not es.enabled or dense_cell_id is None:
+            return None
+        return EarlyStop(dense_cell_id, es.margin, tuple(es.metrics), es.grace_for(c.regime_obj()))
 
-    def cell(self, c: Cell, report_to_tune: bool = True) -> CellJob:
-        mask = self._mask(c)
-        kind = (self.store.get("pretrained", c.pretrained_id) or {}).get("kind")
-        return CellJob(c, self.run, mask["mask_id"], mask["sparsity"], self._index_set(c), kind,
-                       self._stop.get(c.cell_id), report_to_tune)
+    def cell(self, c: Cell, view: StoreView, report_to_tune: bool = True, dense_cell_id: str | None = None) -> CellJob:
+        """`view`: what the store holds now (the IMP round's mask row, the pre-trained model's kind)."""
+        mask = self._mask(c, view)
+        return CellJob(c, self.run, mask["mask_id"], mask["sparsity"], self._index_set(c), view.pretrained.get(c.pretrained_id),
+                       self.early_stop(c, dense_cell_id), report_to_tune)
 
     def _index_set(self, c: Cell) -> str:
         key = index_key(c)
@@ -255,13 +237,16 @@ class JobBuilder:
             self._index[key] = iid
         return self._index[key]
 
-    def _mask(self, c: Cell) -> dict:
+    def _mask(self, c: Cell, view: StoreView) -> dict:
         if c.ticket_method == "dense":
             return {"mask_id": None, "sparsity": 0.0}
         t = self.spec.tickets[c.ticket_index]
         if registry.get(c.ticket_method).needs_job:
-            need = self.imp_need(c)
-            return stored_imp_rounds(self.store, need[0], need[1])[c.ticket_round]
+            p = registry.get("imp").params(t, c.pretraining)
+            row = view.imp_round(ImpNeed(c.pretrained_id, params_json(p), c.ticket_round))
+            if row is None:
+                raise RuntimeError(f"IMP round {c.ticket_round} of {c.pretraining} is not in the store; its IMP job did not finish")
+            return row
         key = (c.pretrained_id, c.ticket_index)
         if key not in self._masks:
             p = next(p for p in self.spec.pretrainings if p.name == c.pretraining)

@@ -17,11 +17,12 @@ from dataclasses import dataclass, replace
 
 from raydw.cells import Cell, pretrained_id
 from raydw.inputs import check_inputs
-from raydw.plan import plan
+from raydw.plan import Needs, Plan, StoreView, imp_item
 from raydw.run import tuner
 from raydw.run.cluster import cluster_address, connect, max_concurrent
 from raydw.run.jobs import ImpJob, JobBuilder, ProbeJob, batch_size
-from raydw.run.pipeline import StagedSearcher, Task
+from raydw.run.pipeline import StagedSearcher
+from raydw.schedule import Task
 from raydw.spec import ImpSpec, ResourceSpec, SpecError, SweepSpec
 from raydw.store import Store
 from raydw.tickets import registry
@@ -123,7 +124,7 @@ def preflight(spec: SweepSpec, storage: str | None = None, address: str | None =
 
     real = Store(storage or spec.storage)
     check_inputs(spec, real, address, data_root, out, readable=False)  # a damaged file fails its own paths, named
-    full = plan(spec, real)
+    full = Plan.of(spec, real)
     every = paths(spec, full.cells)
     chosen = cover(every) if cover_only else every
     store = Store(scratch or scratch_uri(real.uri))
@@ -164,16 +165,17 @@ def preflight(spec: SweepSpec, storage: str | None = None, address: str | None =
             return ProbeJob(job, probe_for(probe, batch_size(job), asked, job.resources.workers_per_cell),
                             path.path_id, path.label)
         if path.kind == "pretrain":
-            tasks.append(Task("pretrain", path.path_id, path.label, lambda pre=pre, wrap=wrap: wrap(builder.pretrain(pre))))
+            tasks.append(Task("pretrain", path.path_id, path.label, lambda v, pre=pre, wrap=wrap: wrap(builder.pretrain(pre))))
         elif path.kind == "imp":
             t = spec.tickets[path.ticket_index]
-            tasks.append(Task("imp", path.path_id, path.label, lambda t=t, pre=pre, wrap=wrap: wrap(builder.imp(t, pre)),
-                              needs_pretrained=pid))
+            item = imp_item(spec, t, pre, StoreView())  # the scratch store holds no round: the job from round 1
+            tasks.append(Task("imp", path.path_id, path.label, lambda v, item=item, wrap=wrap: wrap(builder.imp(item)),
+                              Needs(pretrained=pid)))
         else:
             c = path.cell
             builder.index_sets([c])
-            tasks.append(Task("cell", path.path_id, path.label, lambda c=c, wrap=wrap: wrap(builder.cell(c)),
-                              needs_pretrained=pid, needs_imp=builder.imp_need(c)))
+            tasks.append(Task("cell", path.path_id, path.label, lambda v, c=c, wrap=wrap: wrap(builder.cell(c, v)),
+                              Needs(pretrained=pid, imp=full.imp_need(c))))
     searcher = StagedSearcher(tasks, store)
     if tasks:
         conc = max_concurrent(probe_spec)  # the sweep's rule, on the fitted resources

@@ -23,6 +23,7 @@ from raydw import trackers
 from raydw.cells import Cell, TuneGroup, normalize_recipe, recipe_id
 from raydw.run import tuner
 from raydw.run.trials import cell_trial
+from raydw.plan import StoreView
 from raydw.run.jobs import CellJob
 from raydw.spec import DistSpec, SweepSpec
 from raydw.store import Store, config_json
@@ -78,13 +79,14 @@ def run_tuning(spec: SweepSpec, store: Store, groups: list[TuneGroup], builder, 
     `builder`: the sweep's JobBuilder (a candidate is the group's dense cell job with the sampled recipe)."""
     chosen: dict[str, dict] = {}
     stored, seen = stored_trials(store), set(store.names("trials"))  # one scan; each group then reads only its new rows
+    view = StoreView.read(store, ("pretrained",))  # the groups' pre-trained models (their kind goes on each row)
     for g in groups:
         rows = stored.get(g.tune_id, [])
         left = spec.tune.num_samples - len(rows)
         out(f"tune {g.label()}: {len(rows)} of {spec.tune.num_samples} trials stored, {max(left, 0)} to run "
             f"(Optuna TPE, seed {spec.tune.seed}, {spec.tune.n_startup()} random startup trials; maximize {g.metric})")
         if left > 0:
-            _tune_one(spec, store, g, rows, left, builder.cell(g.base, report_to_tune=False), concurrency)
+            _tune_one(spec, store, g, rows, left, builder.cell(g.base, view, report_to_tune=False), concurrency)
             new = sorted(set(store.names("trials")) - seen)
             seen.update(new)  # this group's rows again too: a repeated candidate (a `choice` space) rewrites its file
             rows = stored_trials(store, [r["cell_id"] for r in rows] + new).get(g.tune_id, [])

@@ -1,0 +1,73 @@
+"""docs/architecture.md's checkable claims, checked on the code (AST, no imports run):
+
+- Ray is imported only in raydw/run/ and the Tune callback of raydw/trackers (callback.py).
+- Jobs are made in one place: CellJob, ImpJob and PretrainJob only by raydw.run.jobs.JobBuilder; a PackJob only
+  wraps built cell jobs (raydw.run.pipeline), a ProbeJob only wraps a built job (raydw.run.preflight).
+- One module decides what runs: the store's "is it there" queries that decide work appear only in raydw.plan and
+  in the writers that must not write twice (each listed below with why).
+"""
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[1] / "raydw"
+
+
+def _modules():
+    for p in sorted(PKG.rglob("*.py")):
+        yield p.relative_to(PKG.parent).with_suffix("").as_posix().replace("/", "."), ast.parse(p.read_text())
+
+
+def test_ray_is_imported_only_by_the_run_layer_and_the_tune_callback():
+    importers = set()
+    for mod, tree in _modules():
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            if any(n == "ray" or n.startswith("ray.") for n in names):
+                importers.add(mod)
+    outside = {m for m in importers if not m.startswith("raydw.run.") and m != "raydw.trackers.callback"}
+    assert not outside, f"Ray imported outside raydw/run/: {sorted(outside)}"
+    assert "raydw.run.pipeline" in importers  # the check sees imports at all
+
+
+def _calls(tree, names: set[str]):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
+            if name in names:
+                yield name, node
+
+
+def test_jobs_are_made_only_by_the_job_builder():
+    where = {}
+    for mod, tree in _modules():
+        for name, _ in _calls(tree, {"CellJob", "ImpJob", "PretrainJob", "PackJob", "ProbeJob"}):
+            where.setdefault(name, set()).add(mod)
+    assert where.get("CellJob") == where.get("ImpJob") == where.get("PretrainJob") == {"raydw.run.jobs"}, where
+    assert where.get("PackJob") == {"raydw.run.pipeline"} and where.get("ProbeJob") == {"raydw.run.preflight"}, where
+
+
+# The store queries by which a module can decide what runs, and the modules allowed to make them.
+DECIDING = {"done_cells", "recipes", "stored_imp_rounds", "existing_masks"}
+ALLOWED = {
+    "raydw.plan": "the planner: the one definition of what is left",
+    "raydw.store": "defines them",
+    "raydw.tickets.lookup": "defines stored_imp_rounds / existing_masks",
+    "raydw.tickets.make": "a writer: makes a missing omp/random/import mask once (idempotent), never twice",
+    "raydw.run.worker": "the IMP job resumes after its last stored round (a writer that must not write twice)",
+}
+
+
+def test_only_the_planner_reads_the_store_to_decide_what_runs():
+    found = {}
+    for mod, tree in _modules():
+        for name, node in _calls(tree, DECIDING | {"names", "exists"}):
+            if name in ("names", "exists"):  # store.names("pretrained") / store.exists("pretrained", ...): a stage's output
+                arg = node.args[0] if node.args else None
+                if not (isinstance(arg, ast.Constant) and arg.value in ("pretrained", "masks")):
+                    continue
+            found.setdefault(mod, set()).add(name)
+    outside = {m: sorted(n) for m, n in found.items() if m not in ALLOWED}
+    assert not outside, f"modules deciding what runs outside raydw.plan: {outside}"
+    assert "raydw.tickets.make" in found  # the scan sees the calls it looks for
