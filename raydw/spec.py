@@ -418,6 +418,7 @@ class VerdictSpec(_Spec):
     level: Num = Field(0.95, gt=0.5, lt=1, description="confidence level of the intervals (two-sided); each one-sided test of equivalence is at (1 - level) / 2")
     resamples: Int = Field(2000, ge=100, le=100_000, description="bootstrap resamples (seeds, then test images)")
     seed: Seed = Field(0, description="seed of the bootstrap (the intervals are reproducible)")
+    seed_variance: Literal["pooled", "per_comparison"] = Field("pooled", description="seed part of each interval: pooled = the seed spread of the metric's family (dataset x regime x fraction x SA/RA, every pre-training and level), single-seed comparisons included, where Bartlett's test finds the spreads compatible; per_comparison = each comparison's own seeds, none at one seed (docs/findings.md)")
 
 
 class MlflowTrackerSpec(_Spec):
