@@ -634,6 +634,9 @@ def format_verdicts(v: pd.DataFrame) -> str:
             f"[{100 * a.get('level', 0.95):g} % interval: test images by a paired bootstrap ({a.get('resamples')} resamples), "
             + ("seeds by their family's pooled spread]" if a.get("seed_variance", "pooled") == "pooled"
                else "seeds by each comparison's own spread]"))
+    if a.get("looks"):  # an adaptive sweep's table (raydw.sequential.replay)
+        head += (f"; adaptive seeds: the error split over {a['looks']} looks (Bonferroni), each state frozen at the look "
+                 "that decided it")
     if not len(v):
         return head + "\n(no ticket cells)"
     rows = []

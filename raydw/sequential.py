@@ -155,7 +155,7 @@ def replay(trials, design: Design, cells=None, reading: str = "full", margin: fl
         asked = {k: list(analysis.METRICS) for k in cur} if open_now is None else open_now
         if _needs(cur, asked, design, r, stored, regimes):
             break  # round r is not complete: finish it before looking
-        done, rows, open_now = r, cur, {}
+        done, rows, open_now, attrs = r, cur, {}, v.attrs
         for key, row in cur.items():
             for m in analysis.METRICS:
                 if (key, m) not in frozen:
@@ -173,6 +173,7 @@ def replay(trials, design: Design, cells=None, reading: str = "full", margin: fl
         need = _needs(cur, {k: list(analysis.METRICS) for k in cur}, design, 1, stored, regimes)
         return Replay(v.assign(look=0, stopped="waiting for round 1"), 0, _next_frame(need))
     out = _frozen_frame(rows, frozen, decided, open_now, done, design, reading)
+    out.attrs.update({**attrs, "design": design, "looks": R})
     need = _needs(rows, open_now, design, done + 1, stored, regimes) if done < R else []
     return Replay(out, done, _next_frame(need))
 

@@ -116,6 +116,14 @@ def test_round_one_decides_the_clear_loss_and_asks_a_second_seed_for_the_others(
         (0.2, "adversarial", 2), (0.2, "standard", 2), (0.488, "adversarial", 2), (0.488, "standard", 2)]
 
 
+def test_the_table_says_why_each_level_stopped_and_at_which_level_it_looked(store):
+    from raydw.analysis import format_verdicts
+
+    text = format_verdicts(replay(store.uri, Design(1, 3, 5), margin=3, resamples=200).verdicts)
+    assert "decided at look 1" in text and "open: next ticket seed 2" in text
+    assert "[99 % interval" in text  # 95 % split over 5 looks
+
+
 def test_a_killed_round_is_finished_and_nothing_is_asked_twice(store):
     # Round 2 was killed after the level k=1's two cells: only k=3's are asked for, and round 1 still stands.
     for regime in ("standard", "adversarial"):
