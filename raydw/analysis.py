@@ -10,9 +10,13 @@ import numpy as np
 import pandas as pd
 
 from raydw import outcomes
-from raydw.uncertainty import Bootstrap, delta_interval, mean_interval, resampled_accuracy
+from raydw.uncertainty import (Bootstrap, SeedVariance, delta_stats, interval, mean_interval, pool_seed_variance,
+                               resampled_accuracy, seed_stats)
 
 RULES = ("strict", "tol", "equivalence")  # how a ticket's value is compared with its dense baseline's
+# Where the seed part of an interval comes from: the family's pooled spread (docs/findings.md, "Seed variance pooled
+# by family"), or each comparison's own seeds (the intervals before pooling; one seed: no seed part).
+SEED_VARIANCE = ("pooled", "per_comparison")
 CHECKPOINTS = {"paper": ("sa", "ra"), "last": ("sa_last", "ra_last")}
 METRICS = ("sa_std", "sa_adv", "ra_adv")  # (metric, regime kind) pairs the paper's double-win is made of
 READINGS = {"full": METRICS, "loose": ("sa_std", "ra_adv")}  # which metrics make a double-win
@@ -278,15 +282,56 @@ def _accuracies(series: dict[str, dict], boot: Bootstrap) -> dict:
     return acc
 
 
-def _intervals(df: pd.DataFrame, wanted: list[tuple], checkpoint: str, boot: Bootstrap) -> dict:
-    """wanted: (key, dataset, value, ticket rows, dense rows) -> {key: (lo, hi)}, or {key: why not} where a cell lacks
-    usable outcomes (rows written before they were stored: NO_BITS)."""
+def _intervals(df: pd.DataFrame, wanted: list[tuple], checkpoint: str, boot: Bootstrap,
+               seed_variance: str = "pooled") -> tuple[dict, dict, dict]:
+    """wanted: (key, dataset, value, ticket rows, dense rows) -> ({key: (lo, hi)}, or {key: why not} where a cell lacks
+    usable outcomes (rows written before they were stored: NO_BITS); {key: se, df and the seed part's source};
+    {family: SeedVariance})."""
     series, result = _outcome_series(df, wanted, checkpoint)
     acc = _accuracies(series, boot)
+    fams = _families(df, wanted, series, result) if seed_variance == "pooled" else {}
+    info: dict = {}
     for key, ds, value, t_rows, d_rows in wanted:
-        if key not in result:
-            result[key] = delta_interval([acc[(r, value)] for r in t_rows], [acc[(r, value)] for r in d_rows], boot.level)
-    return result
+        if key in result:
+            continue
+        fam = fams.get(_family(df, ds, value, t_rows))
+        stats = delta_stats([acc[(r, value)] for r in t_rows], [acc[(r, value)] for r in d_rows], fam, fam)
+        result[key] = interval(stats, boot.level)
+        info[key] = {"se": stats[1], "df": stats[2], **_seed_source(fam, (len(t_rows), len(d_rows)), seed_variance == "pooled")}
+    return result, info, fams
+
+
+def _family(df: pd.DataFrame, ds: str, value: str, rows: list) -> tuple:
+    """The family a setting's seed spread is pooled in: (dataset, regime, data fraction, sa / ra), every pre-training,
+    ticket level and the dense model alike (docs/findings.md says why sparsity is not a covariate)."""
+    r = rows[0]
+    return ds, df.at[r, "regime"], float(df.at[r, "data_fraction"]), value
+
+
+def _families(df: pd.DataFrame, wanted: list[tuple], series: dict, skip: dict) -> dict[tuple, SeedVariance]:
+    """Every family's pooled seed variance, from each replicated setting (>= 2 seeds with outcomes) in `wanted`."""
+    settings: dict = {}
+    for key, ds, value, t_rows, d_rows in wanted:
+        if key in skip:
+            continue
+        for rows in (t_rows, d_rows):
+            if len(rows) >= 2:
+                settings[(tuple(rows), value)] = (_family(df, ds, value, rows), ds)
+    cells: dict = {}
+    for (rows, value), (fam, ds) in settings.items():
+        cells.setdefault(fam, []).append(seed_stats([series[ds][(r, value)] for r in rows]))
+    return {fam: pool_seed_variance(c) for fam, c in cells.items()}
+
+
+def _seed_source(fam: SeedVariance | None, seeds: tuple[int, int], pooled: bool) -> dict:
+    """The seed part's SD (accuracy units), its df and where it came from, for the verdicts' columns."""
+    if fam is not None and fam.pooled and fam.df > 0:
+        return {"seed_sd": fam.sd, "seed_df": fam.df, "seed_source": f"family of {fam.cells} replicated cells"}
+    src = ("none: 1 seed" if max(seeds) < 2 else "own seeds" if min(seeds) >= 2 else "own seeds; none for the 1-seed side")
+    if pooled and min(seeds) < 2:  # why the family could not stand in
+        src += (f" (the family's spreads differ: Bartlett p={fam.p:.3g})" if fam is not None and fam.df > 0
+                else " (nothing replicated in its family)")
+    return {"seed_sd": np.nan, "seed_df": np.nan, "seed_source": src}
 
 
 def _state(ok, rule: str, delta: float, ci, margin: float) -> tuple[str, str]:
@@ -369,7 +414,8 @@ def _verdict_row(i: int, key: dict, std_fracs: dict, sums: dict, regimes: dict, 
 
 def verdicts(uri_or_df, rule: str = "strict", tol: float = 0.0, checkpoint: str = "paper",
              std_regime: str | None = None, adv_regime: str | None = None, cells=None, reading: str = "full",
-             margin: float = DEFAULT_MARGIN, level: float = 0.95, resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+             margin: float = DEFAULT_MARGIN, level: float = 0.95, resamples: int = 2000, seed: int = 0,
+             seed_variance: str = "pooled") -> pd.DataFrame:
     """Per ticket level and data fraction: Delta = ticket - dense with its interval, the three metrics' states and
     the double-win verdict (docs/findings.md).
 
@@ -377,7 +423,9 @@ def verdicts(uri_or_df, rule: str = "strict", tol: float = 0.0, checkpoint: str 
     (match when the interval's lower bound is above -margin accuracy points, no match when its upper bound is
     below it, else inconclusive). reading: "full" (SA std, SA adv and RA adv must match) or "loose" (SA std and RA
     adv). The interval (level, resamples, seed): test images by a paired bootstrap, seeds by their spread
-    (raydw.uncertainty), shown under every rule; `reason` says why a state is missing.
+    (raydw.uncertainty), shown under every rule; `reason` says why a state is missing. seed_variance: "pooled" (the
+    spread of the metric's family, single-seed comparisons included, where the family's spreads are compatible) or
+    "per_comparison" (each comparison's own seeds).
     `cells`: only these cell ids (`spec_cells(uri, spec)`: one sweep's cells).
     """
     if rule == "strict" and tol > 0:  # tol=K without a rule, as before rules had names: the tol rule
@@ -385,6 +433,8 @@ def verdicts(uri_or_df, rule: str = "strict", tol: float = 0.0, checkpoint: str 
     if rule == "tol" and tol == 0:
         tol = 1.0  # the rule's usual form: within one dense standard deviation
     _check_args(rule, tol, checkpoint, reading, margin)
+    if seed_variance not in SEED_VARIANCE:
+        raise AnalysisError(f"seed_variance {seed_variance!r} is not one of {list(SEED_VARIANCE)}")
     try:
         boot = Bootstrap(resamples, level, seed)
     except ValueError as e:
@@ -397,9 +447,10 @@ def verdicts(uri_or_df, rule: str = "strict", tol: float = 0.0, checkpoint: str 
     cmp_tol = tol if rule == "tol" else 0.0
     std_fracs = _std_fractions(df, regimes["standard"])
     rows = [_verdict_row(i, k, std_fracs, sums, regimes, cmp_tol, wanted) for i, k in enumerate(_tickets(df, regimes).to_dict("records"))]
-    cis = _intervals(df, wanted, checkpoint, boot)
+    cis, info, fams = _intervals(df, wanted, checkpoint, boot, seed_variance)
     for i, row in enumerate(rows):
         for metric in METRICS:
+            row.update({f"{c}_{metric}": x for c, x in info.get((i, metric), _NO_INFO).items()})
             ci = cis.get((i, metric))
             lo, hi = ci if isinstance(ci, tuple) else (np.nan, np.nan)
             st, why = _state(row[f"matching_{metric}"], rule, row[f"delta_{metric}"], ci, margin)
@@ -415,24 +466,37 @@ def verdicts(uri_or_df, rule: str = "strict", tol: float = 0.0, checkpoint: str 
         out[f"verdict_{name}"] = [VERDICT_STATES[_combine([r[f"state_{m}"] for m in metrics])] for r in rows]
         out[f"double_win_{name}"] = out[f"verdict_{name}"].map({"double-win": True, "not double-win": False}).astype("boolean")
     out["verdict"] = out[f"verdict_{reading}"]
+    out["stopped"] = np.where(out["verdict"].isin(["double-win", "not double-win"]), "decided",
+                              np.where(out["verdict"] == "inconclusive", "fixed seeds", ""))
     out["double_win"] = out[f"double_win_{reading}"]
     out["ticket_round"] = out["ticket_round"].astype("Int64")
     out = out.rename(columns={"level": "target_sparsity"})
     out.attrs.update(rule=rule, tol=tol, checkpoint=checkpoint, regimes=regimes, reading=reading, margin=margin,
-                     level=level, resamples=resamples, seed=seed)
+                     level=level, resamples=resamples, seed=seed, seed_variance=seed_variance,
+                     families=_family_table(fams).to_dict("records"))  # records: attrs are compared by concat
     _warn_std(out, tol)
     return out[_ORDER]
 
 
 _PER_METRIC = ("ticket", "dense", "delta", "lo", "hi", "matching", "state")
+_SEED_INFO = ("se", "df", "seed_sd", "seed_df", "seed_source")  # per metric: Delta's standard error, its df, the seed part
+_NO_INFO = {"se": np.nan, "df": np.nan, "seed_sd": np.nan, "seed_df": np.nan, "seed_source": ""}
 _VERDICT_COLUMNS = ["pretraining", "dataset", "data_fraction", "std_fraction", "ticket_method", "level", "ticket_round",
                     "sparsity", *[f"{w}_{m}" for m in METRICS for w in _PER_METRIC],
-                    "dense_seeds_std", "dense_seeds_adv", "seeds", "reason"]
+                    "dense_seeds_std", "dense_seeds_adv", "seeds", "reason", *[f"{w}_{m}" for m in METRICS for w in _SEED_INFO]]
 _ORDER = ["pretraining", "dataset", "data_fraction", "ticket_method", "ticket_round", "target_sparsity", "sparsity",
           "verdict", "double_win", "verdict_full", "verdict_loose", "double_win_full", "double_win_loose",
           *[f"{w}_{m}" for m in METRICS for w in ("state", "matching", "delta", "lo", "hi")],
           "std_fraction", *[f"{w}_{m}" for m in METRICS for w in ("ticket", "dense")],
-          "seeds", "dense_seeds_std", "dense_seeds_adv", "reason"]
+          "seeds", "dense_seeds_std", "dense_seeds_adv", "reason", "stopped", *[f"{w}_{m}" for m in METRICS for w in _SEED_INFO]]
+
+
+def _family_table(fams: dict[tuple, SeedVariance]) -> pd.DataFrame:
+    """One row per family: its pooled seed SD (accuracy units), df, replicated cells, Bartlett's p, pooled or not."""
+    rows = [{"dataset": ds, "regime": reg, "data_fraction": f, "value": val, "seed_sd": fv.sd, "df": fv.df,
+             "cells": fv.cells, "bartlett_p": fv.p, "pooled": fv.pooled} for (ds, reg, f, val), fv in fams.items()]
+    return pd.DataFrame(rows, columns=["dataset", "regime", "data_fraction", "value", "seed_sd", "df", "cells",
+                                       "bartlett_p", "pooled"])
 
 
 def _warn_std(out: pd.DataFrame, tol: float) -> None:
@@ -541,6 +605,25 @@ def _metric_text(r: dict, m: str) -> str:
     return f"{100 * d:+.1f} {ci} {_SHORT[st]}"
 
 
+def _seed_text(r: dict, m: str) -> str:
+    """The seed SD behind one metric's interval in points with its df ('1.2/14'); '-' where none was pooled."""
+    sd, df = r.get(f"seed_sd_{m}"), r.get(f"seed_df_{m}")
+    return "-" if sd is None or pd.isna(sd) else f"{100 * sd:.1f}/{int(df)}"
+
+
+def _families_text(fams: list[dict] | None) -> list[str]:
+    """The pooled seed variance of every family, and whether its spreads were compatible enough to pool."""
+    if not fams:
+        return []
+    lines = ["\npooled seed variance by family (seed SD in points, its df = sum of seeds - 1 over its replicated cells; "
+             "Bartlett's p of equal spreads, pooled unless p < 0.05):"]
+    for f in fams:
+        p = "-" if pd.isna(f["bartlett_p"]) else f"{f['bartlett_p']:.3g}"
+        lines.append(f"  {f['dataset']} {f['regime']} f={f['data_fraction']:g} {f['value'].upper()}: SD {100 * f['seed_sd']:.2f}, "
+                     f"df {f['df']}, {f['cells']} cells, p {p}: " + ("pooled" if f["pooled"] else "NOT pooled (own seeds)"))
+    return lines
+
+
 def format_verdicts(v: pd.DataFrame) -> str:
     """The verdict table as text: per ticket level, Delta = ticket - dense in points with its interval and state per
     metric, and the verdict; then the extreme sparsities. What `raydw verdicts` and the end of a sweep print."""
@@ -549,7 +632,11 @@ def format_verdicts(v: pd.DataFrame) -> str:
             + (f", margin {a.get('margin'):g} points" if a.get("rule") == "equivalence" else "")
             + f", reading {a.get('reading')}, checkpoint {a.get('checkpoint')}; Delta = ticket - dense in accuracy points, "
             f"[{100 * a.get('level', 0.95):g} % interval: test images by a paired bootstrap ({a.get('resamples')} resamples), "
-            "seeds by their spread]")
+            + ("seeds by their family's pooled spread]" if a.get("seed_variance", "pooled") == "pooled"
+               else "seeds by each comparison's own spread]"))
+    if a.get("looks"):  # an adaptive sweep's table (raydw.sequential.replay)
+        head += (f"; adaptive seeds: the error split over {a['looks']} looks (Bonferroni), each state frozen at the look "
+                 "that decided it")
     if not len(v):
         return head + "\n(no ticket cells)"
     rows = []
@@ -558,7 +645,8 @@ def format_verdicts(v: pd.DataFrame) -> str:
         rows.append({"pretraining": r["pretraining"], "dataset": r["dataset"], "f": f"{r['data_fraction']:g}",
                      "ticket": f"{r['ticket_method']} " + (f"k={int(k)} " if not pd.isna(k) else "") + f"s={r['target_sparsity']:.3f}",
                      "seeds": r["seeds"], "SA std": _metric_text(r, "sa_std"), "SA adv": _metric_text(r, "sa_adv"),
-                     "RA adv": _metric_text(r, "ra_adv"), "verdict": r["verdict"]})
+                     "RA adv": _metric_text(r, "ra_adv"), "verdict": r["verdict"],
+                     "seed SD (df)": " ".join(_seed_text(r, m) for m in METRICS), "stopped": r["stopped"]})
     table = pd.DataFrame(rows).to_string(index=False)
     why = [f"  {r['pretraining']} {r['dataset']} f={r['data_fraction']:g} {r['ticket_method']} s={r['target_sparsity']:.3f}: "
            f"{r['reason']}" for r in v.to_dict("records") if r["reason"]]
@@ -568,6 +656,6 @@ def format_verdicts(v: pd.DataFrame) -> str:
     with pd.option_context("display.width", 250, "display.max_columns", 50, "display.max_colwidth", 90,
                            "display.float_format", "{:.3f}".format):
         ext_text = ext.to_string(index=False)
-    return "\n".join([head, table, *(["why n/a:", *why] if why else []),
+    return "\n".join([head, table, *(["why n/a:", *why] if why else []), *_families_text(a.get("families")),
                       f"\nextreme double-win sparsity (rule {a.get('rule')}; fixed-sequence: levels in order, stopping at "
                       "the first not double-win; seeds = the fewest behind it):", ext_text])

@@ -240,7 +240,7 @@ def _expand(spec: SweepSpec, recipes: dict[str, dict]) -> tuple[list[Cell], dict
                         if rname in tuned:
                             gkey = (p.name, ds, rname, frac)
                             if gkey not in groups:  # the untuned dense cell at the first seed defines the group
-                                base = make({"method": "dense"}, True, 0, 0.0, ds, rname, r, frac, spec.seeds[0])
+                                base = make({"method": "dense"}, True, 0, 0.0, ds, rname, r, frac, spec.seed_values()[0])
                                 groups[gkey] = TuneGroup(_tune_id(spec, base.canonical, r.kind), spec.tune.metric_for(r.kind), base)
                             g = groups[gkey]
                             tags = {"tune_id": g.tune_id}
@@ -249,7 +249,7 @@ def _expand(spec: SweepSpec, recipes: dict[str, dict]) -> tuple[list[Cell], dict
                                 rr = apply_recipe(r, rec)
                                 extra = {"tuned": {"tune_id": g.tune_id, "recipe_id": recipe_id(rec)}}
                                 tags["recipe_id"] = recipe_id(rec)
-                        for seed in spec.seeds:
+                        for seed in spec.seed_values():
                             c = make(ticket, dense, rnd, target, ds, rname, rr, frac, seed, extra, **tags)
                             if c.cell_id in seen:
                                 continue

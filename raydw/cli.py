@@ -220,7 +220,7 @@ def _verdict_args(a) -> dict:
     from raydw.spec import VerdictSpec
 
     base = load_spec(_spec_path(a.spec)).verdicts if getattr(a, "spec", None) else VerdictSpec()
-    pick = {k: getattr(a, k, None) for k in ("rule", "tol", "margin", "level", "resamples", "seed")}
+    pick = {k: getattr(a, k, None) for k in ("rule", "tol", "margin", "level", "resamples", "seed", "seed_variance")}
     chosen = {k: (v if v is not None else getattr(base, k)) for k, v in pick.items()}
     if chosen["rule"] != "tol" and pick["tol"] is None:
         chosen["tol"] = 0.0
@@ -309,6 +309,8 @@ def _verdict_flags(s) -> None:
     s.add_argument("--level", type=float, help="confidence level of the intervals (default 0.95)")
     s.add_argument("--resamples", type=int, help="bootstrap resamples (default 2000)")
     s.add_argument("--seed", type=int, help="bootstrap seed (default 0)")
+    s.add_argument("--seed-variance", choices=["pooled", "per_comparison"],
+                   help="seed part of the intervals: pooled over each family of cells (default) or each comparison's own seeds")
     s.add_argument("--checkpoint", default="paper", choices=["paper", "last"], help="paper: SA@SA-best, RA@RA-best; last: last epoch")
     s.add_argument("--spec", help="sweep YAML (or 'demo'/'paper'): only the cells it plans, when the store holds other "
                                   "runs too (an edited spec rerun into it, a tuned and an untuned grid), and its verdicts: settings")

@@ -10,8 +10,8 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (AfterValidator, AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError,
-                      field_validator, model_validator)
+from pydantic import (AfterValidator, AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Strict,
+                      Tag, ValidationError, field_validator, model_validator)
 
 from raydw.bounded import short
 
@@ -418,6 +418,49 @@ class VerdictSpec(_Spec):
     level: Num = Field(0.95, gt=0.5, lt=1, description="confidence level of the intervals (two-sided); each one-sided test of equivalence is at (1 - level) / 2")
     resamples: Int = Field(2000, ge=100, le=100_000, description="bootstrap resamples (seeds, then test images)")
     seed: Seed = Field(0, description="seed of the bootstrap (the intervals are reproducible)")
+    seed_variance: Literal["pooled", "per_comparison"] = Field("pooled", description="seed part of each interval: pooled = the seed spread of the metric's family (dataset x regime x fraction x SA/RA, every pre-training and level), single-seed comparisons included, where Bartlett's test finds the spreads compatible; per_comparison = each comparison's own seeds, none at one seed (docs/findings.md)")
+
+
+class AdaptiveSeedsSpec(_Spec):
+    """Seeds spent where a verdict is still open (docs/findings.md, "Adaptive seeds"): the sweep runs in rounds; after
+    each, the comparisons still inconclusive get one more seed, until each is decided or has `max` seeds."""
+
+    start: Int = Field(1, ge=1, description="seeds every ticket cell runs before the first look (the paper: 1)")
+    replicate: Int = Field(3, ge=1, description="seeds every dense cell runs before the first look: they estimate each family's seed variance, which single-seed tickets are judged with")
+    max: Int = Field(5, ge=1, le=100, description="the most seeds a comparison gets; the error is split over its max - start + 1 looks (Bonferroni)")
+    values: list[Seed] | None = Field(None, description="the seed values in the order they are used; default 1..max, so seed k's cells have the ids a fixed `seeds: [1, ..., k]` gives")
+
+    @model_validator(mode="after")
+    def _within_max(self):
+        for name in ("start", "replicate"):
+            if getattr(self, name) > self.max:
+                raise ValueError(f"{name} {getattr(self, name)} is more than max {self.max}: at most max seeds run")
+        if self.values is not None:
+            if len(self.values) != self.max:
+                raise ValueError(f"values lists {len(self.values)} seeds, max is {self.max}: give one value per possible seed")
+            if len(set(self.values)) != len(self.values):
+                raise ValueError(f"values repeats a seed: {short(self.values)}")
+        return self
+
+    def seeds(self) -> list[int]:
+        return list(self.values) if self.values is not None else list(range(1, self.max + 1))
+
+    def design(self):
+        """The raydw.sequential.Design of this section (imports pandas: not at spec load)."""
+        from raydw.sequential import Design
+
+        return Design(self.start, self.replicate, self.max, tuple(self.seeds()))
+
+
+class SeedsSpec(_Spec):
+    """`seeds: {adaptive: {...}}`: the mapping form of `seeds` (a list is fixed seeds)."""
+
+    adaptive: AdaptiveSeedsSpec
+
+
+# A list is fixed seeds, a mapping adaptive ones; the tag picks the branch so an error names one path, not two.
+SeedsField = Annotated[Annotated[list[Seed], Tag("list")] | Annotated[SeedsSpec, Tag("mapping")],
+                       Discriminator(lambda v: "mapping" if isinstance(v, (dict, SeedsSpec)) else "list")]
 
 
 class MlflowTrackerSpec(_Spec):
@@ -465,7 +508,7 @@ class SweepSpec(_Spec):
     data: DataSpec
     regimes: dict[Name, RegimeSpec] = Field(min_length=1, description="named fine-tuning regimes, e.g. standard and adversarial")
     eval: EvalSpec
-    seeds: list[Seed] = Field(default_factory=lambda: [1], min_length=1, description="fine-tuning seeds (the paper: 1)")
+    seeds: SeedsField = Field(default_factory=lambda: [1], description="fine-tuning seeds: a list runs every cell at each (the paper: [1]); {adaptive: {start, replicate, max}} runs start seeds (dense cells: replicate) and adds one to comparisons still inconclusive, up to max (docs/findings.md, needs verdicts.rule equivalence)")
     resources: ResourceSpec = Field(default_factory=ResourceSpec)
     search: SearchSpec = Field(default_factory=SearchSpec, description="full grid or adaptive search over sparsity levels")
     early_stop: EarlyStopSpec = Field(default_factory=EarlyStopSpec, description="stop tickets that clearly trail the dense model (status 'stopped')")
@@ -479,9 +522,36 @@ class SweepSpec(_Spec):
     def _one_or_many(cls, v):
         return [v] if isinstance(v, dict) else v
 
+    @field_validator("seeds")
+    @classmethod
+    def _some_seed(cls, v):
+        if isinstance(v, list) and not v:
+            raise ValueError("list at least one seed, e.g. seeds: [1], or seeds: {adaptive: {start: 1, replicate: 3, max: 5}}")
+        return v
+
+    def adaptive_seeds(self) -> AdaptiveSeedsSpec | None:
+        """The adaptive section, or None for fixed seeds."""
+        return self.seeds.adaptive if isinstance(self.seeds, SeedsSpec) else None
+
+    def seed_values(self) -> list[int]:
+        """Every seed a cell may run: the fixed list, or the adaptive seeds at max (the planner's full grid)."""
+        a = self.adaptive_seeds()
+        return a.seeds() if a is not None else list(self.seeds)
+
+    def start_seeds(self, dense: bool) -> list[int]:
+        """The seeds a cell runs before the first look: all of a fixed list; the first `start` (tickets) or
+        `replicate` (dense) adaptive seeds."""
+        a = self.adaptive_seeds()
+        if a is None:
+            return list(self.seeds)
+        return a.seeds()[:a.replicate if dense else a.start]
+
     @model_validator(mode="after")
     def _unique_names(self) -> "SweepSpec":
         self._check_grid_size()
+        if self.adaptive_seeds() is not None and self.verdicts.rule != "equivalence":
+            raise ValueError(f"seeds.adaptive spends seeds on inconclusive verdicts, which only verdicts.rule equivalence has; "
+                             f"set verdicts: {{rule: equivalence, margin: ...}} (got rule {self.verdicts.rule}) or list fixed seeds")
         names = [p.name for p in self.pretrainings]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
@@ -503,13 +573,13 @@ class SweepSpec(_Spec):
             for ds in self.data.datasets:
                 over = r.per_dataset.get(ds, {}).get("data_fractions") if isinstance(r.per_dataset.get(ds), dict) else None
                 settings += len(over) if isinstance(over, list) else len(r.data_fractions)
-        return len(self.pretrainings) * levels * settings * len(self.seeds)
+        return len(self.pretrainings) * levels * settings * len(self.seed_values())
 
     def _check_grid_size(self) -> None:
         n = self.grid_bound()
         if n > self.max_cells:
             raise ValueError(f"the grid has up to {n:,} cells ({len(self.pretrainings)} pre-trainings x ticket levels x "
-                             f"{len(self.data.datasets)} datasets x regimes and fractions x {len(self.seeds)} seeds), more "
+                             f"{len(self.data.datasets)} datasets x regimes and fractions x {len(self.seed_values())} seeds), more "
                              f"than max_cells {self.max_cells:,}; shrink an axis, or set max_cells: {n} if you mean it")
 
     def _check_tune(self) -> None:
@@ -555,6 +625,8 @@ def _format_errors(err: ValidationError, source: str, single_tickets: bool = Fal
         loc = list(e["loc"])
         if single_tickets and loc[:2] == ["tickets", 0]:  # the YAML had one mapping, not a list: say its path
             loc = ["tickets", *loc[2:]]
+        if loc[:1] == ["seeds"] and loc[1:2] in (["list"], ["mapping"]):  # the seeds union's tag, not a YAML key
+            loc = [loc[0], *loc[2:]]
         path = ".".join(str(p)[:60] for p in loc) or "(top level)"  # a key is user text: bounded too
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
@@ -628,16 +700,19 @@ def _type_name(ann) -> str:
 
 def describe(model: type[BaseModel] = SweepSpec, prefix: str = "") -> list[str]:
     """Every field of the spec with its type, default and help: `raydw spec-fields` prints it."""
+    import typing
+
     out = []
     for name, f in model.model_fields.items():
         path = f"{prefix}{name}"
         ann = f.annotation
         default = "required" if f.is_required() else f"default {f.get_default(call_default_factory=True)!r}"
-        inner = [a for a in getattr(ann, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
+        args = [typing.get_args(a)[0] if typing.get_origin(a) is typing.Annotated else a for a in getattr(ann, "__args__", ())]
+        inner = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]  # seeds' branches are Annotated
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             inner = [ann]
         tname = _type_name(ann)
-        shown = tname if not inner else (f"list of {inner[0].__name__}" if tname.startswith("list") else inner[0].__name__)
+        shown = tname if not inner or "|" in tname else (f"list of {inner[0].__name__}" if tname.startswith("list") else inner[0].__name__)
         out.append(f"{path}: {shown} ({default})" + (f"\n    {f.description}" if f.description else ""))
         for sub in inner:
             out += describe(sub, f"{path}.")

@@ -68,10 +68,106 @@ def resampled_accuracy(bits: dict[str, np.ndarray], boot: Bootstrap, dataset: st
 def delta_interval(ticket: list[tuple[float, np.ndarray]], dense: list[tuple[float, np.ndarray]],
                    level: float) -> tuple[float, float]:
     """Interval of Delta = mean over ticket seeds - mean over dense seeds. Each side is a list, one per seed, of
-    (its accuracy on the test set, its accuracies under the shared image resamples)."""
+    (its accuracy on the test set, its accuracies under the shared image resamples). Each side's seed part is its
+    own spread (seed_variance 'per_comparison'); delta_stats with families gives the pooled one."""
+    return interval(delta_stats(ticket, dense), level)
+
+
+# -- seed variance pooled over a family of cells ------------------------------------------------------
+HOMOGENEITY_ALPHA = 0.05  # Bartlett's test: below this p the family's spreads are not pooled
+
+
+@dataclass(frozen=True)
+class SeedVariance:
+    """The seed-to-seed variance of one family of cells (docs/findings.md, "Seed variance pooled by family").
+
+    var: the training-randomness variance of one cell's accuracy (accuracy units squared, >= 0): the pooled mean
+    square of the per-seed accuracies less the image x seed interaction that the image bootstrap already counts.
+    ms: that pooled mean square, the chi-square part behind var (df degrees of freedom). p: Bartlett's test of
+    equal spreads over the family's replicated cells (nan with fewer than two of them); pooled: var may stand in for
+    every cell of the family."""
+    var: float
+    ms: float
+    df: int
+    cells: int
+    p: float
+    pooled: bool
+
+    @property
+    def sd(self) -> float:
+        return float(np.sqrt(self.var))
+
+
+def seed_stats(bits: list[np.ndarray]) -> tuple[np.ndarray, float]:
+    """(accuracy per seed, image x seed interaction mean square / images) of one cell's k >= 2 seeds on one test set.
+
+    A seed's accuracy on a fixed test set moves with training randomness (what a new seed would change in the
+    population accuracy) AND with which images that seed happens to get right: per image, ticket-vs-seed noise that
+    averages to interaction / images. The image bootstrap already counts that noise, so the seed part must not count
+    it twice: the two-way (seeds x images) ANOVA's residual mean square estimates it (Searle, Casella & McCulloch
+    1992, ch. 4, a random two-way layout without replication)."""
+    b = np.stack(bits).astype(np.float64)  # seeds x images
+    k, n = b.shape
+    acc = b.mean(axis=1)
+    per_image = b.mean(axis=0)
+    ss_res = float((b ** 2).sum() - n * (acc ** 2).sum() - k * (per_image ** 2).sum() + k * n * b.mean() ** 2)
+    return acc, max(ss_res, 0.0) / ((k - 1) * (n - 1)) / n
+
+
+def pool_seed_variance(cells: list[tuple[np.ndarray, float]], alpha: float = HOMOGENEITY_ALPHA) -> SeedVariance:
+    """One family's SeedVariance from its replicated cells, each (accuracy per seed, interaction / images) from
+    seed_stats. Pooled with the degrees of freedom sum(k_i - 1); Bartlett (1937) tests the equal spreads it assumes."""
+    from scipy.stats import bartlett
+
+    cells = [(np.asarray(a, float), i) for a, i in cells if len(a) >= 2]
+    df = sum(len(a) - 1 for a, _ in cells)
+    if not df:
+        return SeedVariance(np.nan, np.nan, 0, 0, np.nan, False)
+    ms = sum((len(a) - 1) * float(a.var(ddof=1)) for a, _ in cells) / df
+    interaction = sum((len(a) - 1) * i for a, i in cells) / df
+    spread = [a for a, _ in cells if a.var() > 0]
+    if len(cells) < 2 or not ms > 0:
+        p = np.nan  # one cell, or no spread anywhere: nothing to compare
+    elif len(spread) < len(cells):
+        p = 0.0  # some cells repeat exactly while others spread: not one variance (Bartlett's log(0))
+    else:
+        p = float(bartlett(*[a for a, _ in cells]).pvalue)
+    return SeedVariance(max(ms - interaction, 0.0), ms, df, len(cells), p, not p < alpha)
+
+
+def delta_stats(ticket: list[tuple[float, np.ndarray]], dense: list[tuple[float, np.ndarray]],
+                family_t: SeedVariance | None = None, family_d: SeedVariance | None = None) -> tuple[float, float, float]:
+    """(Delta, its standard error, degrees of freedom) of ticket - dense.
+
+    A side with a poolable family takes the family's var / seeds (its single seed included) with the family's df;
+    a side without one takes its own spread / seeds with seeds - 1 df (one seed: no seed part, as the paper's
+    protocol). The df come by Welch-Satterthwaite (Welch 1947; Satterthwaite 1946); two sides drawing on one family
+    share one chi-square, so their parts add before squaring."""
     mt, it, vt, kt = _side(ticket)
     md, id_, vd, kd = _side(dense)
-    return _t_interval(mt - md, float(np.var(it - id_, ddof=1)), [(vt, kt), (vd, kd)], level)
+    v_images = float(np.var(it - id_, ddof=1))
+    parts: dict = {}  # source -> [variance added, chi-square part, df]
+    for name, (fam, v_own, k) in {"t": (family_t, vt, kt), "d": (family_d, vd, kd)}.items():
+        if fam is not None and fam.pooled and fam.df > 0:
+            p = parts.setdefault(id(fam), [0.0, 0.0, fam.df])
+            p[0] += fam.var / k
+            p[1] += fam.ms / k
+        elif k > 1:
+            parts[name] = [v_own, v_own, k - 1]
+    v = v_images + sum(p[0] for p in parts.values())
+    den = sum(p[1] ** 2 / p[2] for p in parts.values() if p[1] > 0)
+    return mt - md, float(np.sqrt(v)), (v ** 2 / den if den > 0 and v > 0 else np.inf)
+
+
+def interval(stats: tuple[float, float, float], level: float) -> tuple[float, float]:
+    """estimate +- t(level, df) x se."""
+    from scipy.stats import t as student_t
+
+    estimate, se, df = stats
+    if not se > 0:
+        return estimate, estimate
+    half = float(student_t.ppf((1 + level) / 2, df)) * se
+    return estimate - half, estimate + half
 
 
 def mean_interval(per_seed: list[tuple[float, np.ndarray]], level: float) -> tuple[float, float]:
