@@ -43,9 +43,10 @@ class StoreView:
         if store is None or (store.local and not Path(store.root).exists()):
             return cls()
         pre, masks, imp, status, recipes, recipe_rows, tune = {}, {}, {}, {}, {}, {}, {}
-        if "pretrained" in tables:
+        if "pretrained" in tables:  # a model is there when its row's file is (its kind is read where the row reads)
             t = store.read_table("pretrained", columns=["pretrained_id", "kind"])
-            pre = dict(zip(t.column("pretrained_id").to_pylist(), t.column("kind").to_pylist()))
+            kinds = dict(zip(t.column("pretrained_id").to_pylist(), t.column("kind").to_pylist()))
+            pre = {pid: kinds.get(pid) for pid in store.names("pretrained")}
         if "masks" in tables:
             for r in store.read_table("masks", columns=MASK_COLUMNS).to_pylist():
                 if r["target_sparsity"] is not None:  # a row without a level is found by its round alone (IMP)
