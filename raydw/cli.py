@@ -8,7 +8,7 @@ from pathlib import Path
 
 from raydw.outputs import output_dir, output_file
 from raydw.spec import SpecError, load_spec
-from raydw.store import SCHEMAS, StoreError, StorePathError
+from raydw.store import SCHEMAS, StoreError, StoreKeyError, StorePathError
 
 DEMO = Path(__file__).resolve().parent / "sweeps" / "demo.yaml"
 
@@ -74,7 +74,7 @@ def cmd_sweep(a) -> int:
     if a.live_report is not None:  # started by run_sweep once the store is locked (a refused sweep writes nothing)
         from raydw.live import LiveReport
 
-        folder = output_dir(a.live_report, "--live-report") if a.live_report else None
+        folder = output_dir(a.live_report, "--live-report", stores=(a.storage or spec.storage,)) if a.live_report else None
         live = LiveReport(None, folder, a.live_every, spec=spec, verdict_args=verdict_settings(spec))
     s = run_sweep(spec, storage=a.storage, address=a.address, data_root=a.data_root, live=live)
     return 0 if s.complete else 1  # stopped early / not needed by the search are outcomes the spec asked for
@@ -128,7 +128,7 @@ def cmd_results(a) -> int:
         raise SpecError(f"--phase applies to --table trials only (tuning trials are trials rows); got --table {a.table}")
     phase = a.phase or "main"
     if a.out:
-        output_file(a.out)  # before reading the store: a typo in the folder is said at once
+        output_file(a.out, stores=(a.uri,))  # before reading the store: a typo in the folder is said at once
     df = load(a.uri, a.table, phase=PHASES[phase])  # load applies phase to trials only
     if a.table == "trials" and phase != "main" and "config" in df.columns:
         df = df.assign(recipe=[_trial_recipe(c) for c in df["config"]])  # the candidate a tuning trial ran
@@ -167,7 +167,7 @@ def cmd_export_mask(a) -> int:
     from raydw.store import Store
     from raydw.train.setup import load_mask, load_pretrained
 
-    output_file(a.out, "export-mask OUT")
+    output_file(a.out, "export-mask OUT", stores=(a.uri,))
     store = Store(a.uri)
     row = store.get("masks", a.mask_id)
     if row is None:
@@ -263,7 +263,11 @@ def cmd_report(a) -> int:
 
     if a.until_complete and not (a.watch and a.spec):
         raise SpecError("--until-complete needs --watch and --spec (the spec says which cells complete the sweep)")
-    output_dir(a.out)
+    output_dir(a.out, stores=(a.uri,), create=False)
+    from raydw.store import Store
+
+    Store(a.uri)  # an unreachable or missing store is said before the --out folder is made
+    output_dir(a.out, stores=(a.uri,))
     try:
         if a.watch:
             return _watch_report(a)
@@ -331,6 +335,8 @@ def cmd_convert(a) -> int:
     from raydw.models.convert import CheckpointError, convert_file
 
     output_file(a.output, "convert OUTPUT")
+    if Path(a.input).exists() and Path(a.output).exists() and Path(a.input).resolve() == Path(a.output).resolve():
+        raise SpecError(f"convert: OUTPUT {a.output} is the INPUT file; give another name (the input would be replaced)")
     try:
         info = convert_file(a.input, a.output, fmt=a.format, arch=a.arch, trust=a.trust)
     except (CheckpointError, FileNotFoundError) as e:
@@ -535,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except StorePathError as e:  # the store's path is unusable (a symlink loop, a file): the user must fix it
+    except (StorePathError, StoreKeyError) as e:  # the store's path is unusable (a symlink loop, a file): the user must fix it
         print(f"error: {e}", file=sys.stderr)
         return 2
     except StoreError as e:  # not writable, or in use by another driver: nothing was run

@@ -172,6 +172,38 @@ class StoreError(RuntimeError):
     pass
 
 
+_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")  # every id raydw makes (hex digests, names, <cell>.e<epoch>)
+
+
+class StoreKeyError(StoreError, ValueError):
+    """A key (an id a user typed) that is not an id: it would name a path outside its table's folder."""
+
+
+def check_key(table: str, key) -> str:
+    """`key` as a row id of `table`, or StoreKeyError: one path component of letters, digits, `.`, `_`, `-`, not
+    starting with a dot (`../x`, `/etc/x`, `a/b` never reach a path join)."""
+    if not isinstance(key, str) or not _KEY.match(key):
+        from raydw.bounded import short
+
+        raise StoreKeyError(f"{short(key)} is not a {table} id (ids are letters, digits, '.', '_', '-', as "
+                            f"`raydw results STORE --table {table}` lists them)")
+    return key
+
+
+def check_columns(table: str, columns) -> None:
+    """`columns` of a read: None or a list of the table's column names; else ValueError naming the bad ones. (A
+    string would be read letter by letter, and an unknown name would fail inside the reader, as if a file were bad.)"""
+    if table not in SCHEMAS:
+        raise KeyError(f"unknown table {table!r}; known: {list(SCHEMAS)}")
+    if columns is None:
+        return
+    if isinstance(columns, (str, bytes)) or not all(isinstance(c, str) for c in columns):
+        raise ValueError(f"columns must be a list of column names, e.g. ['cell_id', 'sa'], not {columns!r}")
+    bad = [c for c in columns if c not in SCHEMAS[table].names]
+    if bad:
+        raise ValueError(f"table {table} has no column {', '.join(map(repr, bad))}; its columns: {SCHEMAS[table].names}")
+
+
 class StorePathError(StoreError):
     """The store's path itself is unusable (a symlink loop, a file, a dangling link): the user must fix it."""
 
@@ -193,24 +225,32 @@ def _check_local_root(path: str) -> None:
         raise StorePathError(f"results store {path} is not a folder")
 
 
-def _resolve(uri: str) -> tuple[pafs.FileSystem, str, str]:
-    """(filesystem, root path on it, canonical URI). Local paths become absolute, so Ray workers agree."""
+def _resolve(uri) -> tuple[pafs.FileSystem, str, str]:
+    """(filesystem, root path on it, canonical URI). Local paths become absolute, so Ray workers agree. Anything
+    but a path or URI (None, a number, "") is refused; an object store is opened within a time bound (raydw.remote)."""
+    from raydw import remote
+
+    uri = remote.check_uri(uri)
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file"):
         # `storage: "~/results"` in YAML reaches here unexpanded (only a shell expands ~): expand it, else a
         # folder named `~` appears under the working directory.
         path = os.path.abspath(os.path.expanduser(parsed.path if parsed.scheme == "file" else uri))
         return pafs.LocalFileSystem(), path, path
-    fs, path = pafs.FileSystem.from_uri(uri)
+    fs, path = remote.filesystem(uri)
     return fs, path, uri
 
 
 class Store:
     def __init__(self, uri: str):
-        self.fs, self.root, self.uri = _resolve(str(uri))
+        self.fs, self.root, self.uri = _resolve(uri)
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
         if self.local:
             _check_local_root(self.root)
+        else:  # unreachable, unauthorised or a missing bucket: one sentence now, not an empty store or a traceback
+            from raydw import remote
+
+            remote.probe(self.fs, self.root, self.uri)
         # True while this process holds the store's lock (a sweep driver): bad files are then moved to quarantine/.
         # Anyone else (status, results, Ray workers) only skips them and says so: a reader never writes.
         self.owner = False
@@ -283,6 +323,7 @@ class Store:
         """Store rows under `name` (the row's key). epochs: `name` is the cell id, or `<cell_id>.e<epoch>` as
         older callers pass it; the rows join the cell's one file (a re-reported epoch replaces its row)."""
         schema = SCHEMAS[table]
+        check_key(table, name)
         missing = [c for r in rows for c in r if c not in schema.names]
         if missing:
             raise StoreError(f"table {table}: unknown columns {sorted(set(missing))}")
@@ -325,9 +366,11 @@ class Store:
         """Paths of the table's row files: regular, non-hidden *.parquet files, sorted by name."""
         folder = self.path(table)
         if not self.local:
+            from raydw import remote
+
             sel = pafs.FileSelector(folder, allow_not_found=True)
             out = []
-            for i in self.fs.get_file_info(sel):
+            for i in remote.bounded(lambda: self.fs.get_file_info(sel), self.uri, f"listing {table}"):
                 if i.base_name.endswith(".parquet") and not i.base_name.startswith("."):
                     if i.type == pafs.FileType.File:
                         out.append(i.path)
@@ -371,6 +414,7 @@ class Store:
         """Rows of a table: all of them (one dataset scan), or those stored under `names` (keys, in that order); a
         name with no row, or whose file is bad, is left out (a bad one with a warning)."""
         schema = SCHEMAS[table]
+        check_columns(table, columns)  # a wrong argument is the caller's, never a file's fault (nothing quarantined)
         if names is None:  # the whole table: one multi-threaded dataset scan (docs/results-schema.md, "Reading at scale")
             return self._scan(table, columns)
         empty = (schema if columns is None else pa.schema([schema.field(c) for c in columns])).empty_table()
@@ -386,6 +430,8 @@ class Store:
                    if m and (m["cell"], int(m["epoch"])) in rows]
             t = pa.Table.from_pylist(got, schema=schema) if got else schema.empty_table()
             return t if columns is None else t.select(columns)
+        for n in names:
+            check_key(table, n)
         found = {n: t for n in names if (t := self._read_one(table, self.path(table, f"{n}.parquet"), columns)) is not None}
         rest = [n for n in names if n not in found and part_gen(n) is None]
         if rest and table in COMPACTED:
@@ -401,6 +447,7 @@ class Store:
         """Every epoch row of one cell, by epoch, one row each: its file, an older store's one-epoch files and the
         compacted parts, the copy of higher precedence kept (see _rank)."""
         schema = SCHEMAS["epochs"]
+        check_key("epochs", cell_id)
         pieces = []
         for f in [self.path("epochs", f"{cell_id}.parquet"),
                   *(p for p in self._list("epochs") if (m := _EPOCH_ROW.match(p.rsplit("/", 1)[-1][:-8])) and m["cell"] == cell_id)]:
@@ -483,7 +530,12 @@ class Store:
         except FileNotFoundError:
             return None
         except (pa.ArrowException, OSError, ValueError, TypeError) as e:
-            if self.fs.get_file_info(path).type == pafs.FileType.NotFound:  # deleted meanwhile (an object store's 404)
+            if not self.local:  # the store's fault (network, credentials) is said, not blamed on the file
+                from raydw import remote
+
+                if remote.bounded(lambda: self.fs.get_file_info(path), self.uri, "reading a row").type == pafs.FileType.NotFound:
+                    return None  # deleted meanwhile (an object store's 404)
+            elif self.fs.get_file_info(path).type == pafs.FileType.NotFound:
                 return None
             self._bad(table, path, f"not a readable Parquet file of the {table} table ({type(e).__name__}: {str(e)[:200]})")
             return None
@@ -610,6 +662,7 @@ class Store:
         """The row stored under `key` (epochs: `<cell_id>.e<epoch>`), or None if there is none (or its file is bad:
         named in a warning). Its own file first, then the parts: a compaction writes a part before it deletes the
         files it merged, so a row is in one of the two whenever get() looks."""
+        check_key(table, key)
         if table == "epochs":
             m = _EPOCH_ROW.match(key)
             if m is None:
