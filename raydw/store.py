@@ -32,6 +32,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -141,6 +142,7 @@ QUARANTINE = "quarantine"  # <store>/quarantine/<table>/<file>.<time> (+ .why.tx
 
 
 _TEMPORARY = re.compile(r"^\.[0-9a-f]{32}\.tmp$")  # write_bytes' hidden temporary names
+_LOCK_TEMPORARY = re.compile(r"^driver\.json\.[0-9a-f]{32}\.tmp$")  # StoreLock._create's, in locks/
 # Tables whose rows grow with cells: written per cell, compacted into parts (raydw.compact). The others grow with
 # pre-trainings, masks and fractions (hundreds of rows at most) and keep one file per row.
 COMPACTED = ("trials", "epochs")
@@ -166,6 +168,39 @@ def _rank(table: str, base: str, key: tuple) -> tuple[int, int]:
     if table == "epochs" and base == f"{key[0]}.e{key[1]:04d}":
         return (2, 0)
     return (0, 0)
+
+
+def _one_attempt(t: pa.Table) -> pa.Table:
+    """Epoch rows of one attempt per cell. A cell's rows may sit in several files: its own file (the newest attempt),
+    an older store's one-epoch files, compacted parts. The file of higher precedence (_rank) is the newer attempt, and
+    a lower one's rows are kept only for the epochs before the first epoch the newer one holds (the rows a resumed run
+    continued from); a retry that started again at epoch 0 therefore hides all of an older attempt's rows, not just
+    the epochs it has re-run so far. Rows of a file named after nothing (a copy) are left to _pick's warning."""
+    cells, files = t.column("cell_id"), t.column("__filename")
+    if t.group_by(["cell_id", "__filename"]).aggregate([]).num_rows == pc.count_distinct(cells).as_py():
+        return t  # every cell's rows come from one file: the common case
+    epochs = t.column("epoch").to_pylist()
+    by_cell: dict[str, dict[tuple, list[int]]] = {}
+    for i, (c, f) in enumerate(zip(cells.to_pylist(), files.to_pylist())):
+        base = f.rsplit("/", 1)[-1][: -len(".parquet")]
+        g = part_gen(base)
+        m = _EPOCH_ROW.match(base)
+        rank = (1, g) if g is not None else (3, 0) if base == c else (2, 0) if m and m["cell"] == c else (0, 0)
+        by_cell.setdefault(c, {}).setdefault(rank, []).append(i)
+    keep = np.ones(t.num_rows, dtype=bool)
+    for ranks in by_cell.values():
+        if len(ranks) < 2:
+            continue
+        floor = None
+        for rank in sorted(ranks, reverse=True):
+            if rank[0] == 0:
+                continue
+            kept = [i for i in ranks[rank] if floor is None or epochs[i] < floor]
+            for i in ranks[rank]:
+                keep[i] = floor is None or epochs[i] < floor
+            if kept:
+                floor = min(epochs[i] for i in kept) if floor is None else min(floor, *(epochs[i] for i in kept))
+    return t.filter(pa.array(keep))
 
 
 class StoreError(RuntimeError):
@@ -309,8 +344,8 @@ class Store:
         if not self.local or not os.path.isdir(self.root):
             return []
         gone = []
-        for f in Path(self.root).rglob(".*.tmp"):
-            if _TEMPORARY.match(f.name) and f.stat().st_mtime < older_than:
+        for f in [*Path(self.root).rglob(".*.tmp"), *Path(self.root, "locks").glob("driver.json.*.tmp")]:
+            if (_TEMPORARY.match(f.name) or _LOCK_TEMPORARY.match(f.name)) and f.stat().st_mtime < older_than:
                 f.unlink(missing_ok=True)
                 gone.append(str(f))
         return gone
@@ -594,8 +629,8 @@ class Store:
         parts, vanished = [], False  # some file is bad (or gone): find it, read the others
         for f in files:
             one = self._read_one(table, f, read)
-            if one is None:
-                vanished = vanished or self.fs.get_file_info(f).type == pafs.FileType.NotFound
+            if one is None:  # gone: moved away by another process, unless this one just moved it to quarantine/
+                vanished = vanished or (f not in self.problems and self.fs.get_file_info(f).type == pafs.FileType.NotFound)
                 continue
             parts.append(one.append_column("__filename", pa.array([f] * one.num_rows, pa.string())))
         return (pa.concat_tables(parts) if parts else None), vanished
@@ -604,6 +639,8 @@ class Store:
         """One row per key. Copies left by a compaction (a part and the files it merged, or two parts) are the same
         rows or an older and a newer one: the copy of higher precedence is kept silently (_rank). A copy in a file
         named after none of its rows (copied by hand) is named in a warning (and moved aside by the lock holder)."""
+        if table == "epochs":
+            t = _one_attempt(t)
         if len(key_cols) == 1:
             unique = pc.count_distinct(t.column(key_cols[0])).as_py() == t.num_rows
         else:
@@ -668,13 +705,8 @@ class Store:
             if m is None:
                 return None
             cell, epoch = m["cell"], int(m["epoch"])
-            for f in (f"{cell}.parquet", f"{key}.parquet"):
-                t = self._read_one(table, self.path(table, f), None)
-                rows = [] if t is None else [r for r in t.to_pylist() if r["epoch"] == epoch and r["cell_id"] == cell]
-                if rows:
-                    return rows[-1]
-            t = self._part_rows(table, {cell}, None)
-            rows = [r for r in t.drop_columns(["__filename"]).to_pylist() if r["epoch"] == epoch]
+            t = self.epochs(cell)  # the cell's newest attempt, wherever its rows are (_one_attempt)
+            rows = [r for r in t.to_pylist() if r["epoch"] == epoch]
             return rows[0] if rows else None
         t = self._read_one(table, self.path(table, f"{key}.parquet"), None)
         if t is None and table in COMPACTED and part_gen(key) is None:
@@ -745,14 +777,18 @@ class StoreLock:
         # Local: every raydw process judges and takes the lock inside one flock()ed critical section
         # (locks/.guard; the kernel releases it when its holder dies), so a stale lock is taken over by exactly
         # one process: two cannot both read "stale", both remove it and both create their own.
-        with self._guard():
-            holder = self._holder()
-            if holder is not None:
-                if not (holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) and not _alive(holder["pid"])):
-                    raise StoreLocked(self._refusal(holder))
-                # its driver was killed: keep the stale lock aside for the record, then create ours
-                os.replace(self.path, f"{self.path}.stale-{holder['pid']}")
-            self._create(me)
+        try:
+            with self._guard():
+                holder = self._holder()
+                if holder is not None:
+                    if not (holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) and not _alive(holder["pid"])):
+                        raise StoreLocked(self._refusal(holder))
+                    # its driver was killed: keep the stale lock aside for the record, then create ours
+                    os.replace(self.path, f"{self.path}.stale-{holder['pid']}")
+                self._create(me)
+        except OSError as e:  # a full or read-only disk: the lock cannot be written (ENOSPC, EROFS, EACCES)
+            raise StoreError(f"results store {self.store.uri} is not writable: cannot write its lock "
+                             f"{self.path} ({e.strerror or e})") from None
         self.store.owner = True
         return self
 
@@ -760,9 +796,9 @@ class StoreLock:
         """Write the lock whole and create it exclusively: a temporary, then link(2), which fails if the name exists
         (so a reader never sees a half-written lock, and a killed writer never leaves an empty one)."""
         tmp = f"{self.path}.{uuid.uuid4().hex}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(me, f)
         try:
+            with open(tmp, "w") as f:  # on a full disk the write (or its close) fails: the temporary goes all the same
+                json.dump(me, f)
             os.link(tmp, self.path)
         except FileExistsError:
             raise StoreLocked(self._refusal(self._holder() or {})) from None
@@ -771,7 +807,10 @@ class StoreLock:
             with os.fdopen(fd, "w") as f:
                 json.dump(me, f)
         finally:
-            os.unlink(tmp)
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
 
     def _guard(self):
         import contextlib
