@@ -21,25 +21,32 @@ def _spec_path(p: str) -> Path:
     return path
 
 
+MAX_COUNT = 1 << 20  # steps, batch, threads: a batch of 2**63 images was accepted and failed every path minutes later
+
+
 def _positive_int(text: str) -> int:
-    """argparse type: a whole number >= 1 (a batch of -1 images fails deep in torch, 0 steps times nothing)."""
+    """argparse type: a whole number in [1, 2**20] (a batch of -1 images fails deep in torch, 0 steps times nothing,
+    2**63 starts Ray and fails every path minutes later)."""
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{v} is not >= 1")
+    if not 1 <= v <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"{v} is not between 1 and {MAX_COUNT:,}")
     return v
 
 
+MIN_EVERY_S = 0.1  # a rewrite reads the store and renders plots: more often than this is the busy loop of --every 0
+
+
 def _positive_seconds(text: str) -> float:
-    """argparse type: seconds > 0 (--every 0 would rewrite the report in a busy loop)."""
+    """argparse type: seconds >= 0.1 and finite (--every 0 or 1e-9 would rewrite the report in a busy loop)."""
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not v > 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds > 0")
+    if not MIN_EVERY_S <= v < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds >= {MIN_EVERY_S:g}")
     return v
 
 
@@ -52,6 +59,12 @@ def cmd_sweep(a) -> int:
     from raydw.trackers import check
 
     check(spec.trackers, str(a.spec))  # an absent tracker package: exit 2 before anything is planned or run
+    probe_flags = [f for f, v in (("--preflight", a.preflight), ("--steps", a.steps), ("--batch", a.batch),
+                                  ("--cover", a.cover), ("--scratch", a.scratch)) if v]
+    if a.dry_run and probe_flags:  # the dry run starts nothing: these would be silently ignored
+        print(f"error: --dry-run lists the cells and starts nothing; it does not go with {', '.join(probe_flags)}",
+              file=sys.stderr)
+        return 2
     if a.dry_run:
         from raydw.dryrun import dry_run
 

@@ -256,8 +256,8 @@ def test_a_resumed_attempt_keeps_the_rows_it_continued_from(tmp_path):
 
 
 # -- cause 7: impossible values are named and left out ----------------------------------------------------------------
-def _cell_row(cid, method, sa, **kw):
-    return _row(cid, sa=sa, pretraining="ST", ticket_method=method, ticket_round=0 if method == "dense" else 1,
+def _cell_row(cid, method, sa, pretraining="ST", **kw):
+    return _row(cid, sa=sa, pretraining=pretraining, ticket_method=method, ticket_round=0 if method == "dense" else 1,
                 target_sparsity=0.0 if method == "dense" else 0.5, sparsity=0.0 if method == "dense" else 0.5,
                 regime="standard", regime_kind="standard", data_fraction=1.0, seed=1, **kw)
 
@@ -476,3 +476,71 @@ def test_a_lock_temporary_left_by_a_full_disk_is_removed_by_the_next_lock_holder
     left.write_text("")
     os.utime(left, (time.time() - 60, time.time() - 60))
     assert str(left) in s.remove_temporaries(older_than=time.time())
+
+
+# -- cause 15: a bad column argument never blames a good file ----------------------------------------------------------
+@pytest.mark.parametrize("columns", [["nope"], "sa", ["sa", 3]])
+def test_a_bad_columns_argument_is_an_argument_error_and_no_file_is_blamed(tmp_path, capsys, columns):
+    s = Store(str(tmp_path / "S"))
+    s.write_row("trials", _row("c1"))
+    s.owner = True  # as a sweep holding the lock: a file blamed here would be quarantined
+    with pytest.raises(ValueError, match="column"):
+        s.read_table("trials", columns=columns)
+    with pytest.raises(ValueError, match="column"):
+        results.load(s.root, "trials", columns=columns)
+    assert "not a readable Parquet file" not in capsys.readouterr().err
+    assert os.listdir(tmp_path / "S" / "trials") == ["c1.parquet"] and not (tmp_path / "S" / "quarantine").exists()
+
+
+# -- causes 16, 19: the report takes names as text and warns about no legend -------------------------------------------
+def test_a_report_of_names_with_dollar_signs_is_written_without_warnings(tmp_path):
+    s = Store(str(tmp_path / "S"))
+    for cid, method, sa in (("d1", "dense", 0.8), ("t1", "omp", 0.7)):
+        s.write_row("trials", _cell_row(cid, method, sa, pretraining="$\\frac{a}$ $x^{"))
+    r = _cli("report", s.root, "--out", tmp_path / "rep")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr and "No artists with labels" not in r.stderr, r.stderr
+    assert (tmp_path / "rep" / "sa_ra_vs_sparsity.png").stat().st_size > 0
+    s2 = Store(str(tmp_path / "S2"))  # dense cells only: panels without a curve to name
+    s2.write_row("trials", _cell_row("d1", "dense", 0.8))
+    r = _cli("report", s2.root, "--out", tmp_path / "rep2")
+    assert r.returncode == 0 and "No artists with labels" not in r.stderr, r.stderr
+
+
+# -- cause 17: flag bounds ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args,says", [
+    (["sweep", "demo", "--preflight", "--batch", str(2 ** 63)], "is not between 1 and"),
+    (["sweep", "demo", "--preflight", "--steps", "0"], "is not between 1 and"),
+    (["report", "S", "--out", "R", "--watch", "--every", "1e-9"], "is not a number of seconds >= 0.1"),
+    (["sweep", "demo", "--live-report", "--live-every", "nan"], "is not a number of seconds >= 0.1"),
+    (["sweep", "demo", "--preflight", "--cover", "--dry-run"], "does not go with --preflight, --cover"),
+    (["bench", "--threads", str(2 ** 40)], "is not between 1 and"),
+])
+def test_out_of_range_and_conflicting_flags_are_refused_at_once(tmp_path, args, says):
+    r = _cli(*args, cwd=tmp_path)
+    assert r.returncode == 2 and says in r.stderr, r.stderr
+    assert os.listdir(tmp_path) == []
+
+
+# -- cause 20: compact with nothing to do says so --------------------------------------------------------------------------
+def test_compact_with_nothing_to_do_says_nothing_to_merge(tmp_path):
+    from raydw.compact import compact
+
+    s = Store(str(tmp_path / "S"))
+    s.write_row("trials", _row("c1"))
+    compact(s)
+    lines: list[str] = []
+    compact(s, log=lines.append)
+    assert lines == ["  trials: 1 files, nothing to merge", "  epochs: 0 files, nothing to merge"], lines
+
+
+# -- cause 21: fetch says what it checked, and names the file it kept -------------------------------------------------
+def test_fetch_of_an_unhashed_payload_says_it_was_not_hash_checked_and_names_the_kept_file(tmp_path):
+    payload = tmp_path / "payload"
+    marker = tmp_path / "PWNED"
+    with open(payload, "wb") as f:
+        pickle.dump({"state_dict": _Payload(marker)}, f)
+    r = _cli("fetch", "resnet50.pgd_linf1_in1k", "--url", f"file://{payload}", "--cache", tmp_path / "cache")
+    assert r.returncode == 2 and not marker.exists(), r.stderr
+    assert "not hash-checked (no published hash is known" in r.stderr and "hash-checked, but" not in r.stderr, r.stderr
+    assert ".download" not in r.stderr and (tmp_path / "cache" / "resnet50.pgd_linf1_in1k.published").exists(), r.stderr
