@@ -544,3 +544,38 @@ def test_fetch_of_an_unhashed_payload_says_it_was_not_hash_checked_and_names_the
     assert r.returncode == 2 and not marker.exists(), r.stderr
     assert "not hash-checked (no published hash is known" in r.stderr and "hash-checked, but" not in r.stderr, r.stderr
     assert ".download" not in r.stderr and (tmp_path / "cache" / "resnet50.pgd_linf1_in1k.published").exists(), r.stderr
+
+
+# -- cause 18: a failed TensorBoard writer is closed quietly; MLflow prints no "View run" lines -------------------------
+def test_a_tensorboard_writer_that_fails_is_abandoned_without_tracebacks_at_exit(tmpfs):
+    code = (
+        "import sys, time\n"
+        "from raydw.trackers.tensorboard_sink import TensorboardSink\n"
+        "from raydw.trackers.runinfo import RunInfo\n"
+        "import dataclasses\n"
+        f"sink = TensorboardSink({str(tmpfs / 'tb')!r})\n"
+        "fields = {f.name: None for f in dataclasses.fields(RunInfo)}\n"
+        "info = RunInfo(**{**fields, 'name': 'cell', 'cell_id': 'c1', 'sweep': 's', 'tags': {}, 'params': {}})\n"
+        "h, _ = sink.open(info)\n"
+        "print('opened', flush=True); sys.stdin.readline()\n"
+        "try:\n"
+        "    for e in range(50):\n"
+        "        sink.epoch(h, e, {'train_loss': 0.5, 'val_sa': 0.1})\n"
+        "    sink.finish(h, {'status': 'done'}, 'done')\n"
+        "except Exception as e:\n"
+        "    print('failed', type(e).__name__, flush=True)\n"
+        "    sink.abandon(h)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    assert p.stdout.readline().startswith("opened")
+    _fill(tmpfs)
+    out, err = p.communicate("go\n", timeout=60)
+    assert "failed" in out, (out, err)
+    assert "Traceback" not in err, err
+
+
+def test_the_mlflow_sink_turns_off_mlflows_view_run_lines():
+    pytest.importorskip("mlflow")
+    from raydw.trackers.mlflow_sink import HTTP_DEFAULTS
+
+    assert HTTP_DEFAULTS["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] == "true"
