@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 import pyarrow.fs as pafs
 
 DEFAULT_TIMEOUT_S = 20.0
+SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")  # what pyarrow's FileSystem.from_uri opens
 
 
 def timeout() -> float:
@@ -39,6 +40,14 @@ def check_uri(uri) -> str:
                              "folder or a URI such as s3://bucket/path")
     if not uri.strip() or "\0" in uri:
         raise StorePathError(f"results store: {uri!r} is not a store path or URI (empty, or holds a NUL)")
+    parsed = urlparse(uri)
+    if parsed.scheme == "file" and not parsed.path:
+        raise StorePathError(f"results store: {uri!r} names no folder (file:///path/to/store)")
+    if "://" in uri and parsed.scheme not in SCHEMES:
+        raise StorePathError(f"results store {uri}: {parsed.scheme!r} is not a storage scheme raydw can use; "
+                             f"use a folder or one of {', '.join(s + '://' for s in SCHEMES)}")
+    if parsed.scheme in SCHEMES and parsed.scheme != "file" and not parsed.netloc:
+        raise StorePathError(f"results store {uri}: names no bucket ({parsed.scheme}://BUCKET/path)")
     return uri
 
 

@@ -172,14 +172,16 @@ def _rank(table: str, base: str, key: tuple) -> tuple[int, int]:
 
 def _one_attempt(t: pa.Table) -> pa.Table:
     """Epoch rows of one attempt per cell. A cell's rows may sit in several files: its own file (the newest attempt),
-    an older store's one-epoch files, compacted parts. The file of higher precedence (_rank) is the newer attempt, and
-    a lower one's rows are kept only for the epochs before the first epoch the newer one holds (the rows a resumed run
-    continued from); a retry that started again at epoch 0 therefore hides all of an older attempt's rows, not just
-    the epochs it has re-run so far. Rows of a file named after nothing (a copy) are left to _pick's warning."""
+    an older store's one-epoch files, compacted parts. The file of higher precedence (_rank) is the newer attempt;
+    its rows say where their run segment started (`resumed_from`), and a lower file's rows are kept only for the
+    epochs before that (the rows a resumed run continued from): a retry that started again at epoch 0 hides all of an
+    older attempt's rows, not just the epochs it has re-run so far. Rows without `resumed_from` (hand-made) set no
+    bound; _pick then keeps one copy per epoch. Rows of a file named after nothing (a copy) are left to _pick."""
     cells, files = t.column("cell_id"), t.column("__filename")
-    if t.group_by(["cell_id", "__filename"]).aggregate([]).num_rows == pc.count_distinct(cells).as_py():
+    if "resumed_from" not in t.column_names or \
+            t.group_by(["cell_id", "__filename"]).aggregate([]).num_rows == pc.count_distinct(cells).as_py():
         return t  # every cell's rows come from one file: the common case
-    epochs = t.column("epoch").to_pylist()
+    epochs, starts = t.column("epoch").to_pylist(), t.column("resumed_from").to_pylist()
     by_cell: dict[str, dict[tuple, list[int]]] = {}
     for i, (c, f) in enumerate(zip(cells.to_pylist(), files.to_pylist())):
         base = f.rsplit("/", 1)[-1][: -len(".parquet")]
@@ -198,8 +200,9 @@ def _one_attempt(t: pa.Table) -> pa.Table:
             kept = [i for i in ranks[rank] if floor is None or epochs[i] < floor]
             for i in ranks[rank]:
                 keep[i] = floor is None or epochs[i] < floor
-            if kept:
-                floor = min(epochs[i] for i in kept) if floor is None else min(floor, *(epochs[i] for i in kept))
+            known = [starts[i] for i in kept if starts[i] is not None]
+            if known:
+                floor = min(known) if floor is None else min(floor, *known)
     return t.filter(pa.array(keep))
 
 
@@ -507,7 +510,8 @@ class Store:
         pyarrow reads only the groups that can hold the keys. A part deleted by a compaction meanwhile: the parts
         are listed again (the compaction wrote its new part before deleting the old ones)."""
         schema, key = SCHEMAS[table], KEYS.get(table, "cell_id")  # parts are sorted and looked up by cell
-        read = list(dict.fromkeys([*(columns or schema.names), *CORE[table], key] + (["epoch"] if table == "epochs" else [])))
+        read = list(dict.fromkeys([*(columns or schema.names), *CORE[table], key] +
+                                  (["epoch", "resumed_from"] if table == "epochs" else [])))
         for _ in range(10):
             parts = self._parts(table)
             if not parts:
@@ -596,7 +600,8 @@ class Store:
         schema = SCHEMAS[table]
         want = list(columns) if columns is not None else list(schema.names)
         key_cols = ("cell_id", "epoch") if table == "epochs" else (KEYS[table],)
-        read = list(dict.fromkeys([*want, *CORE[table], *key_cols]))  # each once: a core column can be the key too
+        read = list(dict.fromkeys([*want, *CORE[table], *key_cols, *(["resumed_from"] if table == "epochs" else [])]))
+        # (each once: a core column can be the key too; epochs: resumed_from tells one attempt's rows, _one_attempt)
         for _ in range(10):
             files = self._list(table)
             if not files:

@@ -101,8 +101,11 @@ def _cifar_batch(p: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     for key in ("data", label_key):
         if key not in d:
             raise ValueError(f"{p}: no {key!r} entry; keys {sorted(d)}")
-    x = np.asarray(d["data"], dtype=np.uint8)
-    y = np.asarray(d[label_key], dtype=np.int64)
+    try:
+        x = np.asarray(d["data"], dtype=np.uint8)
+        y = np.asarray(d[label_key], dtype=np.int64)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise ValueError(f"{p}: 'data' or {label_key!r} is not numbers ({type(e).__name__}: {e})") from None
     if x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or len(x) != len(y):
         raise ValueError(f"{p}: 'data' has shape {x.shape} and {label_key!r} {len(y)} entries; "
                          "expected (N, 3072) uint8 channel planes and N labels")
