@@ -31,8 +31,10 @@ def _positive_int(text: str) -> int:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 1 <= v <= MAX_COUNT:
-        raise argparse.ArgumentTypeError(f"{v} is not between 1 and {MAX_COUNT:,}")
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{v} is not >= 1")
+    if v > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"{v} is larger than {MAX_COUNT:,}")
     return v
 
 
@@ -45,8 +47,10 @@ def _positive_seconds(text: str) -> float:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not MIN_EVERY_S <= v < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds >= {MIN_EVERY_S:g}")
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds > 0")
+    if v < MIN_EVERY_S:
+        raise argparse.ArgumentTypeError(f"{text} s is below {MIN_EVERY_S:g} s (a rewrite that often is a busy loop)")
     return v
 
 

@@ -509,12 +509,11 @@ def test_a_report_of_names_with_dollar_signs_is_written_without_warnings(tmp_pat
 
 # -- cause 17: flag bounds ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("args,says", [
-    (["sweep", "demo", "--preflight", "--batch", str(2 ** 63)], "is not between 1 and"),
-    (["sweep", "demo", "--preflight", "--steps", "0"], "is not between 1 and"),
-    (["report", "S", "--out", "R", "--watch", "--every", "1e-9"], "is not a number of seconds >= 0.1"),
-    (["sweep", "demo", "--live-report", "--live-every", "nan"], "is not a number of seconds >= 0.1"),
+    (["sweep", "demo", "--preflight", "--batch", str(2 ** 63)], "is larger than 1,048,576"),
+    (["report", "S", "--out", "R", "--watch", "--every", "1e-9"], "s is below 0.1 s"),
+    (["sweep", "demo", "--live-report", "--live-every", "nan"], "is not a number of seconds > 0"),
     (["sweep", "demo", "--preflight", "--cover", "--dry-run"], "does not go with --preflight, --cover"),
-    (["bench", "--threads", str(2 ** 40)], "is not between 1 and"),
+    (["bench", "--threads", str(2 ** 40)], "is larger than 1,048,576"),
 ])
 def test_out_of_range_and_conflicting_flags_are_refused_at_once(tmp_path, args, says):
     r = _cli(*args, cwd=tmp_path)
@@ -579,3 +578,45 @@ def test_the_mlflow_sink_turns_off_mlflows_view_run_lines():
     from raydw.trackers.mlflow_sink import HTTP_DEFAULTS
 
     assert HTTP_DEFAULTS["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] == "true"
+
+
+# -- found by the adversarial pass -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("uri,says", [("file://", "names no folder"), ("s3://", "names no bucket"),
+                                      ("http://example.invalid/x", "'http' is not a storage scheme")])
+def test_a_uri_without_a_folder_or_bucket_or_of_an_unknown_scheme_is_refused(uri, says):
+    from raydw.store import StorePathError
+
+    with pytest.raises(StorePathError, match=says):
+        Store(uri)
+
+
+def test_a_cifar_batch_whose_data_are_not_numbers_names_its_file(tmp_path):
+    from raydw.data import sources
+
+    root = _cifar_root(tmp_path)
+    with open(root / "cifar-10-batches-py" / "data_batch_3", "wb") as f:
+        pickle.dump({"data": np.array([None, {1: 2}], dtype=object), "labels": [1, 2]}, f, protocol=2)
+    with pytest.raises(ValueError, match="data_batch_3: 'data' or 'labels' is not numbers"):
+        sources.read_files("cifar10", root)
+
+
+@pytest.mark.ray
+def test_the_bound_rendezvous_joins_two_workers_on_a_local_ray(tmp_path):
+    """Two Train workers (rank 0 serves the TCPStore on its bound socket, rank 1 connects) all-reduce through gloo."""
+    code = (
+        "import ray, ray.train as train, torch, torch.distributed as dist\n"
+        "from ray.train.torch import TorchTrainer\n"
+        "from raydw.run.cluster import connect\n"
+        "from raydw.run.rendezvous import BoundTorchConfig\n"
+        "connect(None)\n"
+        "def loop(cfg):\n"
+        "    t = torch.ones(1) * (dist.get_rank() + 1); dist.all_reduce(t)\n"
+        "    open(f'{cfg[\"d\"]}/sum{dist.get_rank()}', 'w').write(str(float(t)))\n"
+        f"d = {str(tmp_path)!r}\n"
+        "r = TorchTrainer(loop, train_loop_config={'d': d}, torch_config=BoundTorchConfig(),\n"
+        "                 scaling_config=train.ScalingConfig(num_workers=2),\n"
+        "                 run_config=train.RunConfig(storage_path=d + '/train')).fit()\n"
+        "print('ERROR', r.error, 'SUM', open(d + '/sum0').read(), open(d + '/sum1').read())\n"
+        "ray.shutdown()\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert "ERROR None SUM 3.0 3.0" in r.stdout, r.stdout[-2000:] + r.stderr[-3000:]
