@@ -32,8 +32,13 @@ def compact(store: Store, log=lambda s: None, started: float | None = None) -> d
     removed (default: now: the holder is this compaction)."""
     if store.owner:
         return _compact(store, log, started)
+    store.check_writable()  # as a sweep checks first: a full or read-only store is one sentence (exit 3), not a traceback
     with store.lock("raydw compact"):
-        return _compact(store, log, started)
+        try:
+            return _compact(store, log, started)
+        except OSError as e:  # the disk filled (or turned read-only) while the parts were written: nothing deleted yet
+            raise StoreError(f"results store {store.uri}: compaction not done ({e.strerror or e}); every row is stored "
+                             "and reads as it is") from None
 
 
 def after_sweep(store: Store, started: float, out) -> dict[str, dict] | None:
@@ -45,9 +50,28 @@ def after_sweep(store: Store, started: float, out) -> dict[str, dict] | None:
         out(f"compaction: not done ({type(e).__name__}: {e}); every row is stored and reads as it is: "
             f"run `raydw compact {store.uri}`")
         return None
+    if all(x["rows"] is None for x in r.values()):
+        return r  # nothing to merge
     out("compacted finished cells: " + ", ".join(f"{t} {x['files_before']:,} files -> {x['files_after']:,}" for t, x in r.items())
         + f" ({sum(x['seconds'] for x in r.values()):.1f} s)")
     return r
+
+
+def pending(store: Store) -> bool:
+    """Whether a compaction was left half-done (killed or interrupted between writing its parts and deleting what
+    they merged): a table with two parts, or a part beside a cell's own file whose rows it holds too. raydw's reads
+    keep one copy, but DuckDB's `read_parquet('trials/*.parquet')` counts both: the next sweep finishes it."""
+    for table in COMPACTED:
+        files = store._list(table)
+        parts = [f for f in files if part_gen(_base(f)) is not None]
+        if len(parts) > 1:
+            return True
+        if not parts:
+            continue
+        own = {_cell(table, _base(f)) for f in files if part_gen(_base(f)) is None}
+        if own and own & set(store._part_rows(table, None, ["cell_id"]).column("cell_id").to_pylist()):
+            return True
+    return False
 
 
 def _compact(store: Store, log, started: float | None) -> dict[str, dict]:
@@ -57,7 +81,8 @@ def _compact(store: Store, log, started: float | None) -> dict[str, dict]:
     finished = set(store.read_table("trials", columns=["cell_id"]).column("cell_id").to_pylist())
     out["epochs"] = _table(store, "epochs", finished)
     for t, r in out.items():
-        log(f"  {t}: {r['files_before']} files -> {r['files_after']} ({r['rows']} rows, {r['seconds']:.1f} s)")
+        log(f"  {t}: {r['files_before']} files, nothing to merge" if r["rows"] is None else
+            f"  {t}: {r['files_before']} files -> {r['files_after']} ({r['rows']} rows, {r['seconds']:.1f} s)")
     store.remove_temporaries(older_than=t0)  # of writers killed before this started: none of them can still be writing
     return out
 

@@ -32,6 +32,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -141,6 +142,7 @@ QUARANTINE = "quarantine"  # <store>/quarantine/<table>/<file>.<time> (+ .why.tx
 
 
 _TEMPORARY = re.compile(r"^\.[0-9a-f]{32}\.tmp$")  # write_bytes' hidden temporary names
+_LOCK_TEMPORARY = re.compile(r"^driver\.json\.[0-9a-f]{32}\.tmp$")  # StoreLock._create's, in locks/
 # Tables whose rows grow with cells: written per cell, compacted into parts (raydw.compact). The others grow with
 # pre-trainings, masks and fractions (hundreds of rows at most) and keep one file per row.
 COMPACTED = ("trials", "epochs")
@@ -168,8 +170,76 @@ def _rank(table: str, base: str, key: tuple) -> tuple[int, int]:
     return (0, 0)
 
 
+def _one_attempt(t: pa.Table) -> pa.Table:
+    """Epoch rows of one attempt per cell. A cell's rows may sit in several files: its own file (the newest attempt),
+    an older store's one-epoch files, compacted parts. The file of higher precedence (_rank) is the newer attempt;
+    its rows say where their run segment started (`resumed_from`), and a lower file's rows are kept only for the
+    epochs before that (the rows a resumed run continued from): a retry that started again at epoch 0 hides all of an
+    older attempt's rows, not just the epochs it has re-run so far. Rows without `resumed_from` (hand-made) set no
+    bound; _pick then keeps one copy per epoch. Rows of a file named after nothing (a copy) are left to _pick."""
+    cells, files = t.column("cell_id"), t.column("__filename")
+    if "resumed_from" not in t.column_names or \
+            t.group_by(["cell_id", "__filename"]).aggregate([]).num_rows == pc.count_distinct(cells).as_py():
+        return t  # every cell's rows come from one file: the common case
+    epochs, starts = t.column("epoch").to_pylist(), t.column("resumed_from").to_pylist()
+    by_cell: dict[str, dict[tuple, list[int]]] = {}
+    for i, (c, f) in enumerate(zip(cells.to_pylist(), files.to_pylist())):
+        base = f.rsplit("/", 1)[-1][: -len(".parquet")]
+        g = part_gen(base)
+        m = _EPOCH_ROW.match(base)
+        rank = (1, g) if g is not None else (3, 0) if base == c else (2, 0) if m and m["cell"] == c else (0, 0)
+        by_cell.setdefault(c, {}).setdefault(rank, []).append(i)
+    keep = np.ones(t.num_rows, dtype=bool)
+    for ranks in by_cell.values():
+        if len(ranks) < 2:
+            continue
+        floor = None
+        for rank in sorted(ranks, reverse=True):
+            if rank[0] == 0:
+                continue
+            kept = [i for i in ranks[rank] if floor is None or epochs[i] < floor]
+            for i in ranks[rank]:
+                keep[i] = floor is None or epochs[i] < floor
+            known = [starts[i] for i in kept if starts[i] is not None]
+            if known:
+                floor = min(known) if floor is None else min(floor, *known)
+    return t.filter(pa.array(keep))
+
+
 class StoreError(RuntimeError):
     pass
+
+
+_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")  # every id raydw makes (hex digests, names, <cell>.e<epoch>)
+
+
+class StoreKeyError(StoreError, ValueError):
+    """A key (an id a user typed) that is not an id: it would name a path outside its table's folder."""
+
+
+def check_key(table: str, key) -> str:
+    """`key` as a row id of `table`, or StoreKeyError: one path component of letters, digits, `.`, `_`, `-`, not
+    starting with a dot (`../x`, `/etc/x`, `a/b` never reach a path join)."""
+    if not isinstance(key, str) or not _KEY.match(key):
+        from raydw.bounded import short
+
+        raise StoreKeyError(f"{short(key)} is not a {table} id (ids are letters, digits, '.', '_', '-', as "
+                            f"`raydw results STORE --table {table}` lists them)")
+    return key
+
+
+def check_columns(table: str, columns) -> None:
+    """`columns` of a read: None or a list of the table's column names; else ValueError naming the bad ones. (A
+    string would be read letter by letter, and an unknown name would fail inside the reader, as if a file were bad.)"""
+    if table not in SCHEMAS:
+        raise KeyError(f"unknown table {table!r}; known: {list(SCHEMAS)}")
+    if columns is None:
+        return
+    if isinstance(columns, (str, bytes)) or not all(isinstance(c, str) for c in columns):
+        raise ValueError(f"columns must be a list of column names, e.g. ['cell_id', 'sa'], not {columns!r}")
+    bad = [c for c in columns if c not in SCHEMAS[table].names]
+    if bad:
+        raise ValueError(f"table {table} has no column {', '.join(map(repr, bad))}; its columns: {SCHEMAS[table].names}")
 
 
 class StorePathError(StoreError):
@@ -193,24 +263,32 @@ def _check_local_root(path: str) -> None:
         raise StorePathError(f"results store {path} is not a folder")
 
 
-def _resolve(uri: str) -> tuple[pafs.FileSystem, str, str]:
-    """(filesystem, root path on it, canonical URI). Local paths become absolute, so Ray workers agree."""
+def _resolve(uri) -> tuple[pafs.FileSystem, str, str]:
+    """(filesystem, root path on it, canonical URI). Local paths become absolute, so Ray workers agree. Anything
+    but a path or URI (None, a number, "") is refused; an object store is opened within a time bound (raydw.remote)."""
+    from raydw import remote
+
+    uri = remote.check_uri(uri)
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file"):
         # `storage: "~/results"` in YAML reaches here unexpanded (only a shell expands ~): expand it, else a
         # folder named `~` appears under the working directory.
         path = os.path.abspath(os.path.expanduser(parsed.path if parsed.scheme == "file" else uri))
         return pafs.LocalFileSystem(), path, path
-    fs, path = pafs.FileSystem.from_uri(uri)
+    fs, path = remote.filesystem(uri)
     return fs, path, uri
 
 
 class Store:
     def __init__(self, uri: str):
-        self.fs, self.root, self.uri = _resolve(str(uri))
+        self.fs, self.root, self.uri = _resolve(uri)
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
         if self.local:
             _check_local_root(self.root)
+        else:  # unreachable, unauthorised or a missing bucket: one sentence now, not an empty store or a traceback
+            from raydw import remote
+
+            remote.probe(self.fs, self.root, self.uri)
         # True while this process holds the store's lock (a sweep driver): bad files are then moved to quarantine/.
         # Anyone else (status, results, Ray workers) only skips them and says so: a reader never writes.
         self.owner = False
@@ -269,8 +347,8 @@ class Store:
         if not self.local or not os.path.isdir(self.root):
             return []
         gone = []
-        for f in Path(self.root).rglob(".*.tmp"):
-            if _TEMPORARY.match(f.name) and f.stat().st_mtime < older_than:
+        for f in [*Path(self.root).rglob(".*.tmp"), *Path(self.root, "locks").glob("driver.json.*.tmp")]:
+            if (_TEMPORARY.match(f.name) or _LOCK_TEMPORARY.match(f.name)) and f.stat().st_mtime < older_than:
                 f.unlink(missing_ok=True)
                 gone.append(str(f))
         return gone
@@ -283,6 +361,7 @@ class Store:
         """Store rows under `name` (the row's key). epochs: `name` is the cell id, or `<cell_id>.e<epoch>` as
         older callers pass it; the rows join the cell's one file (a re-reported epoch replaces its row)."""
         schema = SCHEMAS[table]
+        check_key(table, name)
         missing = [c for r in rows for c in r if c not in schema.names]
         if missing:
             raise StoreError(f"table {table}: unknown columns {sorted(set(missing))}")
@@ -325,9 +404,11 @@ class Store:
         """Paths of the table's row files: regular, non-hidden *.parquet files, sorted by name."""
         folder = self.path(table)
         if not self.local:
+            from raydw import remote
+
             sel = pafs.FileSelector(folder, allow_not_found=True)
             out = []
-            for i in self.fs.get_file_info(sel):
+            for i in remote.bounded(lambda: self.fs.get_file_info(sel), self.uri, f"listing {table}"):
                 if i.base_name.endswith(".parquet") and not i.base_name.startswith("."):
                     if i.type == pafs.FileType.File:
                         out.append(i.path)
@@ -371,6 +452,7 @@ class Store:
         """Rows of a table: all of them (one dataset scan), or those stored under `names` (keys, in that order); a
         name with no row, or whose file is bad, is left out (a bad one with a warning)."""
         schema = SCHEMAS[table]
+        check_columns(table, columns)  # a wrong argument is the caller's, never a file's fault (nothing quarantined)
         if names is None:  # the whole table: one multi-threaded dataset scan (docs/results-schema.md, "Reading at scale")
             return self._scan(table, columns)
         empty = (schema if columns is None else pa.schema([schema.field(c) for c in columns])).empty_table()
@@ -386,6 +468,8 @@ class Store:
                    if m and (m["cell"], int(m["epoch"])) in rows]
             t = pa.Table.from_pylist(got, schema=schema) if got else schema.empty_table()
             return t if columns is None else t.select(columns)
+        for n in names:
+            check_key(table, n)
         found = {n: t for n in names if (t := self._read_one(table, self.path(table, f"{n}.parquet"), columns)) is not None}
         rest = [n for n in names if n not in found and part_gen(n) is None]
         if rest and table in COMPACTED:
@@ -401,6 +485,7 @@ class Store:
         """Every epoch row of one cell, by epoch, one row each: its file, an older store's one-epoch files and the
         compacted parts, the copy of higher precedence kept (see _rank)."""
         schema = SCHEMAS["epochs"]
+        check_key("epochs", cell_id)
         pieces = []
         for f in [self.path("epochs", f"{cell_id}.parquet"),
                   *(p for p in self._list("epochs") if (m := _EPOCH_ROW.match(p.rsplit("/", 1)[-1][:-8])) and m["cell"] == cell_id)]:
@@ -425,7 +510,8 @@ class Store:
         pyarrow reads only the groups that can hold the keys. A part deleted by a compaction meanwhile: the parts
         are listed again (the compaction wrote its new part before deleting the old ones)."""
         schema, key = SCHEMAS[table], KEYS.get(table, "cell_id")  # parts are sorted and looked up by cell
-        read = list(dict.fromkeys([*(columns or schema.names), *CORE[table], key] + (["epoch"] if table == "epochs" else [])))
+        read = list(dict.fromkeys([*(columns or schema.names), *CORE[table], key] +
+                                  (["epoch", "resumed_from"] if table == "epochs" else [])))
         for _ in range(10):
             parts = self._parts(table)
             if not parts:
@@ -483,7 +569,12 @@ class Store:
         except FileNotFoundError:
             return None
         except (pa.ArrowException, OSError, ValueError, TypeError) as e:
-            if self.fs.get_file_info(path).type == pafs.FileType.NotFound:  # deleted meanwhile (an object store's 404)
+            if not self.local:  # the store's fault (network, credentials) is said, not blamed on the file
+                from raydw import remote
+
+                if remote.bounded(lambda: self.fs.get_file_info(path), self.uri, "reading a row").type == pafs.FileType.NotFound:
+                    return None  # deleted meanwhile (an object store's 404)
+            elif self.fs.get_file_info(path).type == pafs.FileType.NotFound:
                 return None
             self._bad(table, path, f"not a readable Parquet file of the {table} table ({type(e).__name__}: {str(e)[:200]})")
             return None
@@ -509,7 +600,8 @@ class Store:
         schema = SCHEMAS[table]
         want = list(columns) if columns is not None else list(schema.names)
         key_cols = ("cell_id", "epoch") if table == "epochs" else (KEYS[table],)
-        read = list(dict.fromkeys([*want, *CORE[table], *key_cols]))  # each once: a core column can be the key too
+        read = list(dict.fromkeys([*want, *CORE[table], *key_cols, *(["resumed_from"] if table == "epochs" else [])]))
+        # (each once: a core column can be the key too; epochs: resumed_from tells one attempt's rows, _one_attempt)
         for _ in range(10):
             files = self._list(table)
             if not files:
@@ -542,8 +634,8 @@ class Store:
         parts, vanished = [], False  # some file is bad (or gone): find it, read the others
         for f in files:
             one = self._read_one(table, f, read)
-            if one is None:
-                vanished = vanished or self.fs.get_file_info(f).type == pafs.FileType.NotFound
+            if one is None:  # gone: moved away by another process, unless this one just moved it to quarantine/
+                vanished = vanished or (f not in self.problems and self.fs.get_file_info(f).type == pafs.FileType.NotFound)
                 continue
             parts.append(one.append_column("__filename", pa.array([f] * one.num_rows, pa.string())))
         return (pa.concat_tables(parts) if parts else None), vanished
@@ -552,6 +644,8 @@ class Store:
         """One row per key. Copies left by a compaction (a part and the files it merged, or two parts) are the same
         rows or an older and a newer one: the copy of higher precedence is kept silently (_rank). A copy in a file
         named after none of its rows (copied by hand) is named in a warning (and moved aside by the lock holder)."""
+        if table == "epochs":
+            t = _one_attempt(t)
         if len(key_cols) == 1:
             unique = pc.count_distinct(t.column(key_cols[0])).as_py() == t.num_rows
         else:
@@ -610,18 +704,14 @@ class Store:
         """The row stored under `key` (epochs: `<cell_id>.e<epoch>`), or None if there is none (or its file is bad:
         named in a warning). Its own file first, then the parts: a compaction writes a part before it deletes the
         files it merged, so a row is in one of the two whenever get() looks."""
+        check_key(table, key)
         if table == "epochs":
             m = _EPOCH_ROW.match(key)
             if m is None:
                 return None
             cell, epoch = m["cell"], int(m["epoch"])
-            for f in (f"{cell}.parquet", f"{key}.parquet"):
-                t = self._read_one(table, self.path(table, f), None)
-                rows = [] if t is None else [r for r in t.to_pylist() if r["epoch"] == epoch and r["cell_id"] == cell]
-                if rows:
-                    return rows[-1]
-            t = self._part_rows(table, {cell}, None)
-            rows = [r for r in t.drop_columns(["__filename"]).to_pylist() if r["epoch"] == epoch]
+            t = self.epochs(cell)  # the cell's newest attempt, wherever its rows are (_one_attempt)
+            rows = [r for r in t.to_pylist() if r["epoch"] == epoch]
             return rows[0] if rows else None
         t = self._read_one(table, self.path(table, f"{key}.parquet"), None)
         if t is None and table in COMPACTED and part_gen(key) is None:
@@ -692,14 +782,18 @@ class StoreLock:
         # Local: every raydw process judges and takes the lock inside one flock()ed critical section
         # (locks/.guard; the kernel releases it when its holder dies), so a stale lock is taken over by exactly
         # one process: two cannot both read "stale", both remove it and both create their own.
-        with self._guard():
-            holder = self._holder()
-            if holder is not None:
-                if not (holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) and not _alive(holder["pid"])):
-                    raise StoreLocked(self._refusal(holder))
-                # its driver was killed: keep the stale lock aside for the record, then create ours
-                os.replace(self.path, f"{self.path}.stale-{holder['pid']}")
-            self._create(me)
+        try:
+            with self._guard():
+                holder = self._holder()
+                if holder is not None:
+                    if not (holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) and not _alive(holder["pid"])):
+                        raise StoreLocked(self._refusal(holder))
+                    # its driver was killed: keep the stale lock aside for the record, then create ours
+                    os.replace(self.path, f"{self.path}.stale-{holder['pid']}")
+                self._create(me)
+        except OSError as e:  # a full or read-only disk: the lock cannot be written (ENOSPC, EROFS, EACCES)
+            raise StoreError(f"results store {self.store.uri} is not writable: cannot write its lock "
+                             f"{self.path} ({e.strerror or e})") from None
         self.store.owner = True
         return self
 
@@ -707,9 +801,9 @@ class StoreLock:
         """Write the lock whole and create it exclusively: a temporary, then link(2), which fails if the name exists
         (so a reader never sees a half-written lock, and a killed writer never leaves an empty one)."""
         tmp = f"{self.path}.{uuid.uuid4().hex}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(me, f)
         try:
+            with open(tmp, "w") as f:  # on a full disk the write (or its close) fails: the temporary goes all the same
+                json.dump(me, f)
             os.link(tmp, self.path)
         except FileExistsError:
             raise StoreLocked(self._refusal(self._holder() or {})) from None
@@ -718,7 +812,10 @@ class StoreLock:
             with os.fdopen(fd, "w") as f:
                 json.dump(me, f)
         finally:
-            os.unlink(tmp)
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
 
     def _guard(self):
         import contextlib

@@ -217,7 +217,7 @@ def test_a_compaction_killed_at_a_sweeps_end_leaves_a_store_the_next_sweep_and_r
     assert lines[0].startswith("sweep tiny: 2 cells, 2 already done, 0 to run"), lines[0]
     assert not list(tmp_path.rglob(".*.tmp")) and not os.path.exists(tmp_path / "store" / "locks" / "driver.json")
     assert _rows(Store(root)) == expected
-    assert main(["compact", root]) == 0  # what the sweep's end did not finish
+    assert main(["compact", root]) == 0  # the rerun already finished what the sweep's end did not (issue 28)
     for t in ("trials", "epochs"):
         assert [f[:5] for f in os.listdir(tmp_path / "store" / t)] == ["part-"], os.listdir(tmp_path / "store" / t)
     assert _rows(Store(root)) == expected

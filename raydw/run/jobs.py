@@ -230,7 +230,7 @@ class JobBuilder:
     def _index_set(self, c: Cell) -> str:
         key = index_key(c)
         if key not in self._index:
-            iid, idx = index_set(*key)
+            iid, idx = index_set(*key, root=self.run.data_root)  # stratified draws read the labels there
             if self.store.get("index_sets", iid) is None:
                 self.store.write_row("index_sets", {"index_set_id": iid, "dataset": key[0], "fraction": key[1],
                                                     "method": key[2], "seed": key[3], "n": len(idx), "indices": idx.tolist()})

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 
 from raydw import outcomes
@@ -42,6 +43,10 @@ def failed(error: str) -> dict:
     return {"status": "failed", "error": tail if tail.startswith(why) else f"{why}\n\n{tail}"}
 
 
+def _known(v) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
 def cell_row(job, metrics: dict, wall_s: float) -> dict:
     """The one place a trials row is made. job: the cell's CellJob (cell, mask, index set, sweep); metrics: the
     worker's final report."""
@@ -58,7 +63,7 @@ def cell_row(job, metrics: dict, wall_s: float) -> dict:
         # The paper's early stopping: SA from the SA-best epoch, RA from the RA-best epoch. Without validation
         # RA (standard fine-tuning in the paper), RA is taken at the SA-best epoch.
         row["sa"] = row.get("sa_at_sa_best")
-        at_ra = row.get("ra_at_ra_best") is not None
+        at_ra = _known(row.get("ra_at_ra_best"))  # NaN: no RA-best epoch (RA not validated), as None
         row["ra"] = row.get("ra_at_ra_best") if at_ra else row.get("ra_at_sa_best")
         row["ra_final"] = row.get("ra_final_at_ra_best") if at_ra else row.get("ra_final_at_sa_best")
     return row

@@ -12,7 +12,7 @@ import time
 
 from raydw import trackers
 from raydw.cells import pretrained_id
-from raydw.compact import after_sweep
+from raydw.compact import after_sweep, pending as compaction_pending
 from raydw.inputs import check_inputs
 from raydw.plan import Plan, StoreView
 from raydw.run import tuner
@@ -41,7 +41,9 @@ def run_sweep(spec: SweepSpec, storage: str | None = None, address: str | None =
             live.start(store.uri)
         try:
             summary = _run_locked(spec, store, address, data_root, out, t0)
-            if summary.ran:  # its finished cells' rows into a few large files, still under the lock (`raydw compact`)
+            # its finished cells' rows into a few large files, still under the lock (`raydw compact`); also one that an
+            # interrupted earlier sweep left half-done (issue 28: else the rerun of "0 to run" never finishes it)
+            if summary.ran or compaction_pending(store):
                 after_sweep(store, t0, out)
         except KeyboardInterrupt:  # Interrupted (SIGTERM / SIGINT): Ray down first, then the lock is released
             if live is not None:  # LIVE-REPORT HOOK: no last write, the driver exits at once

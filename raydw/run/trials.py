@@ -15,6 +15,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from raydw.run import preflight_rows, rows
 from raydw.run.jobs import CellJob, ImpJob, Job, PackJob, PretrainJob, ProbeJob
+from raydw.run.rendezvous import BoundTorchConfig
 from raydw.run.worker import cell_worker, imp_worker, pack_worker, pretrain_worker, probe_worker
 from raydw.store import Store
 
@@ -58,6 +59,7 @@ def _trainer(loop, job: Job, callbacks: list | None = None) -> TorchTrainer:
     return Trainer(
         loop,
         train_loop_config={"job": job},
+        torch_config=BoundTorchConfig(),  # the rendezvous on the node's Ray address only (loopback on a local Ray)
         scaling_config=train.ScalingConfig(num_workers=res.workers_per_cell, use_gpu=res.gpus_per_worker > 0,
                                            resources_per_worker=per_worker),
         run_config=train.RunConfig(
