@@ -15,6 +15,8 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
+from raydw.errors import StoreError, StorePathError
+
 DEFAULT_TIMEOUT_S = 20.0
 SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")  # what pyarrow's FileSystem.from_uri opens
 
@@ -31,7 +33,6 @@ def timeout() -> float:
 def check_uri(uri) -> str:
     """The URI as text, or ValueError: None, a number, an empty string name no store (they used to read as `./None`,
     `./5` or the working directory: an empty store)."""
-    from raydw.store import StorePathError
 
     if isinstance(uri, os.PathLike):
         uri = os.fspath(uri)
@@ -60,7 +61,6 @@ def _sentence(uri: str, e: BaseException) -> str:
 
 def bounded(fn, uri: str, what: str):
     """fn() in a daemon thread, waited for at most timeout() s; its OSError (or a hang) as one StoreError."""
-    from raydw.store import StoreError
 
     box: dict = {}
 
@@ -98,7 +98,6 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
 
 def probe(fs: pafs.FileSystem, path: str, uri: str) -> None:
     """Ask for the bucket once (bounded): unreachable, refused or missing is said now, not read as an empty store."""
-    from raydw.store import StoreError
 
     bucket = path.strip("/").split("/", 1)[0]
     info = bounded(lambda: fs.get_file_info(bucket), uri, "looking up its bucket")

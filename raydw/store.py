@@ -39,6 +39,8 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from raydw.remote import bounded, check_uri, filesystem, probe
+from raydw.errors import StoreError, StoreKeyError, StorePathError  # noqa: F401 - raised here, imported from here by callers
 from raydw.outcomes import COLUMNS as OUTCOME_COLUMNS
 from raydw.atomic import write_atomic
 from raydw.objectlock import ObjectLockError, create_if_absent
@@ -206,15 +208,7 @@ def _one_attempt(t: pa.Table) -> pa.Table:
     return t.filter(pa.array(keep))
 
 
-class StoreError(RuntimeError):
-    pass
-
-
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")  # every id raydw makes (hex digests, names, <cell>.e<epoch>)
-
-
-class StoreKeyError(StoreError, ValueError):
-    """A key (an id a user typed) that is not an id: it would name a path outside its table's folder."""
 
 
 def check_key(table: str, key) -> str:
@@ -242,10 +236,6 @@ def check_columns(table: str, columns) -> None:
         raise ValueError(f"table {table} has no column {', '.join(map(repr, bad))}; its columns: {SCHEMAS[table].names}")
 
 
-class StorePathError(StoreError):
-    """The store's path itself is unusable (a symlink loop, a file, a dangling link): the user must fix it."""
-
-
 def _check_local_root(path: str) -> None:
     try:
         st = os.stat(path)
@@ -266,16 +256,15 @@ def _check_local_root(path: str) -> None:
 def _resolve(uri) -> tuple[pafs.FileSystem, str, str]:
     """(filesystem, root path on it, canonical URI). Local paths become absolute, so Ray workers agree. Anything
     but a path or URI (None, a number, "") is refused; an object store is opened within a time bound (raydw.remote)."""
-    from raydw import remote
 
-    uri = remote.check_uri(uri)
+    uri = check_uri(uri)
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file"):
         # `storage: "~/results"` in YAML reaches here unexpanded (only a shell expands ~): expand it, else a
         # folder named `~` appears under the working directory.
         path = os.path.abspath(os.path.expanduser(parsed.path if parsed.scheme == "file" else uri))
         return pafs.LocalFileSystem(), path, path
-    fs, path = remote.filesystem(uri)
+    fs, path = filesystem(uri)
     return fs, path, uri
 
 
@@ -286,9 +275,8 @@ class Store:
         if self.local:
             _check_local_root(self.root)
         else:  # unreachable, unauthorised or a missing bucket: one sentence now, not an empty store or a traceback
-            from raydw import remote
 
-            remote.probe(self.fs, self.root, self.uri)
+            probe(self.fs, self.root, self.uri)
         # True while this process holds the store's lock (a sweep driver): bad files are then moved to quarantine/.
         # Anyone else (status, results, Ray workers) only skips them and says so: a reader never writes.
         self.owner = False
@@ -404,11 +392,10 @@ class Store:
         """Paths of the table's row files: regular, non-hidden *.parquet files, sorted by name."""
         folder = self.path(table)
         if not self.local:
-            from raydw import remote
 
             sel = pafs.FileSelector(folder, allow_not_found=True)
             out = []
-            for i in remote.bounded(lambda: self.fs.get_file_info(sel), self.uri, f"listing {table}"):
+            for i in bounded(lambda: self.fs.get_file_info(sel), self.uri, f"listing {table}"):
                 if i.base_name.endswith(".parquet") and not i.base_name.startswith("."):
                     if i.type == pafs.FileType.File:
                         out.append(i.path)
@@ -570,9 +557,8 @@ class Store:
             return None
         except (pa.ArrowException, OSError, ValueError, TypeError) as e:
             if not self.local:  # the store's fault (network, credentials) is said, not blamed on the file
-                from raydw import remote
-
-                if remote.bounded(lambda: self.fs.get_file_info(path), self.uri, "reading a row").type == pafs.FileType.NotFound:
+    
+                if bounded(lambda: self.fs.get_file_info(path), self.uri, "reading a row").type == pafs.FileType.NotFound:
                     return None  # deleted meanwhile (an object store's 404)
             elif self.fs.get_file_info(path).type == pafs.FileType.NotFound:
                 return None
