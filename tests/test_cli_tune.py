@@ -14,6 +14,7 @@ import yaml
 from raydw.cells import Cell, expand, recipe_id, tune_groups
 from raydw.cli import main
 from raydw.spec import parse_spec
+from raydw.plan import StoreView
 from raydw.status import collect, summary
 from raydw.store import SCHEMAS, TRIALS, Store, config_json
 
@@ -61,7 +62,7 @@ def tuned(tmp_path, tiny_spec_text):
         "failed": 0, "best_cell_id": std.trial_cell(REC).cell_id, "sampler": "TPESampler", "optuna_seed": 0,
         "startup_trials": 1, "space": json.dumps(TUNE["space"]), "base_regime": config_json(std.base.regime_spec),
         "optuna_version": "4.1.0", "finished_at": dt.datetime(2026, 11, 25, 11, 0, tzinfo=dt.timezone.utc)})
-    recipes = store.recipes()
+    recipes = StoreView.read(store, ("recipes",)).recipes
     cells = expand(spec, recipes)
     done = [c for c in cells if c.recipe_id]
     for c in done:

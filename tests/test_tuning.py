@@ -6,6 +6,8 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
+from raydw.plan import Plan
 import yaml
 
 from raydw import results
@@ -144,7 +146,7 @@ def test_the_dense_cell_at_the_tuning_seed_reuses_the_best_trial_and_other_seeds
             store.write_row("epochs", {"cell_id": t.cell_id, "epoch": e, "val_sa": sa - 0.1 * (1 - e)},
                             name=f"{t.cell_id}.e{e:04d}")
     store.write_row("recipes", {"tune_id": g.tune_id, "recipe": config_json(rec), "best_cell_id": best.cell_id})
-    cells = expand(spec, store.recipes())
+    cells = Plan.of(spec, store).cells
     dense = {c.seed: c for c in cells if c.ticket_method == "dense"}
     lines: list[str] = []
     assert reuse_best_trials(spec, store, cells, set(), lines.append) == {dense[1].cell_id}  # seed 2 trains
