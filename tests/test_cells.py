@@ -84,5 +84,5 @@ def test_per_dataset_overrides_resolve_into_the_cell():
     cells = expand(load_spec(Path(__file__).resolve().parents[1] / "sweeps" / "paper.yaml"))
     svhn = next(c for c in cells if c.dataset == "svhn" and c.regime_kind == "adversarial")
     cifar = next(c for c in cells if c.dataset == "cifar10" and c.regime_kind == "adversarial")
-    assert (svhn.regime_spec["epochs"], svhn.regime_spec["optimizer"]["schedule"]) == (80, "cosine")
-    assert (cifar.regime_spec["epochs"], cifar.regime_spec["optimizer"]["schedule"]) == (100, "multistep")
+    assert (svhn.regime_spec.epochs, svhn.regime_spec.optimizer.schedule) == (80, "cosine")
+    assert (cifar.regime_spec.epochs, cifar.regime_spec.optimizer.schedule) == (100, "multistep")

@@ -101,10 +101,10 @@ def test_a_recipe_is_held_fixed_for_the_dense_cell_and_every_ticket_of_its_group
     for m in ("dense", "omp"):
         c = cells[(m, "standard")]
         assert c.recipe_id == recipe_id(rec) and c.tune_id == g.tune_id and c.phase == "main"
-        assert c.regime_spec["optimizer"]["lr"] == 0.0123 and c.regime_obj().optimizer.lr == 0.0123
+        assert c.regime_spec.optimizer.lr == 0.0123
         assert json.loads(json.dumps(c.canonical))["tuned"] == {"tune_id": g.tune_id, "recipe_id": recipe_id(rec)}
         assert c.cell_id != untuned[(m, "standard")].cell_id  # tuned cells are honestly different cells
-        assert c.regime_spec["optimizer"]["milestones"] == [1] and c.regime_spec["epochs"] == 2  # the rest as written
+        assert c.regime_spec.optimizer.milestones == [1] and c.regime_spec.epochs == 2  # the rest as written
         # the regime not tuned keeps its cells (and ids) as written
         assert cells[(m, "adv")].cell_id == untuned[(m, "adv")].cell_id and cells[(m, "adv")].recipe_id is None
     # a group without a stored recipe keeps its regime but is marked as waiting for tuning
@@ -119,12 +119,12 @@ def test_a_tuning_trial_is_the_group_dense_cell_with_the_candidate_under_its_own
     main = {c.ticket_method: c for c in expand(spec, {g.tune_id: rec}) if c.regime == "adv"}
     assert t.phase == "tune" and t.ticket_method == "dense" and t.recipe_id == recipe_id(rec) == main["dense"].recipe_id
     assert t.cell_id not in {main["dense"].cell_id, g.base.cell_id}
-    r = t.regime_obj()
+    r = t.regime_spec
     assert (r.optimizer.lr, r.attack.step_size, r.epochs, r.optimizer.weight_decay) == (0.031, 0.02, 3, 0.0)
     assert t.canonical["tune_trial"]["recipe"] == {"attack_step_size": 0.02, "epochs": 3, "lr": 0.031, "weight_decay": 0.0}
     assert t.regime_spec == main["dense"].regime_spec  # the trial trained exactly what the cells then use
     with pytest.raises(ValueError, match="without an attack"):
-        apply_recipe(next(g for g in tune_groups(spec) if g.base.regime == "standard").base.regime_obj(), {"attack_step_size": 0.01})
+        apply_recipe(next(g for g in tune_groups(spec) if g.base.regime == "standard").base.regime_spec, {"attack_step_size": 0.01})
 
 
 def test_the_dense_cell_at_the_tuning_seed_reuses_the_best_trial_and_other_seeds_train(tmp_path, tiny_spec_text):

@@ -155,7 +155,7 @@ Job = CellJob | PackJob | PretrainJob | ImpJob | ProbeJob
 def batch_size(job: CellJob | ImpJob | PretrainJob) -> int:
     """The global batch of a job's training steps (split across its Train workers)."""
     if isinstance(job, CellJob):
-        return job.cell.regime_obj().batch_size
+        return job.cell.regime_spec.batch_size
     return job.recipe.batch_size if isinstance(job, PretrainJob) else (job.tickets.imp or ImpSpec()).batch_size
 
 
@@ -235,7 +235,7 @@ class JobBuilder:
         es = self.spec.early_stop
         if es.enabled:
             by_id = {c.cell_id: c for c in cells}
-            self._stop = {cid: EarlyStop(did, es.margin, tuple(es.metrics), es.grace_for(by_id[cid].regime_obj()))
+            self._stop = {cid: EarlyStop(did, es.margin, tuple(es.metrics), es.grace_for(by_id[cid].regime_spec))
                           for cid, did in dense_of(cells).items()}
         return self._stop
 

@@ -108,7 +108,7 @@ def write_recipe(spec: SweepSpec, store: Store, g: TuneGroup, rows: list[dict], 
            "failed": sum(r["status"] != "done" for r in rows), "best_cell_id": best["cell_id"], "sampler": "TPESampler",
            "optuna_seed": spec.tune.seed, "startup_trials": spec.tune.n_startup(),
            "space": config_json(spec.tune.space.model_dump(mode="json", exclude_none=True)),
-           "base_regime": config_json(g.base.regime_spec), "optuna_version": optuna.__version__,
+           "base_regime": config_json(g.base.regime_spec.model_dump(mode="json")), "optuna_version": optuna.__version__,
            "finished_at": dt.datetime.now(dt.timezone.utc)}
     store.write_row("recipes", row)
     out(f"  {g.label()}: recipe {row['recipe']} ({g.metric} {row['value']:.3f}, best of {len(rows)} trials"

@@ -182,8 +182,8 @@ def _cell(job: CellJob, rank: int, world: int, device, resume: dict | None, prob
     `probe` (raydw sweep --preflight): the same path shrunk to a few timed steps, its figures in the metrics."""
     store = Store(job.run.storage)
     cell = job.cell
-    regime = cell.regime_obj() if probe is None else probe.regime(cell.regime_obj())
-    ev = cell.eval_obj()  # the evaluation the cell's id covers, on the cell itself
+    regime = cell.regime_spec if probe is None else probe.regime(cell.regime_spec)
+    ev = cell.eval_spec  # the evaluation the cell's id covers, on the cell itself
     eval_attack = ev.attack
     if resume is not None and "final" in resume:  # the run had finished; only its trials row was missing
         # (or the cell failed deterministically, e.g. diverged before its first epoch: its checkpoint then holds
