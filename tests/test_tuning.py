@@ -128,6 +128,7 @@ def test_a_tuning_trial_is_the_group_dense_cell_with_the_candidate_under_its_own
 
 
 def test_the_dense_cell_at_the_tuning_seed_reuses_the_best_trial_and_other_seeds_train(tmp_path, tiny_spec_text):
+    from raydw.run.jobs import JobBuilder
     from raydw.run.tuning import reuse_best_trials
     from raydw.store import config_json
 
@@ -138,7 +139,7 @@ def test_the_dense_cell_at_the_tuning_seed_reuses_the_best_trial_and_other_seeds
     store = Store(str(tmp_path))
     for t, sa in ((best, 0.9), (other, 0.5)):
         store.write_row("trials", {"cell_id": t.cell_id, "status": "done", "phase": "tune", "tune_id": g.tune_id,
-                                   "ticket_method": "dense", "seed": 1, "sa": sa, "val_sa_best": sa,
+                                   "ticket_method": "dense", "seed": 1, "sa": sa, "sa_at_sa_best": sa, "val_sa_best": sa,
                                    "config": config_json(t.canonical)})
         for e in range(2):
             store.write_row("epochs", {"cell_id": t.cell_id, "epoch": e, "val_sa": sa - 0.1 * (1 - e)},
@@ -147,7 +148,8 @@ def test_the_dense_cell_at_the_tuning_seed_reuses_the_best_trial_and_other_seeds
     cells = expand(spec, store.recipes())
     dense = {c.seed: c for c in cells if c.ticket_method == "dense"}
     lines: list[str] = []
-    assert reuse_best_trials(spec, store, cells, set(), lines.append) == {dense[1].cell_id}  # seed 2 trains
+    builder = JobBuilder(spec, store)
+    assert reuse_best_trials(spec, store, cells, set(), builder, lines.append) == {dense[1].cell_id}  # seed 2 trains
     row = store.get("trials", dense[1].cell_id)
     assert (row["status"], row["sa"], row["phase"], row["reused_from"]) == ("done", 0.9, "main", best.cell_id)
     assert (row["recipe_id"], row["tune_id"]) == (dense[1].recipe_id, g.tune_id)
@@ -156,11 +158,11 @@ def test_the_dense_cell_at_the_tuning_seed_reuses_the_best_trial_and_other_seeds
     assert ep[ep.cell_id == dense[1].cell_id].val_sa.round(6).tolist() == [0.8, 0.9]  # the best trial's curve
     assert "is this cell" in lines[0]
     # Already stored: nothing to do. A best trial whose run differs from the cell in anything (here its epochs): no reuse.
-    assert reuse_best_trials(spec, store, cells, {dense[1].cell_id}, lines.append) == set()
+    assert reuse_best_trials(spec, store, cells, {dense[1].cell_id}, builder, lines.append) == set()
     changed = json.loads(store.get("trials", best.cell_id)["config"])
     changed["regime"]["epochs"] = 3
     store.write_row("trials", {**store.get("trials", best.cell_id), "config": config_json(changed)})
-    assert reuse_best_trials(spec, store, cells, set(), lines.append) == set()
+    assert reuse_best_trials(spec, store, cells, set(), builder, lines.append) == set()
 
 
 def test_choose_takes_the_best_done_trial_and_scores_failures_zero():

@@ -97,7 +97,7 @@ def _run_locked(spec: SweepSpec, store: Store, address: str | None, data_root: s
     builder = JobBuilder(spec, store, data_root, out)
     recipes = _tune_stage(spec, store, builder, address, out) if spec.tune.enabled else None
     p = plan(spec, store, recipes)
-    if spec.tune.enabled and reuse_best_trials(spec, store, p.cells, p.done, out):
+    if spec.tune.enabled and reuse_best_trials(spec, store, p.cells, p.done, builder, out):
         p = plan(spec, store, p.recipes)  # a group's dense cell at the tuning seed is its best trial: stored, not trained twice
     cells, todo, waiting = p.cells, p.todo, p.waiting  # a tuned group without a recipe does not run untuned
     out(f"sweep {spec.name}: {len(cells)} cells, {len(p.done)} already done, {len(todo)} to run"
