@@ -135,10 +135,10 @@ def test_a_failed_cells_error_starts_with_the_exception_raised_in_the_worker():
     ray_text = ('WorkerGroupError: Training failed due to worker errors:\n[Rank 0 Error Snippet]:\n'
                 'Traceback (most recent call last):\n  File "/w/raydw/run/worker.py", line 152, in cell_worker\n'
                 '    raise ValueError(f"{a}: b")\nValueError: ST takes 1-channel input but cifar10 has 3\n')
-    row = CellResult.failed(ray_text)
-    assert row.status == "failed"
-    assert row.error.splitlines()[0] == "ValueError: ST takes 1-channel input but cifar10 has 3"
-    assert row.error.endswith(ray_text[-200:])  # the whole text follows
+    result = CellResult.failed(ray_text)
+    assert result.status == "failed"
+    assert result.error.splitlines()[0] == "ValueError: ST takes 1-channel input but cifar10 has 3"
+    assert result.error.endswith(ray_text[-200:])  # the whole text follows
     plain = "raydw.train.loop.Diverged: training loss is nan at epoch 0 (lr 1e+12)"
     assert CellResult.failed(plain).error == plain  # a one-line error is not repeated
     # A bare exception name, and a second rank failing because the first did: the first rank's error is the cause.
