@@ -290,7 +290,7 @@ def test_ra_of_a_cell_without_validation_ra_is_its_ra_at_the_sa_best_epoch(tmp_p
     import yaml
 
     from raydw.plan import plan
-    from raydw.run.rows import cell_row
+    from raydw.run.rows import CellResult, cell_row
     from raydw.spec import parse_spec
 
     cell = plan(parse_spec(yaml.safe_load(tiny_spec_text)), Store(str(tmp_path / "S"))).cells[0]
@@ -299,10 +299,10 @@ def test_ra_of_a_cell_without_validation_ra_is_its_ra_at_the_sa_best_epoch(tmp_p
     # what train/loop.py reports for a regime that validates no RA: NaN at the RA-best epoch, not None
     m = {"status": "done", "sa_at_sa_best": 0.9, "ra_at_sa_best": 0.0, "ra_at_ra_best": math.nan, "sa_at_ra_best": math.nan,
          "ra_final_at_sa_best": math.nan, "ra_final_at_ra_best": math.nan}
-    row = cell_row(job, m, 1.0)
+    row = cell_row(job, CellResult(**m), 1.0)
     assert row["sa"] == 0.9 and row["ra"] == 0.0
     m.update(ra_at_ra_best=0.3)
-    assert cell_row(job, m, 1.0)["ra"] == 0.3
+    assert cell_row(job, CellResult(**m), 1.0)["ra"] == 0.3
 
 
 # -- causes 9, 10, 11: a URI that names nothing, an unreachable store, a store without a network ----------------------

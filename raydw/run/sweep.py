@@ -102,7 +102,7 @@ def _run_locked(spec: SweepSpec, store: Store, address: str | None, data_root: s
     p = Plan.of(spec, store)
     if p.to_tune():
         p = _tune_stage(p, store, builder, address, out)
-    if spec.tune.enabled and reuse_best_trials(spec, store, p.cells, p.done, out):
+    if spec.tune.enabled and reuse_best_trials(spec, store, p.cells, p.done, builder, out):
         p = Plan.of(spec, store)  # a group's dense cell at the tuning seed is its best trial: stored, not trained twice
     out(p.headline() + f"; store {store.uri}")
     if not p.todo:
