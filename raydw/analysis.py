@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from raydw import outcomes
+from raydw.ids import LEVEL_DIGITS
 from raydw.uncertainty import (Bootstrap, SeedVariance, delta_stats, interval, mean_interval, pool_seed_variance,
                                resampled_accuracy, seed_stats)
 
@@ -25,7 +26,6 @@ VERDICT_STATES = {"match": "double-win", "no match": "not double-win", "inconclu
 DEFAULT_MARGIN = 1.0  # accuracy points (docs/findings.md, "Choosing the margin")
 # Means over seeds can differ from an equal value in the last bit; a tie must still count as matching.
 _TIE_SLACK = 1e-12
-_LEVEL_DIGITS = 9  # target sparsities like 1-0.8**k are compared after rounding, not bit for bit
 NO_BITS = "no per-example data"
 
 
@@ -55,7 +55,7 @@ def trials_frame(uri_or_df, cells=None) -> pd.DataFrame:
             df[col] = np.nan
     target = df["target_sparsity"]
     target = target.where(target.notna(), df.get("sparsity"))
-    df["level"] = target.astype(float).round(_LEVEL_DIGITS)
+    df["level"] = target.astype(float).round(LEVEL_DIGITS)  # raydw.ids: levels are compared after rounding
     df.loc[df["ticket_method"] == "dense", "level"] = 0.0
     df["data_fraction"] = df["data_fraction"].astype(float)
     if {"ra_at_ra_best", "ra_at_sa_best"} <= set(df.columns):  # rows written before `ra` fell back for standard cells

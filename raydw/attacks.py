@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from raydw.ids import lookup
+
 
 @contextmanager
 def _mode(model: nn.Module, train: bool):
@@ -60,10 +62,7 @@ ATTACKS = {"pgd": pgd, "fgsm_rs": fgsm_rs}
 
 
 def get(name: str):
-    try:
-        return ATTACKS[name]
-    except KeyError:
-        raise KeyError(f"unknown attack {name!r}; known: {sorted(ATTACKS)}") from None
+    return lookup(ATTACKS, name, "attack")
 
 
 def from_spec(model: nn.Module, x, y, spec, train: bool, generator=None, autocast: bool = False) -> torch.Tensor:

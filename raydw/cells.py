@@ -10,18 +10,13 @@ applied to the regime of every cell of the group before its id is computed. Torc
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field, replace
 
+from raydw.ids import content_id, id_level
 from raydw.spec import EvalSpec, PretrainingSpec, RegimeSpec, SweepSpec
 from raydw.tickets import registry
 
 HASH_VERSION = 1
-
-
-def canonical_json(obj) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
 def pretraining_identity(p: PretrainingSpec) -> dict:
@@ -37,7 +32,7 @@ def pretrained_id(p: PretrainingSpec) -> str:
     """Content id of a pre-trained model: recipe hash, or the weights' name/path (its sha256 is recorded on load)."""
     ident = pretraining_identity(p)
     ident.pop("name")  # the same recipe under two labels is one model
-    return hashlib.sha256(canonical_json(ident).encode()).hexdigest()[:16]
+    return content_id(ident)
 
 
 def pretraining_arch(p: PretrainingSpec) -> str:
@@ -100,7 +95,7 @@ ROW_FIELDS = ("cell_id", "pretraining", "pretrained_id", "arch", "ticket_method"
 
 
 def cell_id(canonical: dict) -> str:
-    return hashlib.sha256(canonical_json(canonical).encode()).hexdigest()[:16]
+    return content_id(canonical)
 
 
 @dataclass(frozen=True)
@@ -137,7 +132,7 @@ def normalize_recipe(recipe: dict) -> dict:
 
 
 def recipe_id(recipe: dict) -> str:
-    return hashlib.sha256(canonical_json(normalize_recipe(recipe)).encode()).hexdigest()[:16]
+    return content_id(normalize_recipe(recipe))
 
 
 def apply_recipe(regime: RegimeSpec, recipe: dict) -> RegimeSpec:
@@ -168,7 +163,7 @@ def _tune_id(spec: SweepSpec, group_canonical: dict, kind: str) -> str:
     ident = {"v": HASH_VERSION, "group": group_canonical, "space": t.space.model_dump(mode="json", exclude_none=True),
              "num_samples": t.num_samples, "seed": t.seed, "startup_trials": t.n_startup(), "metric": t.metric_for(kind),
              "sampler": "tpe"}
-    return hashlib.sha256(canonical_json(ident).encode()).hexdigest()[:16]
+    return content_id(ident)
 
 
 def expand(spec: SweepSpec, recipes: dict[str, dict] | None = None) -> list[Cell]:
@@ -226,7 +221,7 @@ def _expand(spec: SweepSpec, recipes: dict[str, dict]) -> tuple[list[Cell], dict
         for rnd, target in t.levels():
             dense = rnd == 0 or target == 0.0
             ticket = {"method": "dense"} if dense else {
-                "method": t.method, "sparsity": round(target, 12), "prunable": t.prunable,
+                "method": t.method, "sparsity": id_level(target), "prunable": t.prunable,
                 **({"round": rnd, "rate": t.rate} if rnd is not None else {}),
                 **registry.get(t.method).identity(t, p.name),  # what else determines the mask
             }

@@ -579,5 +579,13 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + signum
 
 
+def entry() -> None:
+    """The `raydw` command (console script): main(), then an exit that survives an object-store call abandoned in
+    its time bound (raydw.remote.exit_code). main() stays a plain function for callers in Python."""
+    from raydw.remote import exit_code
+
+    sys.exit(exit_code(main()))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -29,6 +29,7 @@ from __future__ import annotations
 import importlib.metadata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
+from raydw.ids import lookup
 
 if TYPE_CHECKING:  # torch is imported lazily: the spec checker imports this module and stays torch-free
     import torch
@@ -66,10 +67,7 @@ FINAL_ATTACKS: dict[str, FinalAttack] = {
 
 
 def get(name: str) -> FinalAttack:
-    try:
-        return FINAL_ATTACKS[name]
-    except KeyError:
-        raise KeyError(f"unknown final attack {name!r}; known: {sorted(FINAL_ATTACKS)}") from None
+    return lookup(FINAL_ATTACKS, name, "final attack")
 
 
 def available(name: str) -> str | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from raydw.bounded import short
 from raydw.data import catalog as data_catalog
+from raydw.ids import level
 from raydw.models import catalog as model_catalog
 
 
@@ -53,7 +54,7 @@ def check_spec(spec) -> list[str]:
                                 f"pretrainings.{i} ({p.name}) takes {chans}-channel input (it was trained on {src})")
     levels: dict[str, tuple[int, set]] = {}
     for i, t in enumerate(spec.tickets):
-        mine = {round(s, 9) for _, s in t.levels() if s > 0}
+        mine = {level(s) for _, s in t.levels() if s > 0}
         if t.method in levels and levels[t.method][1] & mine:
             j = levels[t.method][0]
             problems.append(f"tickets.{i}: a second {short(t.method)} ticket spec at sparsities tickets.{j} also has "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sys
 import threading
 from urllib.parse import urlparse
 
@@ -59,6 +60,23 @@ def _sentence(uri: str, e: BaseException) -> str:
     return f"results store {uri} cannot be reached: {text or type(e).__name__}"
 
 
+_ABANDONED: list[threading.Thread] = []  # calls that outlived their bound, still inside pyarrow's client
+
+
+def exit_code(code: int) -> int:
+    """The CLI's exit, once its sentence is printed. A call abandoned by `bounded` is still running inside pyarrow's
+    C++ client; the interpreter's shutdown under it crashed (SIGSEGV, exit -11, seen with gs:// and no network),
+    so the process then leaves without finalizing, its output flushed first."""
+    if any(t.is_alive() for t in _ABANDONED):
+        for f in (sys.stdout, sys.stderr):
+            try:
+                f.flush()
+            except (OSError, ValueError):  # a closed pipe: nothing more to say
+                pass
+        os._exit(code)
+    return code
+
+
 def bounded(fn, uri: str, what: str):
     """fn() in a daemon thread, waited for at most timeout() s; its OSError (or a hang) as one StoreError."""
 
@@ -74,6 +92,7 @@ def bounded(fn, uri: str, what: str):
     t.start()
     t.join(timeout())
     if t.is_alive():
+        _ABANDONED.append(t)
         raise StoreError(f"results store {uri}: no answer within {timeout():g} s ({what}); check the network and the "
                          "endpoint (RAYDW_REMOTE_TIMEOUT_S sets the bound)")
     if "error" in box:

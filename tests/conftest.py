@@ -10,6 +10,11 @@ from pathlib import Path
 
 import pytest
 
+# One intra-op thread per test process: pytest-xdist runs two workers on CI's two cores, and torch's default (a
+# thread per core) in each oversubscribed them: one TinyResNet step of 64 digits took 10.9 s with 2 threads per
+# worker against 0.2-0.7 s with 1, under the same load. Ray's trial workers set their own (resources.torch_threads).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 TINY_SPEC = textwrap.dedent("""
     name: tiny
     storage: ./results/tiny

@@ -4,7 +4,6 @@ ResNet-18 stands in where the format logic is the same as ResNet-50's; one test 
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest

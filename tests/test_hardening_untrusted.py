@@ -4,7 +4,6 @@ failures are one sentence within a time bound, and every message is a sentence. 
 Ray-starting ones are marked `ray`."""
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import shutil
@@ -20,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from raydw import results
-from raydw.store import Store, StoreError
+from raydw.store import Store
 
 
 def _row(cid: str, status: str = "done", sa: float = 0.5, **kw) -> dict:

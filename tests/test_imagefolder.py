@@ -3,7 +3,6 @@ ILSVRC-2012 unpacks), torchvision's class order, the paper's transforms, shardin
 through the same loop and worker entry point as every other source task."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest

@@ -22,7 +22,7 @@ CHEAP = AttackSpec(eps=0.1, step_size=0.1, steps=1)
 
 @pytest.fixture(scope="module")
 def mnist():
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # see conftest: two xdist workers share two cores
     return load_data("mnist5k", None, "native", np.arange(1500), "cpu")
 
 

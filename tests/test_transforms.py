@@ -5,7 +5,6 @@ within 1e-6, and the reference code's PIL path (uint8 PIL resize, then ToTensor)
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torchvision.transforms as T

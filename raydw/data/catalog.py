@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from raydw.ids import lookup
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -53,7 +55,4 @@ STREAMED = frozenset({"imagenet"})
 
 
 def get(name: str) -> DatasetInfo:
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise KeyError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}") from None
+    return lookup(DATASETS, name, "dataset")

@@ -5,13 +5,14 @@ optimizer step, and stored bit-packed in the results store.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn as nn
+
+from raydw.ids import digest
 
 PRUNABLE_SETS = {
     "paper": "every Conv2d weight, the stem conv1 and the 1x1 downsample convs included (Double-Win-LTH utils_pruning.py)",
@@ -66,8 +67,7 @@ class Mask:
     @property
     def id(self) -> str:
         bits, layout = self.packed()
-        h = hashlib.sha256(json.dumps(layout).encode() + b"\0" + bits)
-        return h.hexdigest()[:16]
+        return digest(json.dumps(layout).encode() + b"\0" + bits)
 
     @staticmethod
     def unpack(bits: bytes, layout) -> "Mask":

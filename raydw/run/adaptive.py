@@ -7,12 +7,12 @@ Searcher; resumes from the verdicts already in the store, never repeating a cell
 """
 from __future__ import annotations
 
-import hashlib
 import json
 
 import pandas as pd
 
 from raydw.analysis import verdicts
+from raydw.ids import digest, level as level_key
 from raydw.cells import Cell
 from raydw.search import ExtremeSearch
 from raydw.spec import SweepSpec
@@ -64,7 +64,7 @@ class LevelGate:
             for level, ids in g["cells"].items():
                 if all(status.get(i) in FINAL for i in ids | g.get("dense", set())):
                     try:  # a bool may replace an unknown (a retried cell); the search ignores a repeat
-                        s.record(level, verdicts.get((key[0], key[1], key[2], g["method"], round(level, 9))))
+                        s.record(level, verdicts.get((key[0], key[1], key[2], g["method"], level_key(level))))
                     except ValueError:
                         pass  # a verdict that changed after a rerun: keep the first, as the search saw it
             if not s.in_flight:  # one level at a time per group: speculative levels would spend the savings
@@ -78,7 +78,7 @@ class LevelGate:
         # The search's rule names which double-win steers it (strict: all three metrics), compared as ticket >= dense.
         v = verdicts(done, reading="full" if self.rule == "strict" else "loose")
         col = "double_win"
-        return {(r.pretraining, r.dataset, r.data_fraction, r.ticket_method, round(r.target_sparsity, 9)):
+        return {(r.pretraining, r.dataset, r.data_fraction, r.ticket_method, level_key(r.target_sparsity)):
                 (None if pd.isna(r[col]) else bool(r[col])) for _, r in v.iterrows()}
 
     def rows(self, sweep: str) -> list[dict]:
@@ -89,7 +89,7 @@ class LevelGate:
             ran = {i for lvl in a["run"] for i in g["cells"][lvl]}
             all_ids = set().union(*g["cells"].values())
             ident = json.dumps([key[0], key[1], key[2], key[3], g["method"], self.rule, self.verify])
-            out.append({"search_id": hashlib.sha256(ident.encode()).hexdigest()[:16], "sweep": sweep,
+            out.append({"search_id": digest(ident), "sweep": sweep,
                         "pretraining": key[0], "dataset": key[1], "data_fraction": key[2], "ticket_method": g["method"],
                         "rule": self.rule, "verify": self.verify, "levels": json.dumps(g["levels"]),
                         "levels_run": json.dumps(a["run"]), "verdicts": json.dumps(s.state().get("verdicts", {}), default=str),

@@ -7,7 +7,7 @@ No job is a dict, and none is assembled anywhere but in `JobBuilder`.
 """
 from __future__ import annotations
 
-import hashlib
+
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from raydw.tickets.registry import params_json
 from raydw.tickets.make import ensure_masks
 from raydw.train.probe import Probe
 from raydw.train.setup import index_set
+from raydw.ids import digest
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class PackJob(_SweepResources):
     def train_name(self) -> str:
         """Named by its cells, so a rerun with the same pack continues its half-done cell."""
         ids = sorted(j.cell.cell_id for j in self.cells)
-        return "pack-" + hashlib.sha256(",".join(ids).encode()).hexdigest()[:16]
+        return "pack-" + digest(",".join(ids))
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ class ImpJob:
 
     @property
     def train_name(self) -> str:
-        return f"imp-{self.pretrained_id}-{hashlib.sha256(config_json(self.params).encode()).hexdigest()[:8]}"
+        return f"imp-{self.pretrained_id}-{digest(config_json(self.params), 8)}"
 
     @property
     def rounds(self) -> int:

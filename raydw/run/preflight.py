@@ -11,7 +11,7 @@ sweep's, never the sweep's own. Then the whole sweep's cost from what was measur
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
+
 from pathlib import Path as FsPath
 from dataclasses import dataclass, replace
 
@@ -28,6 +28,7 @@ from raydw.store import Store
 from raydw.tickets import registry
 from raydw.train.probe import Probe
 from raydw.train.weights import register_weights
+from raydw.ids import digest
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class Path:
 
     @property
     def path_id(self) -> str:
-        return hashlib.sha256(self.label.encode()).hexdigest()[:16]
+        return digest(self.label)
 
 
 def paths(spec: SweepSpec, cells: list[Cell]) -> list[Path]:

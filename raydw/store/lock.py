@@ -26,7 +26,7 @@ class StoreLock:
     detected (its pid is gone) and taken over; one from another host must be removed by hand, as the message says.
     """
 
-    def __init__(self, store: Store, what: str):
+    def __init__(self, store, what: str):  # store: raydw.store.core.Store (which imports this module)
         self.store, self.what = store, what
         self.path = store.path("locks", "driver.json")
 

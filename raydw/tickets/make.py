@@ -6,10 +6,10 @@ looked up.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 
 from raydw.cells import pretrained_id
+from raydw.ids import digest, level
 from raydw.pruning.mask import Mask
 from raydw.spec import PretrainingSpec, TicketSpec
 from raydw.store import Store
@@ -56,8 +56,7 @@ def mask_id(mask: Mask, pid: str, method: str, params: dict, rnd: int | None, ta
 
     Rows stored before this key existed keep their bits-only ids: they are found by their provenance columns
     (existing_masks, stored_imp_rounds), never by recomputing an id, so old stores read and resume as before."""
-    prov = json.dumps([mask.id, pid, method, params_json(params), rnd, round(float(target), 9)])
-    return hashlib.sha256(prov.encode()).hexdigest()[:16]
+    return digest(json.dumps([mask.id, pid, method, params_json(params), rnd, level(target)]))
 
 
 def mask_row(mask: Mask, pretraining: str, pid: str, method: str, params: dict, rnd: int | None, target: float) -> dict:

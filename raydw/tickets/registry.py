@@ -12,7 +12,8 @@ Torch-free: `make` imports torch where it runs, so `raydw sweep --dry-run` stays
 """
 from __future__ import annotations
 
-import json
+
+from raydw.ids import level, lookup, params_json
 
 from raydw.spec import ImpSpec, TicketSpec
 
@@ -21,14 +22,9 @@ from raydw.spec import ImpSpec, TicketSpec
 RUN_ONLY = {"per_pretraining", "root", "workers", "cpus_per_worker"}
 
 
-def params_json(params: dict) -> str:
-    """The one encoding of a mask's params: the masks table's `params` column and every lookup by it."""
-    return json.dumps(params, sort_keys=True)
-
-
 def mask_key(pretrained_id: str, method: str, params: dict, target: float) -> tuple:
     """A mask's lookup key in the masks table (pre-trained model, method, params, target level)."""
-    return (pretrained_id, method, params_json(params), round(float(target), 9))
+    return (pretrained_id, method, params_json(params), level(target))
 
 
 class Method:
@@ -114,10 +110,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (OneShot(), Iterative(), Random
 
 
 def get(name: str) -> Method:
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise KeyError(f"unknown ticket method {name!r}; known: {sorted(METHODS)}") from None
+    return lookup(METHODS, name, "ticket method")
 
 
 def imp_rounds_needed(t: TicketSpec) -> int:

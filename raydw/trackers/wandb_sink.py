@@ -7,9 +7,10 @@ named by the sweep.
 """
 from __future__ import annotations
 
-import hashlib
+
 
 from raydw.trackers.runinfo import EPOCH_METRICS, RunInfo, final_metrics, numbers
+from raydw.ids import digest
 
 TAG_CHARS = 64  # W&B's limit of a tag
 
@@ -26,7 +27,7 @@ class WandbSink:
             os.makedirs(dir, exist_ok=True)
 
     def open(self, info: RunInfo):
-        rid = hashlib.sha256(f"{info.sweep}/{info.cell_id}".encode()).hexdigest()[:16]
+        rid = digest(f"{info.sweep}/{info.cell_id}")
         run = self.wandb.init(
             project=self.project, entity=self.entity, mode=self.mode, dir=self.dir, id=rid, resume="allow",
             name=info.name, group=info.group or info.sweep, job_type=info.phase,
