@@ -11,7 +11,7 @@ the one-sided miss rates. Results: docs/findings.md, "Coverage, measured".
 """
 import sys, numpy as np
 from scipy.stats import norm
-from raydw.uncertainty import Bootstrap, resampled_accuracy, delta_interval
+from raydw.findings.uncertainty import Bootstrap, resampled_accuracy, delta_interval
 def run(k, settings, N, su, se, a_d=0.95, true_delta=-0.01, resamples=500):
     tot = np.sqrt(1 + su**2 + se**2)
     p_d = norm.cdf(a_d / tot); a_t = norm.ppf(p_d + true_delta) * tot

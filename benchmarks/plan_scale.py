@@ -58,8 +58,8 @@ def make_store(scale: int, where: Path) -> str:
 
 def measure(scale: int, uri: str) -> dict:
     """In this process: load + expand, plan, then hand out every cell to run."""
-    from raydw.plan import Plan
-    from raydw.schedule import FINISHED, Scheduler, sweep_tasks
+    from raydw.planning.plan import Plan
+    from raydw.planning.schedule import FINISHED, Scheduler, sweep_tasks
     from raydw.store import Store
 
     t0 = time.perf_counter()

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import norm
 
-from raydw.sequential import Design, decide
-from raydw.uncertainty import Bootstrap, delta_stats, pool_seed_variance, resampled_accuracy, seed_stats
+from raydw.findings.sequential import Design, decide
+from raydw.findings.uncertainty import Bootstrap, delta_stats, pool_seed_variance, resampled_accuracy, seed_stats
 
 LEVELS = (0.3, 0.3, 0.2, 0.2, 0.1, 0.0, -0.2, -0.5, -1.0, -1.5, -2.5, -4.0)  # true Delta / margin: a paper-like curve
 LEVEL, ALPHA = 0.95, 0.05

@@ -8,8 +8,8 @@ Per scale (1 = the paper grid: 468 cells, 107 epochs each, ~50,000 epoch rows) t
   before     the earlier layout: one epochs file per epoch row (written as the old write path wrote them, without its
              temporary and fsync, to keep generation short; the files are the same) and one trials file per cell
   per-cell   raydw's write path now: one trials and one epochs file per cell (Store.write_row / write_rows)
-  compacted  per-cell after raydw.compact.compact (timed: the compaction of the whole sweep)
-"What is left to run" is raydw.plan.plan(spec, store).todo (what the sweep, `raydw status` and the dry run use) for
+  compacted  per-cell after raydw.store.compact.compact (timed: the compaction of the whole sweep)
+"What is left to run" is raydw.planning.plan.plan(spec, store).todo (what the sweep, `raydw status` and the dry run use) for
 sweeps/paper.yaml with more seeds, about 10% more cells than are stored (1x: 2 seeds, 936 cells; 10x: 11 seeds,
 5,148 cells); the stored cells are its first ones, under their real cell ids.
 Trials rows carry CIFAR-sized per-example bits (nine bits_* columns of 1,250 bytes) and a 2 kB config. Stores are
@@ -33,8 +33,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raydw import outcomes, results
-from raydw.compact import compact
-from raydw.plan import plan
+from raydw.store.compact import compact
+from raydw.planning.plan import plan
 from raydw.spec import SweepSpec, parse_spec
 from raydw.store import SCHEMAS, Store
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from raydw import outcomes
-from raydw.analysis import extreme, verdicts
+from raydw.findings.analysis import extreme, verdicts
 from raydw.data.catalog import get
 
 DATASETS = ("cifar10", "cifar100", "svhn")

@@ -70,7 +70,7 @@ def cmd_sweep(a) -> int:
               file=sys.stderr)
         return 2
     if a.dry_run:
-        from raydw.dryrun import dry_run
+        from raydw.planning.dryrun import dry_run
 
         print(dry_run(spec, a.storage or spec.storage, a.data_root))
         return 0
@@ -84,12 +84,12 @@ def cmd_sweep(a) -> int:
 
         return preflight(spec, a.storage, a.address, a.data_root, steps=a.steps or 2, batch=a.batch, cover_only=a.cover,
                          scratch=a.scratch)
-    from raydw.analysis import verdict_settings
+    from raydw.findings.analysis import verdict_settings
     from raydw.run.sweep import run_sweep
 
     live = None
     if a.live_report is not None:  # started by run_sweep once the store is locked (a refused sweep writes nothing)
-        from raydw.live import LiveReport
+        from raydw.findings.live import LiveReport
 
         folder = output_dir(a.live_report, "--live-report", stores=(a.storage or spec.storage,)) if a.live_report else None
         live = LiveReport(None, folder, a.live_every, spec=spec, verdict_args=verdict_settings(spec))
@@ -139,7 +139,7 @@ def _trial_recipe(config) -> str | None:
 def cmd_results(a) -> int:
     import pandas as pd
 
-    from raydw.results import load
+    from raydw.findings.results import load
 
     if a.phase is not None and a.table != "trials":
         raise SpecError(f"--phase applies to --table trials only (tuning trials are trials rows); got --table {a.table}")
@@ -222,7 +222,7 @@ def cmd_models(a) -> int:
 
 
 def cmd_verdicts(a) -> int:
-    from raydw.analysis import AnalysisError, format_verdicts, verdicts
+    from raydw.findings.analysis import AnalysisError, format_verdicts, verdicts
 
     try:
         v = verdicts(a.uri, cells=_spec_cells(a), **_verdict_args(a))
@@ -262,7 +262,7 @@ def _store_note(uri: str) -> str | None:
 
 
 def cmd_status(a) -> int:
-    from raydw.status import summary
+    from raydw.findings.status import summary
 
     note = _store_note(a.uri)
     if note and not a.spec:  # without a spec there is nothing to say about an empty store but this
@@ -275,8 +275,8 @@ def cmd_status(a) -> int:
 
 
 def cmd_report(a) -> int:
-    from raydw.analysis import AnalysisError
-    from raydw.report import write_report
+    from raydw.findings.analysis import AnalysisError
+    from raydw.findings.report import write_report
 
     if a.until_complete and not (a.watch and a.spec):
         raise SpecError("--until-complete needs --watch and --spec (the spec says which cells complete the sweep)")
@@ -298,7 +298,7 @@ def _watch_report(a) -> int:
     """`raydw report --watch`: rewrite until SIGINT / SIGTERM (after the write in progress) or --until-complete."""
     import signal
 
-    from raydw.live import LiveReport
+    from raydw.findings.live import LiveReport
 
     live = LiveReport(a.uri, Path(a.out), a.every, spec=_spec_path(a.spec) if a.spec else None, verdict_args=_verdict_args(a))
     stopped = []
@@ -341,7 +341,7 @@ def _spec_cells(a) -> set[str] | None:
     """--spec: the cell ids that sweep plans against the store (its findings alone, other runs in the store left out)."""
     if not a.spec:
         return None
-    from raydw.analysis import spec_cells
+    from raydw.findings.analysis import spec_cells
     from raydw.store import Store
 
     ids = spec_cells(a.uri, _spec_path(a.spec))
@@ -411,7 +411,7 @@ def cmd_bench(a) -> int:
 
 def cmd_compact(a) -> int:
     """`raydw compact STORE`: also migrates a store of the one-file-per-epoch layout (docs/results-schema.md)."""
-    from raydw.compact import compact
+    from raydw.store.compact import compact
     from raydw.store import Store
 
     store = Store(a.uri)
@@ -581,8 +581,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def entry() -> None:
     """The `raydw` command (console script): main(), then an exit that survives an object-store call abandoned in
-    its time bound (raydw.remote.exit_code). main() stays a plain function for callers in Python."""
-    from raydw.remote import exit_code
+    its time bound (raydw.store.remote.exit_code). main() stays a plain function for callers in Python."""
+    from raydw.store.remote import exit_code
 
     sys.exit(exit_code(main()))
 

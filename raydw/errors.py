@@ -1,4 +1,4 @@
-"""The results store's errors, apart so that the store's helpers (raydw.remote) raise them without importing it."""
+"""The results store's errors, apart so that the store's helpers (raydw.store.remote) raise them without importing it."""
 
 
 class StoreError(RuntimeError):

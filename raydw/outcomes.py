@@ -2,7 +2,7 @@
 
 Every test evaluation (the SA-best, RA-best and last checkpoints) stores one bit per test image and outcome,
 bit-packed as masks are, in the trials row. The bits are in test-split order, so two cells of one dataset are
-paired by test image; every interval of the verdicts is computed from them (raydw.uncertainty), and a later rule
+paired by test image; every interval of the verdicts is computed from them (raydw.findings.uncertainty), and a later rule
 can be recomputed without re-running a cell. CIFAR's 10,000 test images take 1,250 bytes per outcome.
 Torch-free.
 """

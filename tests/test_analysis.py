@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from raydw.analysis import AnalysisError, extreme, verdicts
+from raydw.findings.analysis import AnalysisError, extreme, verdicts
 from raydw.cli import main
 from raydw.store import Store
 

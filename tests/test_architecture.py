@@ -3,7 +3,7 @@
 - Ray is imported only in raydw/run/ and the Tune callback of raydw/trackers (callback.py).
 - Jobs are made in one place: CellJob, ImpJob and PretrainJob only by raydw.run.jobs.JobBuilder; a PackJob only
   wraps built cell jobs (raydw.run.pipeline), a ProbeJob only wraps a built job (raydw.run.preflight).
-- One module decides what runs: the store's "is it there" queries that decide work appear only in raydw.plan and
+- One module decides what runs: the store's "is it there" queries that decide work appear only in raydw.planning.plan and
   in the writers that must not write twice (each listed below with why).
 """
 import ast
@@ -51,7 +51,7 @@ def test_jobs_are_made_only_by_the_job_builder():
 # The store queries by which a module can decide what runs, and the modules allowed to make them.
 DECIDING = {"stored_imp_rounds", "existing_masks"}
 ALLOWED = {
-    "raydw.plan": "the planner: the one definition of what is left",
+    "raydw.planning.plan": "the planner: the one definition of what is left",
     "raydw.store.reads": "the store's own reads (names, exists)",
     "raydw.tickets.lookup": "defines stored_imp_rounds / existing_masks",
     "raydw.tickets.make": "a writer: makes a missing omp/random/import mask once (idempotent), never twice",
@@ -69,5 +69,5 @@ def test_only_the_planner_reads_the_store_to_decide_what_runs():
                     continue
             found.setdefault(mod, set()).add(name)
     outside = {m: sorted(n) for m, n in found.items() if m not in ALLOWED}
-    assert not outside, f"modules deciding what runs outside raydw.plan: {outside}"
+    assert not outside, f"modules deciding what runs outside raydw.planning.plan: {outside}"
     assert "raydw.tickets.make" in found  # the scan sees the calls it looks for

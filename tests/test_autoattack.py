@@ -12,7 +12,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from raydw import attacks, final_attacks
+from raydw import attacks
+
+from raydw import final_attacks
 from raydw.data.catalog import get as dataset_info
 from raydw.data.sources import read_files
 from raydw.models.build import Normalized

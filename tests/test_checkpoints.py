@@ -210,7 +210,7 @@ def test_fetch_url_override_via_cli(tmp_path, r18, entry):
 # --- plan.missing_inputs --------------------------------------------------------------------------------------
 
 def test_missing_inputs_names_cache_path_and_command(tmp_path, monkeypatch):
-    from raydw.inputs import missing_inputs
+    from raydw.planning.inputs import missing_inputs
     from raydw.spec import load_spec
 
     monkeypatch.setattr(catalog, "MODEL_CACHE", tmp_path / "models")

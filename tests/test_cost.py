@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from raydw.dryrun import dry_run
+from raydw.planning.dryrun import dry_run
 from raydw.spec import load_spec
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"

@@ -191,7 +191,7 @@ def test_prepare_skips_present_and_packaged(tmp_path):
 
 
 def test_missing_files_and_missing_inputs(tmp_path):
-    from raydw.inputs import missing_inputs
+    from raydw.planning.inputs import missing_inputs
     from raydw.spec import load_spec
 
     assert len(prep.missing_files("cifar10", tmp_path)) == 6

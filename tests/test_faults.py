@@ -24,7 +24,7 @@ import yaml
 
 from conftest import process_ancestors, seed_pretrained
 
-from raydw import results
+from raydw.findings import results
 from raydw.run.cluster import DRIVER_RESOURCE, RAY_ENV
 from raydw.spec import parse_spec
 from raydw.store import Store, StoreError

@@ -277,7 +277,7 @@ def test_bad_weights_file_is_refused_before_ray_starts(tiny_spec_text, tmp_path,
     import torch
 
     from raydw.models.build import build_net
-    from raydw.inputs import check_inputs as _preflight
+    from raydw.planning.inputs import check_inputs as _preflight
     from raydw.store import Store
 
     good = build_net("resnet_tiny", 1000, 3).state_dict()
@@ -303,7 +303,7 @@ def test_good_weights_file_passes_the_check(tiny_spec_text, tmp_path):
     import torch
 
     from raydw.models.build import build_net
-    from raydw.inputs import check_inputs as _preflight
+    from raydw.planning.inputs import check_inputs as _preflight
     from raydw.store import Store
 
     torch.save(build_net("resnet_tiny", 1000, 3).state_dict(), tmp_path / "w.pt")

@@ -16,13 +16,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from raydw import results
+from raydw.findings import results
 from raydw.store import Store, StoreLocked, StorePathError
 
 
 
 def done_cells(store) -> set[str]:
-    """Cells whose trials row says done (what a sweep has left is raydw.plan.Plan's; this is the row count)."""
+    """Cells whose trials row says done (what a sweep has left is raydw.planning.plan.Plan's; this is the row count)."""
     t = store.read_table("trials", columns=["cell_id", "status"])
     return {c for c, s in zip(t.column("cell_id").to_pylist(), t.column("status").to_pylist()) if s == "done"}
 
@@ -127,7 +127,7 @@ def test_rows_of_an_older_raydw_lacking_newer_columns_still_read(tmp_path, capsy
 def test_a_copied_row_file_is_detected_and_named(tmp_path, capsys):
     import shutil
 
-    from raydw.status import collect
+    from raydw.findings.status import collect
 
     s = _store_with_rows(tmp_path)
     shutil.copy(tmp_path / "trials" / "c1.parquet", tmp_path / "trials" / "c1 copy.parquet")

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from raydw import results
+from raydw.findings import results
 from raydw.store import Store
 
 
@@ -52,7 +52,7 @@ def _cifar_root(tmp_path) -> Path:
 
 def test_a_cifar_file_carrying_a_pickle_payload_is_refused_by_name_and_never_runs(tmp_path):
     from raydw.data import sources
-    from raydw.safepickle import UnsafePickleError
+    from raydw.data.safepickle import UnsafePickleError
 
     root = _cifar_root(tmp_path)
     sources.read_files("cifar10", root)  # the real format (numpy arrays, lists, str keys) reads as before
@@ -68,7 +68,7 @@ def test_a_cifar_file_carrying_a_pickle_payload_is_refused_by_name_and_never_run
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 @pytest.mark.parametrize("bytes_keys", [False, True])
 def test_the_safe_unpickler_reads_every_form_a_cifar_file_takes(tmp_path, protocol, bytes_keys):
-    from raydw import safepickle
+    from raydw.data import safepickle
     from raydw.testinputs.datasets import cifar_batch
 
     d, data = cifar_batch(7, 0, "fine_labels", 100, bytes_keys=bytes_keys)
@@ -79,7 +79,7 @@ def test_the_safe_unpickler_reads_every_form_a_cifar_file_takes(tmp_path, protoc
 
 @pytest.mark.parametrize("obj", [eval, getattr, shutil.rmtree, Path, np.load])
 def test_the_safe_unpickler_refuses_any_other_global(obj):
-    from raydw import safepickle
+    from raydw.data import safepickle
 
     with pytest.raises(safepickle.UnsafePickleError, match="refused"):
         safepickle.loads(pickle.dumps({"x": obj}, protocol=2), "f")
@@ -226,7 +226,7 @@ def _epochs(s: Store, cell: str, epochs, loss: float, resumed_from: int = 0) -> 
 
 
 def test_a_retry_started_again_hides_every_row_of_the_older_attempt(tmp_path):
-    from raydw.compact import compact
+    from raydw.store.compact import compact
 
     s = Store(str(tmp_path / "S"))
     s.write_row("trials", _row("c1", status="failed"))
@@ -243,7 +243,7 @@ def test_a_retry_started_again_hides_every_row_of_the_older_attempt(tmp_path):
 
 
 def test_a_resumed_attempt_keeps_the_rows_it_continued_from(tmp_path):
-    from raydw.compact import compact
+    from raydw.store.compact import compact
 
     s = Store(str(tmp_path / "S"))
     s.write_row("trials", _row("c1", status="failed"))
@@ -263,7 +263,7 @@ def _cell_row(cid, method, sa, pretraining="ST", **kw):
 
 def test_an_accuracy_outside_0_1_or_against_its_own_bits_is_left_out_by_name(tmp_path, capsys):
     from raydw import outcomes
-    from raydw.analysis import trials_frame, verdicts
+    from raydw.findings.analysis import trials_frame, verdicts
 
     s = Store(str(tmp_path / "S"))
     s.write_row("trials", _cell_row("dense1", "dense", 0.8))
@@ -288,7 +288,7 @@ def test_ra_of_a_cell_without_validation_ra_is_its_ra_at_the_sa_best_epoch(tmp_p
 
     import yaml
 
-    from raydw.plan import plan
+    from raydw.planning.plan import plan
     from raydw.run.rows import CellResult, cell_row
     from raydw.spec import parse_spec
 
@@ -366,7 +366,7 @@ def test_stratified_fractions_of_a_dataset_under_data_root_build_their_index_set
     sweep's JobBuilder draws the class-balanced indices from the files (it read the dataset without the root)."""
     import yaml
 
-    from raydw.plan import plan
+    from raydw.planning.plan import plan
     from raydw.run.jobs import JobBuilder
     from raydw.spec import parse_spec
     from raydw.testinputs.datasets import write_cifar, write_svhn
@@ -522,7 +522,7 @@ def test_out_of_range_and_conflicting_flags_are_refused_at_once(tmp_path, args, 
 
 # -- cause 20: compact with nothing to do says so --------------------------------------------------------------------------
 def test_compact_with_nothing_to_do_says_nothing_to_merge(tmp_path):
-    from raydw.compact import compact
+    from raydw.store.compact import compact
 
     s = Store(str(tmp_path / "S"))
     s.write_row("trials", _row("c1"))

@@ -87,7 +87,7 @@ def test_imp_rounds_train_on_the_streamed_folder(root):
 
 
 def test_the_dry_run_names_a_missing_imagenet_root(tmp_path, root):
-    from raydw.inputs import missing_inputs
+    from raydw.planning.inputs import missing_inputs
     from raydw.spec import load_spec
 
     spec = yaml.safe_load((Path(__file__).parents[1] / "sweeps" / "paper.yaml").read_text())
@@ -141,7 +141,7 @@ def test_imagenet_as_a_downstream_dataset_is_refused_naming_the_field(tiny_spec_
 
 def test_an_imp_job_can_ask_for_its_own_workers_without_changing_masks_or_cells(tmp_path, tiny_spec_text):
     from raydw.cells import expand
-    from raydw.plan import StoreView, imp_item
+    from raydw.planning.plan import StoreView, imp_item
     from raydw.run.jobs import JobBuilder
     from raydw.spec import parse_spec
     from raydw.store import Store

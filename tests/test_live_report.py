@@ -20,9 +20,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from raydw.atomic import write_atomic
+from raydw.store.atomic import write_atomic
 from raydw.cli import main
-from raydw.live import DONE_COLOUR, LiveReport
+from raydw.findings.live import DONE_COLOUR, LiveReport
 
 from test_report import put
 

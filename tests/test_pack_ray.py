@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raydw import results
+from raydw.findings import results
 from raydw.spec import parse_spec
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]

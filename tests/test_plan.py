@@ -1,4 +1,4 @@
-"""One plan against the store (raydw.plan): `raydw status`, the dry run and the sweep say the same cells are left.
+"""One plan against the store (raydw.planning.plan): `raydw status`, the dry run and the sweep say the same cells are left.
 
 A store holds one cell of each state (done, failed, stopped, and cells with no row). With early stopping off, a
 stopped cell runs again in full; with it on, stopped is final. Each surface is read as a user reads it (its text),
@@ -11,9 +11,9 @@ import re
 import pytest
 import yaml
 
-from raydw import status
-from raydw.dryrun import dry_run
-from raydw.plan import plan
+from raydw.findings import status
+from raydw.planning.dryrun import dry_run
+from raydw.planning.plan import plan
 from raydw.spec import parse_spec
 from raydw.store import TRIALS, Store
 

@@ -13,16 +13,16 @@ import time
 import pytest
 import yaml
 
-from raydw import status
+from raydw.findings import status
 from raydw.cells import pretrained_id
-from raydw.cost_source import source_jobs
-from raydw.dryrun import dry_run
-from raydw.inputs import missing_inputs
-from raydw.plan import Plan
-from raydw.schedule import sweep_tasks
+from raydw.planning.cost_source import source_jobs
+from raydw.planning.dryrun import dry_run
+from raydw.planning.inputs import missing_inputs
+from raydw.planning.plan import Plan
+from raydw.planning.schedule import sweep_tasks
 from raydw.spec import parse_spec
 from raydw.store import TRIALS, Store
-from raydw.summary import end_of_sweep
+from raydw.findings.summary import end_of_sweep
 from raydw.tickets.registry import get, params_json
 
 
@@ -139,7 +139,7 @@ def test_a_stopped_cell_completes_a_sweep_only_while_early_stopping_is_on(tmp_pa
 def test_a_group_with_its_budget_stored_but_no_recipe_is_tuned_again_unless_every_trial_failed():
     """A sweep stopped between its last trial and the recipe: tuning runs no trial and writes the recipe from the
     stored ones (the Ray test in test_tuning deletes the recipe); only a budget of failed trials is "spent"."""
-    from raydw.plan import TuneItem
+    from raydw.planning.plan import TuneItem
     assert TuneItem(None, None, trials=2, budget=2, done=1).state == "to tune"
     assert TuneItem(None, None, trials=2, budget=2, done=0).state == "spent"
     assert TuneItem(None, None, trials=1, budget=2, done=0).state == "to tune"

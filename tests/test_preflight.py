@@ -11,10 +11,10 @@ import pytest
 import torch
 import yaml
 
-from raydw import results
+from raydw.findings import results
 from raydw.cli import main
 from raydw.models.catalog import MODEL_CACHE_ENV
-from raydw.plan import plan
+from raydw.planning.plan import plan
 from raydw.run.preflight import cover, fitted, paths, probe_for, scratch_uri
 from raydw.train.probe import Probe
 from raydw.spec import ResourceSpec, load_spec, parse_spec

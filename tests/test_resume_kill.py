@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raydw import results
+from raydw.findings import results
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
 

@@ -12,7 +12,7 @@ import yaml
 
 from raydw import outcomes
 from raydw.cells import expand, tune_groups
-from raydw.plan import StoreView
+from raydw.planning.plan import StoreView
 from raydw.run.jobs import JobBuilder
 from raydw.run.rows import CellResult, cell_row
 from raydw.spec import parse_spec

@@ -9,8 +9,8 @@ from __future__ import annotations
 import yaml
 
 from raydw.cells import pretrained_id
-from raydw.plan import Plan
-from raydw.schedule import FINISHED, Scheduler, sweep_tasks
+from raydw.planning.plan import Plan
+from raydw.planning.schedule import FINISHED, Scheduler, sweep_tasks
 from raydw.spec import parse_spec
 from raydw.store import Store
 from raydw.tickets.registry import get, params_json

@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from raydw.search import ExtremeSearch, max_levels_run
+from raydw.planning.search import ExtremeSearch, max_levels_run
 
 K12 = list(range(1, 13))  # IMP rounds 1..12 (sparsity 1-0.8^k)
 

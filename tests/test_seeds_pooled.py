@@ -8,9 +8,9 @@ import pytest
 from scipy.stats import norm
 
 from raydw import outcomes
-from raydw.analysis import format_verdicts, verdicts
+from raydw.findings.analysis import format_verdicts, verdicts
 from raydw.store import Store
-from raydw.uncertainty import Bootstrap, delta_stats, interval, pool_seed_variance, resampled_accuracy, seed_stats
+from raydw.findings.uncertainty import Bootstrap, delta_stats, interval, pool_seed_variance, resampled_accuracy, seed_stats
 
 from test_uncertainty import one
 
@@ -147,7 +147,7 @@ def test_a_family_is_a_dataset_regime_fraction_and_value_every_pretraining_alike
 
 
 def test_seed_variance_names_its_choices():
-    from raydw.analysis import AnalysisError
+    from raydw.findings.analysis import AnalysisError
 
     with pytest.raises(AnalysisError, match=r"seed_variance 'pool' is not one of \['pooled', 'per_comparison'\]"):
         verdicts(Store("/nonexistent-raydw-store").uri, seed_variance="pool")

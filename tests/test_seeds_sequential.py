@@ -1,4 +1,4 @@
-"""Adaptive seeds (raydw/sequential.py): the decision rule at each look, its false-match rate over all the looks
+"""Adaptive seeds (raydw/findings/sequential.py): the decision rule at each look, its false-match rate over all the looks
 of a comparison (simulated: at most the nominal level), and the rounds read back from a store: decided levels
 stop, open ones ask for their next seed, a killed round is finished (never rerun), and a store where every
 verdict is decided or at its maximum asks for nothing."""
@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from raydw.sequential import Design, adjusted_level, decide, replay
+from raydw.findings.sequential import Design, adjusted_level, decide, replay
 from raydw.store import Store
-from raydw.uncertainty import delta_stats, pool_seed_variance
+from raydw.findings.uncertainty import delta_stats, pool_seed_variance
 
 from test_seeds_pooled import _put
 
@@ -117,7 +117,7 @@ def test_round_one_decides_the_clear_loss_and_asks_a_second_seed_for_the_others(
 
 
 def test_the_table_says_why_each_level_stopped_and_at_which_level_it_looked(store):
-    from raydw.analysis import format_verdicts
+    from raydw.findings.analysis import format_verdicts
 
     text = format_verdicts(replay(store.uri, Design(1, 3, 5), margin=3, resamples=200).verdicts)
     assert "decided at look 1" in text and "open: next ticket seed 2" in text

@@ -112,7 +112,7 @@ def test_a_local_sweep_missing_its_data_is_refused_before_anything_runs(tmp_path
 
 def test_weights_the_store_already_holds_are_not_asked_for_again(tmp_path, tiny_spec_text):
     from raydw.cells import expand, pretrained_id
-    from raydw.inputs import missing_inputs
+    from raydw.planning.inputs import missing_inputs
     from raydw.store import Store
 
     d = yaml.safe_load(tiny_spec_text)

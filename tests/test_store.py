@@ -8,13 +8,13 @@ import sys
 
 import pytest
 
-from raydw import results
+from raydw.findings import results
 from raydw.store import Store, StoreError, StoreLocked
 
 
 
 def done_cells(store) -> set[str]:
-    """Cells whose trials row says done (what a sweep has left is raydw.plan.Plan's; this is the row count)."""
+    """Cells whose trials row says done (what a sweep has left is raydw.planning.plan.Plan's; this is the row count)."""
     t = store.read_table("trials", columns=["cell_id", "status"])
     return {c for c, s in zip(t.column("cell_id").to_pylist(), t.column("status").to_pylist()) if s == "done"}
 

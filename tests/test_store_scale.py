@@ -10,14 +10,14 @@ import time
 import pyarrow as pa
 import pytest
 
-from raydw import compact as compaction
-from raydw import results
+from raydw.store import compact as compaction
+from raydw.findings import results
 from raydw.store import SCHEMAS, Store, StoreLocked, parquet_bytes
 
 
 
 def done_cells(store) -> set[str]:
-    """Cells whose trials row says done (what a sweep has left is raydw.plan.Plan's; this is the row count)."""
+    """Cells whose trials row says done (what a sweep has left is raydw.planning.plan.Plan's; this is the row count)."""
     t = store.read_table("trials", columns=["cell_id", "status"])
     return {c for c, s in zip(t.column("cell_id").to_pylist(), t.column("status").to_pylist()) if s == "done"}
 
@@ -190,7 +190,7 @@ def _swept_store(root: str, spec_text: str):
     """A store as a sweep of the tiny spec leaves it before its end: every cell done, each in its own files."""
     import yaml
 
-    from raydw.plan import plan
+    from raydw.planning.plan import plan
     from raydw.spec import parse_spec
     from raydw.store import TRIALS
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from raydw import results
+from raydw.findings import results
 from raydw.spec import parse_spec
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from raydw import results
+from raydw.findings import results
 from raydw.spec import parse_spec
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]

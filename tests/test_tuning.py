@@ -7,10 +7,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from raydw.plan import Plan
+from raydw.planning.plan import Plan
 import yaml
 
-from raydw import results
+from raydw.findings import results
 from raydw.cells import apply_recipe, expand, recipe_id, tune_groups
 from raydw.spec import SpecError, parse_spec
 from raydw.store import Store

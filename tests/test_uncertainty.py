@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from raydw import outcomes
-from raydw.analysis import extreme, format_verdicts, verdicts
+from raydw.findings.analysis import extreme, format_verdicts, verdicts
 from raydw.cli import main
 from raydw.store import Store
-from raydw.uncertainty import Bootstrap, delta_interval, resampled_accuracy
+from raydw.findings.uncertainty import Bootstrap, delta_interval, resampled_accuracy
 
 N = 400  # test images of the hand-made stores
 

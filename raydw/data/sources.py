@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from raydw import safepickle
+from raydw.data import safepickle
 from raydw.data.catalog import get as get_info
 from raydw.data.prepare import FILES, find_file
 

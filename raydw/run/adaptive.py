@@ -2,7 +2,7 @@
 
 A group is (pre-training, dataset, adversarial data fraction, ticket spec); its levels are the ticket spec's
 sparsities. A level's verdict is the strict (or loose) double-win verdict of its cells against the dense cells,
-computed by raydw.analysis once all of them have a final row. Ray-free apart from being driven by the pipeline
+computed by raydw.findings.analysis once all of them have a final row. Ray-free apart from being driven by the pipeline
 Searcher; resumes from the verdicts already in the store, never repeating a cell.
 """
 from __future__ import annotations
@@ -11,10 +11,10 @@ import json
 
 import pandas as pd
 
-from raydw.analysis import verdicts
+from raydw.findings.analysis import verdicts
 from raydw.ids import digest, level as level_key
 from raydw.cells import Cell
-from raydw.search import ExtremeSearch
+from raydw.planning.search import ExtremeSearch
 from raydw.spec import SweepSpec
 from raydw.store import Store
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from raydw.cells import Cell, pretrained_id
 from raydw.provenance import git_commit
-from raydw.plan import ImpItem, ImpNeed, StoreView
+from raydw.planning.plan import ImpItem, ImpNeed, StoreView
 from raydw.spec import ImpSpec, PretrainingSpec, RecipeSpec, ResourceSpec, SweepSpec, TicketSpec
 from raydw.store import Store, config_json
 from raydw.tickets import registry

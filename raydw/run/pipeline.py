@@ -1,6 +1,6 @@
-"""Stage pipelining inside one Tuner: a Tune Searcher that hands Ray Tune what raydw.schedule releases.
+"""Stage pipelining inside one Tuner: a Tune Searcher that hands Ray Tune what raydw.planning.schedule releases.
 
-The decisions (what is ready, what goes first, which cells share a Train run) are raydw.schedule.Scheduler's,
+The decisions (what is ready, what goes first, which cells share a Train run) are raydw.planning.schedule.Scheduler's,
 Ray-free and tested without Ray; this adapter turns each release into a trial config and each ended trial into
 a call back.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 from ray.tune.search import Searcher
 
 from raydw.run.jobs import PackJob
-from raydw.schedule import FINISHED, Scheduler, Task
+from raydw.planning.schedule import FINISHED, Scheduler, Task
 
 
 class StagedSearcher(Searcher):

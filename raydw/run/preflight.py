@@ -16,13 +16,13 @@ from pathlib import Path as FsPath
 from dataclasses import dataclass, replace
 
 from raydw.cells import Cell, pretrained_id
-from raydw.inputs import check_inputs
-from raydw.plan import Needs, Plan, StoreView, imp_item
+from raydw.planning.inputs import check_inputs
+from raydw.planning.plan import Needs, Plan, StoreView, imp_item
 from raydw.run import tuner
 from raydw.run.cluster import cluster_address, connect, max_concurrent
 from raydw.run.jobs import ImpJob, JobBuilder, ProbeJob, batch_size
 from raydw.run.pipeline import StagedSearcher
-from raydw.schedule import Task
+from raydw.planning.schedule import Task
 from raydw.spec import ImpSpec, ResourceSpec, SpecError, SweepSpec
 from raydw.store import Store
 from raydw.tickets import registry

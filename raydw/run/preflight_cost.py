@@ -1,4 +1,4 @@
-"""The whole sweep's cost from a preflight's measurements, next to the dry run's FLOP plan (raydw.cost).
+"""The whole sweep's cost from a preflight's measurements, next to the dry run's FLOP plan (raydw.planning.cost).
 
 A path measured seconds per training step at batch B and seconds per evaluated image. Priced per image, every cell
 still to run, each IMP job and each recipe costs its forward-equivalents (the FLOP plan's own counts: training
@@ -8,8 +8,8 @@ Per-image time at a small batch overstates what a large batch costs on a GPU: th
 """
 from __future__ import annotations
 
-from raydw.cost import ASSUMED_UTILISATION, H100_BF16_TFLOPS, cell_cost, cell_units, train_step
-from raydw.cost_source import imp_job, imp_units, recipe_job, recipe_units
+from raydw.planning.cost import ASSUMED_UTILISATION, H100_BF16_TFLOPS, cell_cost, cell_units, train_step
+from raydw.planning.cost_source import imp_job, imp_units, recipe_job, recipe_units
 from raydw.cells import pretraining_arch
 from raydw.spec import ImpSpec
 from raydw.tickets.registry import imp_rounds_needed

@@ -1,8 +1,8 @@
 """The sweep driver: spec -> plan -> (1) pre-trained weights -> (2) masks and index sets -> (3) Ray Tune cells.
 
-What each stage does is what its plan (raydw.plan.Plan, one read of the store) says is left, so rerunning a sweep
+What each stage does is what its plan (raydw.planning.plan.Plan, one read of the store) says is left, so rerunning a sweep
 resumes it: only cells without a final row run again (missing and failed ones), and a half-done cell's Train run
-continues from its last epoch. The jobs are listed by raydw.schedule.sweep_tasks, built by
+continues from its last epoch. The jobs are listed by raydw.planning.schedule.sweep_tasks, built by
 raydw.run.jobs.JobBuilder and run by the one Tuner of raydw.run.tuner.
 """
 from __future__ import annotations
@@ -12,25 +12,25 @@ import time
 
 from raydw import trackers
 from raydw.cells import pretrained_id
-from raydw.compact import after_sweep, pending as compaction_pending
-from raydw.inputs import check_inputs
-from raydw.plan import Plan, StoreView
+from raydw.store.compact import after_sweep, pending as compaction_pending
+from raydw.planning.inputs import check_inputs
+from raydw.planning.plan import Plan, StoreView
 from raydw.run import tuner
 from raydw.run.adaptive import LevelGate
 from raydw.run.cluster import check_cells_fit, check_fits, connect, max_concurrent, shutdown_after_interrupt
 from raydw.run.jobs import JobBuilder
 from raydw.run.pipeline import StagedSearcher
 from raydw.run.tuning import reuse_best_trials, run_tuning
-from raydw.schedule import Task, sweep_tasks
+from raydw.planning.schedule import Task, sweep_tasks
 from raydw.spec import SweepSpec
 from raydw.store import Store
-from raydw.summary import Summary, end_of_sweep
+from raydw.findings.summary import Summary, end_of_sweep
 from raydw.train.weights import register_weights
 
 
 def run_sweep(spec: SweepSpec, storage: str | None = None, address: str | None = None, data_root: str | None = None,
               out=print, live=None) -> Summary:
-    """`live`: a raydw.live.LiveReport (`--live-report`), started once the store is locked, stopped at the end."""
+    """`live`: a raydw.findings.live.LiveReport (`--live-report`), started once the store is locked, stopped at the end."""
     t0 = time.time()
     store = Store(storage or spec.storage)
     check_inputs(spec, store, address, data_root, out)

@@ -23,7 +23,7 @@ from raydw import trackers
 from raydw.cells import Cell, TuneGroup, normalize_recipe, recipe_id
 from raydw.run import tuner
 from raydw.run.trials import cell_trial
-from raydw.plan import StoreView
+from raydw.planning.plan import StoreView
 from raydw.run.jobs import CellJob
 from raydw.run.rows import CellResult, cell_row
 from raydw.spec import DistSpec, SweepSpec

@@ -5,7 +5,7 @@ read it with one call, pandas, pyarrow and DuckDB read a folder or a glob such a
     trials/<cell_id>.parquet              one row per finished (or failed) cell; rewritten by a retry
     epochs/<cell_id>.parquet              every epoch row of one cell, rewritten whole as each epoch arrives
     trials/part-<gen>-<id>.parquet,       compacted: the rows of many finished cells in one large file, sorted by
-      epochs/part-<gen>-<id>.parquet      cell (raydw.compact: `raydw compact STORE`)
+      epochs/part-<gen>-<id>.parquet      cell (raydw.store.compact: `raydw compact STORE`)
     epochs/<cell_id>.e<epoch>.parquet     older stores: one file per epoch row; still read, migrated by compaction
     masks/<mask_id>.parquet               one row per mask, bit-packed
     index_sets/<index_set_id>.parquet     the training indices of one data fraction

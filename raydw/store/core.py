@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
-from raydw.atomic import write_atomic
+from raydw.store.atomic import write_atomic
 from raydw.errors import StoreError
-from raydw.remote import probe
+from raydw.store.remote import probe
 from raydw.store.lock import StoreLock
 from raydw.store.files import check_local_root, parquet_bytes, resolve
 from raydw.store.reads import Reads

@@ -14,7 +14,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from raydw.errors import StorePathError
-from raydw.remote import check_uri, filesystem
+from raydw.store.remote import check_uri, filesystem
 
 
 def check_local_root(path: str) -> None:
@@ -39,7 +39,7 @@ def check_local_root(path: str) -> None:
 
 def resolve(uri) -> tuple[pafs.FileSystem, str, str]:
     """(filesystem, root path on it, canonical URI). Local paths become absolute, so Ray workers agree. Anything
-    but a path or URI (None, a number, "") is refused; an object store is opened within a time bound (raydw.remote)."""
+    but a path or URI (None, a number, "") is refused; an object store is opened within a time bound (raydw.store.remote)."""
 
     uri = check_uri(uri)
     parsed = urlparse(uri)

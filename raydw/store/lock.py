@@ -7,7 +7,7 @@ import time
 import uuid
 
 from raydw.errors import StoreError, StorePathError
-from raydw.objectlock import ObjectLockError, create_if_absent
+from raydw.store.objectlock import ObjectLockError, create_if_absent
 
 
 class StoreLocked(StoreError):
@@ -17,7 +17,7 @@ class StoreLocked(StoreError):
 class StoreLock:
     """`locks/driver.json`, created exclusively: a second driver on the same store stops with a clear message.
 
-    On object stores the lock is one conditional PUT (raydw.objectlock): of two drivers started together exactly
+    On object stores the lock is one conditional PUT (raydw.store.objectlock): of two drivers started together exactly
     one creates it; a lock left by a killed driver there is never taken over (it must be deleted by hand).
 
     Why one lock per store rather than per-cell claims: two drivers would otherwise both see a cell as missing

@@ -19,7 +19,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from raydw.errors import StoreError, StorePathError
-from raydw.remote import bounded
+from raydw.store.remote import bounded
 from raydw.store.schema import (COMPACTED, CORE, EPOCH_ROW, KEYS, QUARANTINE, SCHEMAS, check_columns, check_key,
                                 part_gen, rank)
 

@@ -109,7 +109,7 @@ QUARANTINE = "quarantine"  # <store>/quarantine/<table>/<file>.<time> (+ .why.tx
 
 TEMPORARY = re.compile(r"^\.[0-9a-f]{32}\.tmp$")  # write_bytes' hidden temporary names
 LOCK_TEMPORARY = re.compile(r"^driver\.json\.[0-9a-f]{32}\.tmp$")  # StoreLock._create's, in locks/
-# Tables whose rows grow with cells: written per cell, compacted into parts (raydw.compact). The others grow with
+# Tables whose rows grow with cells: written per cell, compacted into parts (raydw.store.compact). The others grow with
 # pre-trainings, masks and fractions (hundreds of rows at most) and keep one file per row.
 COMPACTED = ("trials", "epochs")
 PART = re.compile(r"^part-(\d{6})-[0-9a-f]{8}$")  # a compacted file's name (without .parquet); the number orders them

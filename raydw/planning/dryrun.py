@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from raydw.cost_source import plan_text
-from raydw.inputs import missing_inputs
-from raydw.plan import Plan
+from raydw.planning.cost_source import plan_text
+from raydw.planning.inputs import missing_inputs
+from raydw.planning.plan import Plan
 from raydw.spec import SweepSpec
 from raydw.store import Store
 

@@ -298,7 +298,7 @@ class EarlyStopSpec(_Spec):
 class SearchSpec(_Spec):
     """Which ticket levels run: the full grid, or an adaptive search for each group's extreme double-win level."""
 
-    mode: Literal["grid", "extreme"] = Field("grid", description="grid: every level; extreme: dense first, then the levels raydw.search proposes per (pre-training, dataset, fraction, ticket spec) from finished verdicts (docs/search.md)")
+    mode: Literal["grid", "extreme"] = Field("grid", description="grid: every level; extreme: dense first, then the levels raydw.planning.search proposes per (pre-training, dataset, fraction, ticket spec) from finished verdicts (docs/search.md)")
     verify: Literal["none", "full"] = Field("none", description="extreme: afterwards run the remaining levels too, to test the answer")
     rule: Literal["strict", "loose"] = Field("strict", description="which double-win steers the search: strict = all three metrics (verdicts' reading 'full'), loose = SA std and RA adv (reading 'loose'); the comparison is always ticket >= dense")
 
@@ -644,7 +644,7 @@ def parse_spec(data: Any, source: str = "<spec>") -> SweepSpec:
     except ValidationError as e:
         raise SpecError(_format_errors(e, source, isinstance(data.get("tickets"), dict))) from None
     # Names that need a registry are checked here too, so a typo fails before Ray starts.
-    from raydw import names
+    from raydw.spec import names
 
     problems = names.check_spec(spec)
     if problems:
@@ -660,10 +660,10 @@ def parse_spec(data: Any, source: str = "<spec>") -> SweepSpec:
 
 
 def load_spec(path: str | Path) -> SweepSpec:
-    """Read a sweep file with raydw.safeyaml (bounded, no duplicate keys) and validate it; SpecError otherwise."""
+    """Read a sweep file with raydw.spec.safeyaml (bounded, no duplicate keys) and validate it; SpecError otherwise."""
     import yaml
 
-    from raydw import safeyaml
+    from raydw.spec import safeyaml
 
     p = Path(path)
     try:

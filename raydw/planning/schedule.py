@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from raydw.plan import Needs, Plan, StoreView
+from raydw.planning.plan import Needs, Plan, StoreView
 from raydw.store import Store
 
 POLL_S = 0.5  # how often the store is asked again while jobs wait for inputs

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from raydw.results import load
+from raydw.findings.results import load
 
 
 @dataclass
@@ -33,7 +33,7 @@ class SweepStatus:
     tune_trials: int = 0  # tuning trials (phase "tune") stored for the spec's groups
     tune_budget: int = 0  # num_samples x groups
     waiting: int = 0  # spec cells waiting for their group's tuned recipe ("tune first"; counted in missing)
-    to_run: int | None = None  # what the next `raydw sweep` of the spec runs (raydw.plan.Plan.todo)
+    to_run: int | None = None  # what the next `raydw sweep` of the spec runs (raydw.planning.plan.Plan.todo)
     not_final: int | None = None  # spec cells without a final row (waiting ones included)
 
 
@@ -84,7 +84,7 @@ def collect(uri: str, spec=None) -> SweepStatus:
     df = load(uri, "trials")
     cells, tune, p = None, {}, None
     if spec is not None:
-        from raydw.plan import Plan
+        from raydw.planning.plan import Plan
         from raydw.spec import load_spec
         from raydw.store import Store
 

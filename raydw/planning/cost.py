@@ -5,7 +5,7 @@ FLOPs are counted in forward-pass equivalents of one image (shared/docs/offline-
 fwd + bwd = 3; a PGD-k training step with input gradients only is 2k + 3 (FGSM-RS: k = 1); a PGD-k evaluation is
 2k + 2 (clean forward, k attack steps, forward of the attacked image). GPU time = FLOPs / (peak x utilisation).
 The numbers are a FLOP-based estimate, labelled as such, until `raydw bench` has measured images/s on the device.
-The source-task jobs (IMP on the pre-training task, `recipe:` pre-trainings) are in raydw.cost_source.
+The source-task jobs (IMP on the pre-training task, `recipe:` pre-trainings) are in raydw.planning.cost_source.
 """
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def cell_units(c: Cell, eval_steps: int, eval_schedule: tuple[int, int, int] | N
 def plan_lines(cells: list[Cell], eval_steps: int, eval_schedule=None, done: set[str] = frozenset(),
                sources_below: bool = False) -> tuple[list[str], float]:
     """The fine-tuning plan of `cells` and its total H100-hours. `sources_below`: the caller adds the IMP and
-    pre-training lines (raydw.cost_source.plan_text), and the header says so."""
+    pre-training lines (raydw.planning.cost_source.plan_text), and the header says so."""
     todo, costs, unknown = [], [], {}
     for c in (c for c in cells if c.cell_id not in done):
         try:

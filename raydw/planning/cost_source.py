@@ -1,4 +1,4 @@
-"""The cost of a sweep's source-task jobs, on the FLOP basis of raydw.cost: IMP on the pre-training task, and the
+"""The cost of a sweep's source-task jobs, on the FLOP basis of raydw.planning.cost: IMP on the pre-training task, and the
 `recipe:` pre-trainings. Torch-free (for --dry-run).
 
 In the paper's protocol these cost about as much as all the fine-tuning, so a plan without them understates the
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from raydw.cost import fwd_gflop, gpu_hours, plan_lines, train_step
+from raydw.planning.cost import fwd_gflop, gpu_hours, plan_lines, train_step
 from raydw.data import catalog as data_catalog
 from raydw.data.catalog import STREAMED
 from raydw.spec import ImpSpec

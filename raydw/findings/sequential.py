@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from raydw import analysis
+from raydw.findings import analysis
 
 DECISIONS = ("match", "no match", "inconclusive")
 

@@ -16,8 +16,10 @@ import pandas as pd
 from matplotlib import rc_context
 from matplotlib.figure import Figure
 
-from raydw import analysis, status
-from raydw.atomic import write_atomic
+from raydw.findings import analysis
+
+from raydw.findings import status
+from raydw.store.atomic import write_atomic
 
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 _STYLES = {"omp": "-", "imp": "-", "random": ":", "import": "-."}
@@ -184,7 +186,7 @@ def _status_html(uri: str) -> str:
 
 def _page(uri: str, parts: list[str], settings: str, refresh_s: int | None = None) -> str:
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    # A live report (raydw.live) asks the browser to reload it: each load sees one whole page (atomic writes).
+    # A live report (raydw.findings.live) asks the browser to reload it: each load sees one whole page (atomic writes).
     refresh = f"<meta http-equiv='refresh' content='{int(refresh_s)}'>" if refresh_s else ""
     return (f"<!doctype html><html><head><meta charset='utf-8'>{refresh}<title>raydw report: {html.escape(uri)}</title>"
             f"<style>{_CSS}</style></head><body><h1>raydw report</h1>"
@@ -214,13 +216,13 @@ def _verdict_sections(df: pd.DataFrame, v: pd.DataFrame | None) -> list[str]:
 def write_report(uri: str, out_dir, checkpoint: str = "paper", cells=None, top: list[str] = (), refresh_s: int | None = None,
                  **verdict_args) -> Path:
     """Write out_dir/index.html and its PNGs for the store at `uri`; returns the path of index.html. Every file is
-    replaced atomically (raydw.atomic), the PNGs before the page that references them.
+    replaced atomically (raydw.store.atomic), the PNGs before the page that references them.
 
     `cells`: plots and verdicts of only these cell ids (one sweep's cells; `analysis.spec_cells`).
-    `top`: HTML sections put first (the live report's progress, raydw.live); `refresh_s`: the page reloads itself.
+    `top`: HTML sections put first (the live report's progress, raydw.findings.live); `refresh_s`: the page reloads itself.
     `verdict_args`: rule, tol, margin, level, resamples, seed as for analysis.verdicts (the bars use level,
     resamples and seed too)."""
-    from raydw.uncertainty import Bootstrap
+    from raydw.findings.uncertainty import Bootstrap
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ import pandas as pd
 
 from raydw import outcomes
 from raydw.ids import LEVEL_DIGITS
-from raydw.uncertainty import (Bootstrap, SeedVariance, delta_stats, interval, mean_interval, pool_seed_variance,
+from raydw.findings.uncertainty import (Bootstrap, SeedVariance, delta_stats, interval, mean_interval, pool_seed_variance,
                                resampled_accuracy, seed_stats)
 
 RULES = ("strict", "tol", "equivalence")  # how a ticket's value is compared with its dense baseline's
@@ -42,7 +42,7 @@ def trials_frame(uri_or_df, cells=None) -> pd.DataFrame:
     if isinstance(uri_or_df, pd.DataFrame):
         df = uri_or_df.reset_index(drop=True)  # rows are looked up by position label: a concatenated frame repeats them
     else:
-        from raydw.results import load
+        from raydw.findings.results import load
 
         df = load(str(uri_or_df), "trials")
     if cells is not None:
@@ -180,7 +180,7 @@ def verdict_settings(spec) -> dict:
 
 def spec_cells(uri: str, spec) -> set[str]:
     """The cell ids a sweep spec (a SweepSpec or a path) plans against this store: `cells=` for one sweep's findings."""
-    from raydw.plan import plan
+    from raydw.planning.plan import plan
     from raydw.spec import load_spec
     from raydw.store import Store
 
@@ -480,7 +480,7 @@ def verdicts(uri_or_df, rule: str = "strict", tol: float = 0.0, checkpoint: str 
     (match when the interval's lower bound is above -margin accuracy points, no match when its upper bound is
     below it, else inconclusive). reading: "full" (SA std, SA adv and RA adv must match) or "loose" (SA std and RA
     adv). The interval (level, resamples, seed): test images by a paired bootstrap, seeds by their spread
-    (raydw.uncertainty), shown under every rule; `reason` says why a state is missing. seed_variance: "pooled" (the
+    (raydw.findings.uncertainty), shown under every rule; `reason` says why a state is missing. seed_variance: "pooled" (the
     spread of the metric's family, single-seed comparisons included, where the family's spreads are compatible) or
     "per_comparison" (each comparison's own seeds).
     `cells`: only these cell ids (`spec_cells(uri, spec)`: one sweep's cells).
@@ -691,7 +691,7 @@ def format_verdicts(v: pd.DataFrame) -> str:
             f"[{100 * a.get('level', 0.95):g} % interval: test images by a paired bootstrap ({a.get('resamples')} resamples), "
             + ("seeds by their family's pooled spread]" if a.get("seed_variance", "pooled") == "pooled"
                else "seeds by each comparison's own spread]"))
-    if a.get("looks"):  # an adaptive sweep's table (raydw.sequential.replay)
+    if a.get("looks"):  # an adaptive sweep's table (raydw.findings.sequential.replay)
         head += (f"; adaptive seeds: the error split over {a['looks']} looks (Bonferroni), each state frozen at the look "
                  "that decided it")
     if not len(v):

@@ -9,12 +9,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from raydw import analysis
+from raydw.findings import analysis
 from raydw.cells import Cell
-from raydw.plan import Plan
+from raydw.planning.plan import Plan
 from raydw.spec import SweepSpec
-from raydw.report import write_report
-from raydw.results import load
+from raydw.findings.report import write_report
+from raydw.findings.results import load
 from raydw.store import Store
 
 

@@ -11,7 +11,7 @@ from raydw.data import catalog as data_catalog
 from raydw.data.catalog import STREAMED
 from raydw.data.prepare import FILES, missing_files, unusable_files
 from raydw.models.catalog import PRETRAINED, fetch_command, local_weights_path
-from raydw.plan import Plan
+from raydw.planning.plan import Plan
 from raydw.tickets.registry import get as method
 from raydw.spec import ImpSpec, SpecError, SweepSpec
 from raydw.store import Store
