@@ -205,14 +205,24 @@ def cmd_models(a) -> int:
 
 
 def cmd_verdicts(a) -> int:
-    from raydw.analysis import AnalysisError, format_verdicts, verdicts
+    from raydw.analysis import AnalysisError, format_verdicts
+    from raydw.sequential import verdicts_of
 
     try:
-        v = verdicts(a.uri, cells=_spec_cells(a), **_verdict_args(a))
+        v = verdicts_of(a.uri, _verdict_args(a), _seed_design(a), cells=_spec_cells(a))
     except AnalysisError as e:
         raise SpecError(str(e)) from None
     print(format_verdicts(v))
     return 0
+
+
+def _seed_design(a):
+    """The --spec's adaptive seed design (its verdicts are replayed look by look, as the sweep decided them); None
+    without --spec or with fixed seeds."""
+    if not getattr(a, "spec", None):
+        return None
+    seeds = load_spec(_spec_path(a.spec)).adaptive_seeds()
+    return seeds.design() if seeds is not None else None
 
 
 def _verdict_args(a) -> dict:
@@ -267,7 +277,7 @@ def cmd_report(a) -> int:
     try:
         if a.watch:
             return _watch_report(a)
-        print(f"wrote {write_report(a.uri, a.out, cells=_spec_cells(a), **_verdict_args(a))}")
+        print(f"wrote {write_report(a.uri, a.out, cells=_spec_cells(a), design=_seed_design(a), **_verdict_args(a))}")
     except AnalysisError as e:
         raise SpecError(str(e)) from None
     return 0

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 
 from raydw import analysis, status
 from raydw.atomic import write_atomic
+from raydw.sequential import verdicts_of
 
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 _STYLES = {"omp": "-", "imp": "-", "random": ":", "import": "-."}
@@ -151,7 +152,9 @@ _VERDICT_VIEW = {"pretraining": None, "dataset": None, "data_fraction": "g", "ti
                  **{f"{w}_{m}": (_PTS if w in ("delta", "lo", "hi") else None)
                     for m in analysis.METRICS for w in ("state", "delta", "lo", "hi")},
                  "ticket_sa_std": _PCT, "dense_sa_std": _PCT, "ticket_sa_adv": _PCT, "dense_sa_adv": _PCT,
-                 "ticket_ra_adv": _PCT, "dense_ra_adv": _PCT, "reason": None}
+                 "ticket_ra_adv": _PCT, "dense_ra_adv": _PCT,
+                 **{f"seed_{w}_{m}": (_PCT if w == "sd" else None) for m in analysis.METRICS for w in ("sd", "df")},
+                 "stopped": None, "reason": None}
 _EXTREME_VIEW = {"pretraining": None, "dataset": None, "data_fraction": "g", "ticket_method": None, "rule": None,
                  "seeds": None, "max_contig_sparsity_dw": _PCT, "max_contig_round_dw": None, "max_sparsity_dw": _PCT,
                  "max_round_dw": None, "levels_tested": None, "levels_dw": None, "levels_inconclusive": None,
@@ -210,14 +213,15 @@ def _verdict_sections(df: pd.DataFrame, v: pd.DataFrame | None) -> list[str]:
 
 
 def write_report(uri: str, out_dir, checkpoint: str = "paper", cells=None, top: list[str] = (), refresh_s: int | None = None,
-                 **verdict_args) -> Path:
+                 design=None, **verdict_args) -> Path:
     """Write out_dir/index.html and its PNGs for the store at `uri`; returns the path of index.html. Every file is
     replaced atomically (raydw.atomic), the PNGs before the page that references them.
 
     `cells`: plots and verdicts of only these cell ids (one sweep's cells; `analysis.spec_cells`).
     `top`: HTML sections put first (the live report's progress, raydw.live); `refresh_s`: the page reloads itself.
     `verdict_args`: rule, tol, margin, level, resamples, seed as for analysis.verdicts (the bars use level,
-    resamples and seed too)."""
+    resamples and seed too). `design`: the spec's adaptive seed design (raydw.sequential.Design): the verdicts are then
+    the sweep's own, each frozen at the look that decided it."""
     from raydw.uncertainty import Bootstrap
 
     out = Path(out_dir)
@@ -226,7 +230,7 @@ def write_report(uri: str, out_dir, checkpoint: str = "paper", cells=None, top: 
     parts = list(top)
     v = None
     if not df.empty and (df["ticket_method"] != "dense").any():
-        v = analysis.verdicts(df, checkpoint=checkpoint, **verdict_args)
+        v = verdicts_of(df, {"checkpoint": checkpoint, **verdict_args}, design)
     if df.empty:
         parts.append("<p>The store has no trials yet.</p>")
     else:
