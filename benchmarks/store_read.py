@@ -112,7 +112,7 @@ def timed(fn, repeat: int, req: Requests):
 
 
 def measure(store: Store, cells: int, repeat: int, req: Requests, spec: SweepSpec) -> dict:
-    files = {t: len(store._list(t)) for t in ("trials", "epochs")}
+    files = {t: len(store.list_files(t)) for t in ("trials", "epochs")}
     trials, t_trials, r_trials = timed(lambda: results.load(store.uri, "trials", phase=None), repeat, req)
     epochs, t_epochs, r_epochs = timed(lambda: results.load(store.uri, "epochs"), repeat, req)
     left, t_left, r_left = timed(lambda: plan(spec, Store(store.uri)).todo, repeat, req)  # the sweep's own definition
@@ -148,7 +148,7 @@ def run_scale(base: str, where: str, scale: int, a, req: Requests) -> list[str]:
     out = []
     if where == "s3" and a.s3_upload_compacted:  # moto writes ~10 PUTs/s: the local compacted store's parts instead
         store = Store(f"{base}/{scale}x-uploaded?{a.s3_query}")
-        note = "" if store._list("trials") else uploaded(f"{a.root}/{scale}x-per-cell-compacted", store)
+        note = "" if store.list_files("trials") else uploaded(f"{a.root}/{scale}x-per-cell-compacted", store)
         out.append(line(where, scale, "compacted", measure(store, cells, a.repeat, req, spec), note))
         print(out[-1], flush=True)
         return out
@@ -161,7 +161,7 @@ def run_scale(base: str, where: str, scale: int, a, req: Requests) -> list[str]:
         uri = f"{base}/{scale}x-{layout}"
         store = Store(uri if where == "local" else f"{uri}?{a.s3_query}")
         gen = "" if n == cells else f"{n} cells ({a.s3_before_fraction:g} of {scale}x); "
-        if len(store._list("trials")) != n:
+        if len(store.list_files("trials")) != n:
             gen += f"generated in {generate(store, n, layout):.0f} s; "
             print(f"  {where} {scale}x {layout}: {gen}", flush=True)
         big = n * EPOCHS > 100_000  # the earlier layout at 10x: minutes per load, so one run

@@ -58,8 +58,65 @@ def trials_frame(uri_or_df, cells=None) -> pd.DataFrame:
     df["level"] = target.astype(float).round(_LEVEL_DIGITS)
     df.loc[df["ticket_method"] == "dense", "level"] = 0.0
     df["data_fraction"] = df["data_fraction"].astype(float)
+    if {"ra_at_ra_best", "ra_at_sa_best"} <= set(df.columns):  # rows written before `ra` fell back for standard cells
+        old = df["ra"].isna() & df["ra_at_ra_best"].isna() & (df["status"] == "done")
+        df.loc[old, "ra"] = df.loc[old, "ra_at_sa_best"]
+    df = _without_impossible(df)
     _check_one_run_per_seed(df)
     return df
+
+
+# Accuracies a done row states (fractions of the test set) and the stored bits each one was computed from.
+_RATES = ("sa", "ra", "sa_last", "ra_last", "sa_at_sa_best", "ra_at_sa_best", "sa_at_ra_best", "ra_at_ra_best",
+          "ra_final", "ra_final_at_sa_best", "ra_final_at_ra_best", "ra_final_last")
+_FROM_BITS = {"sa_at_sa_best": "bits_clean_sa_best", "ra_at_ra_best": "bits_robust_ra_best", "sa_last": "bits_clean_last",
+              "ra_last": "bits_robust_last", "sa_at_ra_best": "bits_clean_ra_best", "ra_at_sa_best": "bits_robust_sa_best"}
+
+
+def _impossible(df: pd.DataFrame) -> dict:
+    """{index: why} of done rows whose numbers cannot be true: an accuracy outside [0, 1], or one that disagrees with
+    the row's own per-example bits (the fraction of set bits among test_n images, to half an image)."""
+    from raydw.outcomes import unpack
+
+    done = df["status"].eq("done") if "status" in df else pd.Series(False, index=df.index)
+    why: dict = {}
+    for c in (c for c in _RATES if c in df):
+        v = pd.to_numeric(df[c], errors="coerce")
+        for i in df.index[done & v.notna() & ((v < 0) | (v > 1))]:
+            why.setdefault(i, f"{c} = {float(v[i]):g} is not an accuracy in [0, 1]")
+    if "test_n" not in df:
+        return why
+    n_all = pd.to_numeric(df["test_n"], errors="coerce")
+    for c, bits in ((c, b) for c, b in _FROM_BITS.items() if c in df and b in df):
+        has = done & df[bits].notna() & df[c].notna() & (n_all > 0)
+        for i in df.index[has]:
+            if i in why:
+                continue
+            n, v = int(n_all[i]), float(df.at[i, c])
+            try:
+                rate = float(unpack(df.at[i, bits], n).mean())
+            except (ValueError, TypeError):
+                why[i] = f"{bits} holds fewer than test_n = {n} bits"
+                continue
+            if abs(rate - v) > 0.5 / n + 1e-9:
+                why[i] = f"{c} = {v:g} but its per-example bits ({bits}) give {rate:g}"
+    return why
+
+
+def _without_impossible(df: pd.DataFrame) -> pd.DataFrame:
+    """Done rows whose numbers cannot be true (a hand-edited or damaged row) are named on stderr and left out of
+    every interval and verdict; `df.attrs["left_out"]` keeps {cell_id: reason}."""
+    import sys
+
+    why = _impossible(df)
+    if not why:
+        return df
+    cells = df["cell_id"] if "cell_id" in df else pd.Series(df.index.astype(str), index=df.index)
+    for i, w in why.items():
+        print(f"warning: trials row {cells[i]} left out of the analysis: {w}", file=sys.stderr, flush=True)
+    out = df.drop(index=list(why)).reset_index(drop=True)
+    out.attrs["left_out"] = {str(cells[i]): w for i, w in why.items()}
+    return out
 
 
 SETTING = ["pretraining", "dataset", "regime", "data_fraction", "ticket_method", "level"]

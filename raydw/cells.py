@@ -70,20 +70,15 @@ class Cell:
     seed: int
     ticket_index: int  # which entry of the spec's `tickets` list (not part of the id)
     canonical: dict = field(repr=False, compare=False)
-    regime_spec: dict = field(repr=False, compare=False)  # the resolved RegimeSpec for this dataset
+    # The regime as resolved for this dataset and the evaluation (attack, schedule, final attack), typed: both are
+    # part of the id through `canonical`, and carried here so a cell's trial needs nothing from beside it to train
+    # and evaluate as its id says. Specs are frozen, so cells of one setting share one object (expansion stays fast).
+    regime_spec: RegimeSpec = field(repr=False, compare=False)
+    eval_spec: EvalSpec = field(repr=False, compare=False)
     # Tuning (docs/tuning.md), none of it part of the id beyond what `canonical` holds:
     phase: str = "main"  # "tune" for a tuning trial of a dense recipe
     tune_id: str | None = None  # the tuning group this cell belongs to (None: its regime is not tuned)
     recipe_id: str | None = None  # the tuned recipe it runs with (tuning trials: the candidate's)
-    # The evaluation (attack, schedule, final attack) as resolved from the spec: part of the id through `canonical`,
-    # and carried here so a cell's trial needs nothing from beside it to evaluate as its id says.
-    eval_spec: dict = field(default_factory=dict, repr=False, compare=False)
-
-    def regime_obj(self) -> RegimeSpec:
-        return RegimeSpec.model_validate(self.regime_spec)
-
-    def eval_obj(self) -> EvalSpec:
-        return EvalSpec.model_validate(self.eval_spec)
 
     def label(self) -> str:
         lvl = "dense" if self.ticket_method == "dense" else f"{self.ticket_method} s={self.target_sparsity:.3f}"
@@ -124,10 +119,10 @@ class TuneGroup:
     def trial_cell(self, recipe: dict) -> Cell:
         """The dense cell of this group run with a candidate recipe, as a tuning trial (its own id, phase 'tune')."""
         rec = normalize_recipe(recipe)
-        r = apply_recipe(self.base.regime_obj(), rec)
+        r = apply_recipe(self.base.regime_spec, rec)
         canon = {**self.base.canonical, "regime": {"name": self.base.regime, **_regime_identity(r)},
                  "tune_trial": {"tune_id": self.tune_id, "recipe": rec}}
-        return replace(self.base, cell_id=cell_id(canon), canonical=canon, regime_spec=r.model_dump(mode="json"),
+        return replace(self.base, cell_id=cell_id(canon), canonical=canon, regime_spec=r,
                        phase="tune", tune_id=self.tune_id, recipe_id=recipe_id(rec))
 
 
@@ -193,11 +188,14 @@ def _expand(spec: SweepSpec, recipes: dict[str, dict]) -> tuple[list[Cell], dict
     seen: set[str] = set()
     groups: dict[tuple, TuneGroup] = {}
     tuned = set(spec.tune.tuned_regimes(spec.regimes)) if spec.tune.enabled else set()
-    eval_spec = spec.eval.model_dump(mode="json")
     eval_attack = spec.eval.attack.model_dump(mode="json", exclude_defaults=True)
     if spec.eval.schedule != "paper" or spec.eval.final_attack != "none":
         # The paper's schedule without a final attack keeps the original form, so its ids never moved.
         eval_attack = spec.eval.model_dump(mode="json", exclude_defaults=True)
+    # One RegimeSpec object per (regime, dataset), and one per tuned group with its recipe applied: every cell of
+    # that setting holds the same frozen object (47,000 cells share a handful).
+    resolved = {(rname, ds): regime.for_dataset(ds) for ds in spec.data.datasets for rname, regime in spec.regimes.items()}
+    tuned_regimes: dict[str, RegimeSpec] = {}
     for p, (ti, t) in ((p, ti_t) for p in spec.pretrainings for ti_t in enumerate(spec.tickets)):
         pid, arch = pretrained_id(p), pretraining_arch(p)
 
@@ -222,7 +220,7 @@ def _expand(spec: SweepSpec, recipes: dict[str, dict]) -> tuple[list[Cell], dict
                 dataset=ds, protocol=spec.data.protocol, normalization=spec.data.normalization,
                 regime=rname, regime_kind=r.kind, data_fraction=frac,
                 fraction_method=spec.data.fraction_method, seed=seed, ticket_index=ti, canonical=canon,
-                regime_spec=r.model_dump(mode="json"), eval_spec=eval_spec, **tags,
+                regime_spec=r, eval_spec=spec.eval, **tags,
             )
 
         for rnd, target in t.levels():
@@ -233,8 +231,8 @@ def _expand(spec: SweepSpec, recipes: dict[str, dict]) -> tuple[list[Cell], dict
                 **registry.get(t.method).identity(t, p.name),  # what else determines the mask
             }
             for ds in spec.data.datasets:
-                for rname, regime in spec.regimes.items():
-                    r = regime.for_dataset(ds)
+                for rname in spec.regimes:
+                    r = resolved[rname, ds]
                     for frac in r.data_fractions:
                         rr, extra, tags = r, None, {}
                         if rname in tuned:
@@ -246,7 +244,9 @@ def _expand(spec: SweepSpec, recipes: dict[str, dict]) -> tuple[list[Cell], dict
                             tags = {"tune_id": g.tune_id}
                             if g.tune_id in recipes:
                                 rec = normalize_recipe(recipes[g.tune_id])
-                                rr = apply_recipe(r, rec)
+                                if g.tune_id not in tuned_regimes:
+                                    tuned_regimes[g.tune_id] = apply_recipe(r, rec)
+                                rr = tuned_regimes[g.tune_id]
                                 extra = {"tuned": {"tune_id": g.tune_id, "recipe_id": recipe_id(rec)}}
                                 tags["recipe_id"] = recipe_id(rec)
                         for seed in spec.seed_values():

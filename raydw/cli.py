@@ -8,7 +8,7 @@ from pathlib import Path
 
 from raydw.outputs import output_dir, output_file
 from raydw.spec import SpecError, load_spec
-from raydw.store import SCHEMAS, StoreError, StorePathError
+from raydw.store import SCHEMAS, StoreError, StoreKeyError, StorePathError
 
 DEMO = Path(__file__).resolve().parent / "sweeps" / "demo.yaml"
 
@@ -21,25 +21,36 @@ def _spec_path(p: str) -> Path:
     return path
 
 
+MAX_COUNT = 1 << 20  # steps, batch, threads: a batch of 2**63 images was accepted and failed every path minutes later
+
+
 def _positive_int(text: str) -> int:
-    """argparse type: a whole number >= 1 (a batch of -1 images fails deep in torch, 0 steps times nothing)."""
+    """argparse type: a whole number in [1, 2**20] (a batch of -1 images fails deep in torch, 0 steps times nothing,
+    2**63 starts Ray and fails every path minutes later)."""
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if v < 1:
         raise argparse.ArgumentTypeError(f"{v} is not >= 1")
+    if v > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"{v} is larger than {MAX_COUNT:,}")
     return v
 
 
+MIN_EVERY_S = 0.1  # a rewrite reads the store and renders plots: more often than this is the busy loop of --every 0
+
+
 def _positive_seconds(text: str) -> float:
-    """argparse type: seconds > 0 (--every 0 would rewrite the report in a busy loop)."""
+    """argparse type: seconds >= 0.1 and finite (--every 0 or 1e-9 would rewrite the report in a busy loop)."""
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if not v > 0 or v == float("inf"):
         raise argparse.ArgumentTypeError(f"{text} is not a number of seconds > 0")
+    if v < MIN_EVERY_S:
+        raise argparse.ArgumentTypeError(f"{text} s is below {MIN_EVERY_S:g} s (a rewrite that often is a busy loop)")
     return v
 
 
@@ -52,6 +63,12 @@ def cmd_sweep(a) -> int:
     from raydw.trackers import check
 
     check(spec.trackers, str(a.spec))  # an absent tracker package: exit 2 before anything is planned or run
+    probe_flags = [f for f, v in (("--preflight", a.preflight), ("--steps", a.steps), ("--batch", a.batch),
+                                  ("--cover", a.cover), ("--scratch", a.scratch)) if v]
+    if a.dry_run and probe_flags:  # the dry run starts nothing: these would be silently ignored
+        print(f"error: --dry-run lists the cells and starts nothing; it does not go with {', '.join(probe_flags)}",
+              file=sys.stderr)
+        return 2
     if a.dry_run:
         from raydw.dryrun import dry_run
 
@@ -74,7 +91,7 @@ def cmd_sweep(a) -> int:
     if a.live_report is not None:  # started by run_sweep once the store is locked (a refused sweep writes nothing)
         from raydw.live import LiveReport
 
-        folder = output_dir(a.live_report, "--live-report") if a.live_report else None
+        folder = output_dir(a.live_report, "--live-report", stores=(a.storage or spec.storage,)) if a.live_report else None
         live = LiveReport(None, folder, a.live_every, spec=spec, verdict_args=verdict_settings(spec))
     s = run_sweep(spec, storage=a.storage, address=a.address, data_root=a.data_root, live=live)
     return 0 if s.complete else 1  # stopped early / not needed by the search are outcomes the spec asked for
@@ -128,7 +145,7 @@ def cmd_results(a) -> int:
         raise SpecError(f"--phase applies to --table trials only (tuning trials are trials rows); got --table {a.table}")
     phase = a.phase or "main"
     if a.out:
-        output_file(a.out)  # before reading the store: a typo in the folder is said at once
+        output_file(a.out, stores=(a.uri,))  # before reading the store: a typo in the folder is said at once
     df = load(a.uri, a.table, phase=PHASES[phase])  # load applies phase to trials only
     if a.table == "trials" and phase != "main" and "config" in df.columns:
         df = df.assign(recipe=[_trial_recipe(c) for c in df["config"]])  # the candidate a tuning trial ran
@@ -167,7 +184,7 @@ def cmd_export_mask(a) -> int:
     from raydw.store import Store
     from raydw.train.setup import load_mask, load_pretrained
 
-    output_file(a.out, "export-mask OUT")
+    output_file(a.out, "export-mask OUT", stores=(a.uri,))
     store = Store(a.uri)
     row = store.get("masks", a.mask_id)
     if row is None:
@@ -273,7 +290,11 @@ def cmd_report(a) -> int:
 
     if a.until_complete and not (a.watch and a.spec):
         raise SpecError("--until-complete needs --watch and --spec (the spec says which cells complete the sweep)")
-    output_dir(a.out)
+    output_dir(a.out, stores=(a.uri,), create=False)
+    from raydw.store import Store
+
+    Store(a.uri)  # an unreachable or missing store is said before the --out folder is made
+    output_dir(a.out, stores=(a.uri,))
     try:
         if a.watch:
             return _watch_report(a)
@@ -343,6 +364,8 @@ def cmd_convert(a) -> int:
     from raydw.models.convert import CheckpointError, convert_file
 
     output_file(a.output, "convert OUTPUT")
+    if Path(a.input).exists() and Path(a.output).exists() and Path(a.input).resolve() == Path(a.output).resolve():
+        raise SpecError(f"convert: OUTPUT {a.output} is the INPUT file; give another name (the input would be replaced)")
     try:
         info = convert_file(a.input, a.output, fmt=a.format, arch=a.arch, trust=a.trust)
     except (CheckpointError, FileNotFoundError) as e:
@@ -547,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except StorePathError as e:  # the store's path is unusable (a symlink loop, a file): the user must fix it
+    except (StorePathError, StoreKeyError) as e:  # the store's path is unusable (a symlink loop, a file): the user must fix it
         print(f"error: {e}", file=sys.stderr)
         return 2
     except StoreError as e:  # not writable, or in use by another driver: nothing was run

@@ -68,15 +68,15 @@ def cell_units(c: Cell, eval_steps: int, eval_schedule: tuple[int, int, int] | N
     info = data_catalog.get(c.dataset)
     r = c.regime_spec
     n = int(info.pool * c.data_fraction)
-    step = train_step(None if r["kind"] == "standard" else r["attack"]["steps"])
-    train = r["epochs"] * n * step
-    val_epochs = max(0, r["epochs"] - r["val_start_epoch"])
+    step = train_step(None if r.kind == "standard" else r.attack.steps)
+    train = r.epochs * n * step
+    val_epochs = max(0, r.epochs - r.val_start_epoch)
     if eval_schedule is None:
-        per = 1 + ((2 * eval_steps + 1) if r["validate_ra"] else 0)
+        per = 1 + ((2 * eval_steps + 1) if r.validate_ra else 0)
         val = val_epochs * info.val * per
     else:
         every, steps, images = eval_schedule
-        ra = (val_epochs // every + 1) * min(images, info.val) * (2 * steps + 1) if r["validate_ra"] else 0
+        ra = (val_epochs // every + 1) * min(images, info.val) * (2 * steps + 1) if r.validate_ra else 0
         val = val_epochs * info.val + ra
     test = 3 * info.test * (2 * eval_steps + 2)
     return train, val + test, n

@@ -38,11 +38,11 @@ def dry_run(spec: SweepSpec, storage: str, data_root: str | None = None) -> str:
     lines += [hdr, "-" * len(hdr)]
     for c in cells:
         lines.append(f"{c.cell_id:16s}  {c.pretraining:11s} {c.ticket_method:7s} {c.target_sparsity:8.4f}  {c.dataset:9s} "
-                     f"{c.regime:12s} {c.data_fraction:8g} {c.seed:4d} {c.regime_spec['epochs']:6d}  "
+                     f"{c.regime:12s} {c.data_fraction:8g} {c.seed:4d} {c.regime_spec.epochs:6d}  "
                      f"{_state(c.cell_id, p)}")
     by = Counter((c.pretraining, c.regime, c.data_fraction) for c in cells)
     lines += ["", "cells per (pretraining, regime, fraction): " + ", ".join(f"{k[0]}/{k[1]}/{k[2]:g}: {v}" for k, v in sorted(by.items()))]
-    epochs = sum(c.regime_spec["epochs"] for c in cells)
+    epochs = sum(c.regime_spec.epochs for c in cells)
     lines.append(f"fine-tuning epochs in total: {epochs}")
     lines += ["", plan_text(p)]
     miss = missing_inputs(spec, data_root, plan=p)

@@ -33,9 +33,9 @@ def unpack(bits: bytes, n: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(bits, dtype=np.uint8), count=int(n), bitorder="little").astype(bool)
 
 
-def to_text(correct) -> str:
+def to_text(packed: bytes) -> str:
     """Packed bits as ASCII for a Ray Train report (metrics travel through Tune's JSON results)."""
-    return base64.b64encode(pack(correct)).decode("ascii")
+    return base64.b64encode(packed).decode("ascii")
 
 
 def from_text(text: str | None) -> bytes | None:

@@ -1,7 +1,9 @@
 """Where a command writes what the user asked for (`--out`, `export-mask OUT`, `convert OUTPUT`, `bench --json`).
 
 Checked before any work is done, so a typo in a folder name costs a message, not a traceback after the work (or
-a store read) is over. Torch-free.
+a store read) is over. An output is never inside a results store (resolved paths, links followed): a `--out` naming
+a row file would replace the table's rows. The one folder of a store raydw writes reports into, `report/`, is allowed
+(the live report's default). Torch-free.
 """
 from __future__ import annotations
 
@@ -9,6 +11,51 @@ import os
 from pathlib import Path
 
 from raydw.spec import SpecError
+
+# The folders that make a folder a raydw results store (raydw.store.SCHEMAS' tables and the store's own folders).
+_STORE_FOLDERS = ("trials", "epochs", "masks", "index_sets", "pretrained", "searches", "recipes", "preflight", "locks",
+                  "weights", "quarantine", "train", "tune")
+REPORT_FOLDER = "report"  # inside a store, where `raydw sweep --live-report` writes by default
+
+
+def _looks_like_store(folder: Path) -> bool:
+    """A raydw store: a table folder holding a row file, or the lock folder. (A folder merely named `trials` is not.)"""
+    if (folder / "locks").is_dir():
+        return True
+    for t in _STORE_FOLDERS[:8]:
+        try:
+            if (folder / t).is_dir() and any(f.suffix == ".parquet" for f in (folder / t).iterdir()):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _store_root(path: Path, stores: tuple = ()) -> Path | None:
+    """The store `path` lies inside (one of `stores`, the commands' own store URIs, or any folder above it that is a
+    raydw store), or None. `report/` directly under a store is the one place inside it an output may go."""
+    p = Path(os.path.realpath(path))
+    roots = []
+    for s in stores:
+        if s is None:
+            continue
+        text = str(s)
+        if "://" in text and not text.startswith("file://"):
+            continue  # an object store: a local output path is never inside it
+        roots.append(Path(os.path.realpath(os.path.expanduser(text[7:] if text.startswith("file://") else text))))
+    for a in (p, *p.parents):
+        if a in roots or _looks_like_store(a):
+            inside = p.relative_to(a).parts
+            return None if inside and inside[0] == REPORT_FOLDER else a
+    return None
+
+
+def check_not_in_store(path: str | Path, what: str, stores: tuple = ()) -> None:
+    root = _store_root(Path(path).expanduser(), stores)
+    if root is not None:
+        raise SpecError(f"{what}: {path} is inside the results store {root}; raydw never writes an output into a store "
+                        f"(it could replace the store's rows). Give a path outside it (or under {root / REPORT_FOLDER} "
+                        "for a report)")
 
 
 def _writable_folder(folder: Path, what: str) -> None:
@@ -20,24 +67,34 @@ def _writable_folder(folder: Path, what: str) -> None:
         raise SpecError(f"{what}: folder {folder} is not writable by this user")
 
 
-def output_file(path: str | Path, what: str = "--out") -> Path:
-    """A file the command will create or replace: its folder exists and is writable, and it is not a folder."""
+def output_file(path: str | Path, what: str = "--out", stores: tuple = ()) -> Path:
+    """A file the command will create or replace: its folder exists and is writable, it is not a folder, and it is
+    not inside a results store (`stores`: the store URIs the command reads, besides any store found above it)."""
     p = Path(path).expanduser()
     if str(path) == "" or p.is_dir():
         raise SpecError(f"{what}: {str(path)!r} is a folder (or empty); give a file name")
+    check_not_in_store(p, what, stores)
     _writable_folder(p.parent if str(p.parent) else Path("."), what)
     if p.exists() and not os.access(p, os.W_OK):
         raise SpecError(f"{what}: {p} exists and is not writable")
     return p
 
 
-def output_dir(path: str | Path, what: str = "--out") -> Path:
-    """A folder the command writes into, created (with its parents) if missing, as `raydw report` always did."""
+def output_dir(path: str | Path, what: str = "--out", stores: tuple = (), create: bool = True) -> Path:
+    """A folder the command writes into, created (with its parents) if missing, as `raydw report` always did, and
+    not inside a results store. `create=False`: checked only (created later, once the store has been opened)."""
     p = Path(path).expanduser()
     if str(path) == "":
         raise SpecError(f"{what}: empty path; give a folder")
+    check_not_in_store(p, what, stores)
     if p.exists() and not p.is_dir():
         raise SpecError(f"{what}: {p} is a file, not a folder")
+    if not create:
+        first = next((a for a in [p, *p.parents] if a.exists()), Path("."))
+        if not first.is_dir():
+            raise SpecError(f"{what}: cannot create folder {p}: {first} is a file")
+        _writable_folder(first, what)
+        return p
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # a parent is a file, permissions, a read-only file system

@@ -37,16 +37,18 @@ class StoreView:
     recipes: dict[str, dict] = field(default_factory=dict)  # tune_id -> tuned recipe
     recipe_rows: dict[str, dict] = field(default_factory=dict)  # tune_id -> its recipes row's value and trial count
     tune_trials: dict[str, int] = field(default_factory=dict)  # tune_id -> tuning trials stored
+    tune_done: dict[str, int] = field(default_factory=dict)  # tune_id -> of which done (a recipe can be chosen)
 
     @classmethod
     def read(cls, store: Store | None, tables: tuple[str, ...] = ("pretrained", "masks", "trials", "recipes")) -> "StoreView":
         """One read of `tables` (what a caller needs: the scheduler polls only what its waiting jobs wait on)."""
         if store is None or (store.local and not Path(store.root).exists()):
             return cls()
-        pre, masks, imp, status, recipes, recipe_rows, tune = {}, {}, {}, {}, {}, {}, {}
-        if "pretrained" in tables:
+        pre, masks, imp, status, recipes, recipe_rows, tune, tune_done = {}, {}, {}, {}, {}, {}, {}, {}
+        if "pretrained" in tables:  # a model is there when its row's file is (its kind is read where the row reads)
             t = store.read_table("pretrained", columns=["pretrained_id", "kind"])
-            pre = dict(zip(t.column("pretrained_id").to_pylist(), t.column("kind").to_pylist()))
+            kinds = dict(zip(t.column("pretrained_id").to_pylist(), t.column("kind").to_pylist()))
+            pre = {pid: kinds.get(pid) for pid in store.names("pretrained")}
         if "masks" in tables:
             for r in store.read_table("masks", columns=MASK_COLUMNS).to_pylist():
                 if r["target_sparsity"] is not None:  # a row without a level is found by its round alone (IMP)
@@ -59,11 +61,12 @@ class StoreView:
                 status[cid] = s
                 if ph == "tune":
                     tune[tid] = tune.get(tid, 0) + 1
+                    tune_done[tid] = tune_done.get(tid, 0) + (s == "done")
         if "recipes" in tables:
             rows = store.read_table("recipes", columns=["tune_id", "recipe", "value", "trials"]).to_pylist()
             recipes = {r["tune_id"]: json.loads(r["recipe"]) for r in rows}
             recipe_rows = {r["tune_id"]: r for r in rows}
-        return cls(pre, masks, imp, status, recipes, recipe_rows, tune)
+        return cls(pre, masks, imp, status, recipes, recipe_rows, tune, tune_done)
 
     def imp_round(self, need: "ImpNeed") -> dict | None:
         return self.imp_rounds.get((need.pretrained_id, need.params), {}).get(need.round)
@@ -152,11 +155,16 @@ class TuneItem:
     recipe: dict | None  # the stored recipe, None: to tune
     trials: int  # tuning trials stored
     budget: int  # tune.num_samples
+    done: int = 0  # of which done
 
     @property
     def state(self) -> Literal["tuned", "to tune", "spent"]:
-        """spent: its whole budget stored and no recipe (every trial failed): its cells do not run."""
-        return "tuned" if self.recipe is not None else "spent" if self.trials >= self.budget else "to tune"
+        """spent: its whole budget stored and every trial failed: its cells do not run. With the budget stored and a
+        done trial but no recipe (a sweep stopped between the last trial and the recipe), it is still "to tune":
+        tuning runs no trial and writes the recipe from the stored ones."""
+        if self.recipe is not None:
+            return "tuned"
+        return "spent" if self.trials >= self.budget and not self.done else "to tune"
 
 
 CellState = Literal["done", "stopped", "failed", "missing", "waiting"]
@@ -190,8 +198,8 @@ class Plan:
         caller has just read (else read here)."""
         view = StoreView.read(store) if view is None else view
         groups = tune_groups(spec)
-        tuning = [TuneItem(g, view.recipes.get(g.tune_id), view.tune_trials.get(g.tune_id, 0), spec.tune.num_samples)
-                  for g in groups]
+        tuning = [TuneItem(g, view.recipes.get(g.tune_id), view.tune_trials.get(g.tune_id, 0), spec.tune.num_samples,
+                           view.tune_done.get(g.tune_id, 0)) for g in groups]
         cells = expand(spec, view.recipes if spec.tune.enabled else {})
         seeds = None
         if spec.adaptive_seeds() is not None:  # the design asks for a round at a time (it reads the stored outcomes)

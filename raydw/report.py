@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 # The object-oriented Figure renders with Agg without pyplot, so importing this module never switches
 # the backend of a user's notebook or GUI session.
+from matplotlib import rc_context
 from matplotlib.figure import Figure
 
 from raydw import analysis, status
@@ -72,7 +73,8 @@ def _panel(ax, m: pd.DataFrame, metric: str, colours: dict[str, str], title: str
             g = pd.concat([dense, g]).sort_values("level")
             ax.errorbar(100 * g["sparsity"], 100 * g[metric], yerr=_bars(g, metric), color=colour,
                         ls=_STYLES.get(method, "-"), marker="o", ms=3, lw=1.2, capsize=2, label=f"{p} {method}")
-    ax.legend(fontsize=6, loc="best")
+    if ax.get_legend_handles_labels()[0]:  # a panel of dense values only has no curve to name (matplotlib warns)
+        ax.legend(fontsize=6, loc="best")
 
 
 def save_png(fig: Figure, path: Path) -> Path:
@@ -236,8 +238,10 @@ def write_report(uri: str, out_dir, checkpoint: str = "paper", cells=None, top: 
     else:
         boot = Bootstrap(verdict_args.get("resamples", 2000), verdict_args.get("level", 0.95), verdict_args.get("seed", 0))
         m = _means(df, *analysis.CHECKPOINTS[checkpoint], checkpoint, boot)
-        plot_curves(m, out / "sa_ra_vs_sparsity.png")
-        plot_fractions(m, out / "data_efficiency.png")
+        # Stored names are text, not markup: with mathtext on, a name holding `$...$` is parsed as TeX (and fails).
+        with rc_context({"text.parse_math": False}):
+            plot_curves(m, out / "sa_ra_vs_sparsity.png")
+            plot_fractions(m, out / "data_efficiency.png")
         sections = _verdict_sections(df, v)
         parts += [f"<h2>(1) SA and RA against sparsity</h2><p class='note'>Mean over done seeds; bars: its "
                   f"{100 * boot.level:g} % interval (test images by a paired bootstrap, seeds by their spread; +-1 std over seeds where the "

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from raydw.store import SCHEMAS, Store
+from raydw.store import SCHEMAS, Store, check_columns
 
 TABLES = tuple(SCHEMAS)
 PHASES = ("main", "tune")
@@ -20,6 +20,7 @@ def load(uri: str = "./results", table: str = "trials", columns: list[str] | Non
         raise KeyError(f"unknown table {table!r}; known: {list(TABLES)}")
     if phase is not None and phase not in PHASES:
         raise ValueError(f"phase {phase!r} is not one of {list(PHASES)} or None (all rows)")
+    check_columns(table, columns)  # before the store is opened: an argument error names the argument, not a file
     by_phase = table == "trials" and phase is not None
     needs = ["phase"] if by_phase else ["cell_id", "epoch"] if table == "epochs" else []
     extra = [] if columns is None else [k for k in needs if k not in columns]

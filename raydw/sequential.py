@@ -48,6 +48,12 @@ class Design:
         if self.values is not None and len(self.values) != self.max:
             raise ValueError(f"values lists {len(self.values)} seeds, max is {self.max}: one seed value per possible seed")
 
+    @classmethod
+    def of(cls, adaptive) -> "Design":
+        """The design of a spec's `seeds: {adaptive: ...}` section (raydw.spec.AdaptiveSeedsSpec). Here, not on the
+        spec: the spec is imported by everything and must not import the analysis this module needs."""
+        return cls(adaptive.start, adaptive.replicate, adaptive.max, tuple(adaptive.seeds()))
+
     @property
     def seeds(self) -> list[int]:
         return list(self.values) if self.values is not None else list(range(1, self.max + 1))

@@ -445,12 +445,6 @@ class AdaptiveSeedsSpec(_Spec):
     def seeds(self) -> list[int]:
         return list(self.values) if self.values is not None else list(range(1, self.max + 1))
 
-    def design(self):
-        """The raydw.sequential.Design of this section (imports pandas: not at spec load)."""
-        from raydw.sequential import Design
-
-        return Design(self.start, self.replicate, self.max, tuple(self.seeds()))
-
 
 class SeedsSpec(_Spec):
     """`seeds: {adaptive: {...}}`: the mapping form of `seeds` (a list is fixed seeds)."""

@@ -49,10 +49,10 @@ def test_jobs_are_made_only_by_the_job_builder():
 
 
 # The store queries by which a module can decide what runs, and the modules allowed to make them.
-DECIDING = {"done_cells", "recipes", "stored_imp_rounds", "existing_masks"}
+DECIDING = {"stored_imp_rounds", "existing_masks"}
 ALLOWED = {
     "raydw.plan": "the planner: the one definition of what is left",
-    "raydw.store": "defines them",
+    "raydw.store.reads": "the store's own reads (names, exists)",
     "raydw.tickets.lookup": "defines stored_imp_rounds / existing_masks",
     "raydw.tickets.make": "a writer: makes a missing omp/random/import mask once (idempotent), never twice",
     "raydw.run.worker": "the IMP job resumes after its last stored round (a writer that must not write twice)",

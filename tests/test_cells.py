@@ -84,5 +84,21 @@ def test_per_dataset_overrides_resolve_into_the_cell():
     cells = expand(load_spec(Path(__file__).resolve().parents[1] / "sweeps" / "paper.yaml"))
     svhn = next(c for c in cells if c.dataset == "svhn" and c.regime_kind == "adversarial")
     cifar = next(c for c in cells if c.dataset == "cifar10" and c.regime_kind == "adversarial")
-    assert (svhn.regime_spec["epochs"], svhn.regime_spec["optimizer"]["schedule"]) == (80, "cosine")
-    assert (cifar.regime_spec["epochs"], cifar.regime_spec["optimizer"]["schedule"]) == (100, "multistep")
+    assert (svhn.regime_spec.epochs, svhn.regime_spec.optimizer.schedule) == (80, "cosine")
+    assert (cifar.regime_spec.epochs, cifar.regime_spec.optimizer.schedule) == (100, "multistep")
+
+
+def test_a_cell_holds_its_specs_typed_and_the_cells_of_one_setting_share_one_regime():
+    from pathlib import Path
+
+    from raydw.spec import RegimeSpec, load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[1] / "sweeps" / "paper.yaml")
+    cells = expand(spec)
+    assert all(isinstance(c.regime_spec, RegimeSpec) and c.eval_spec is spec.eval for c in cells)
+    shared: dict[tuple, set[int]] = {}
+    for c in cells:
+        shared.setdefault((c.regime, c.dataset), set()).add(id(c.regime_spec))
+    assert all(len(ids) == 1 for ids in shared.values()) and len(shared) == 6  # 2 regimes x 3 datasets
+    c = cells[-1]
+    assert c.regime_spec == spec.regimes[c.regime].for_dataset(c.dataset)  # resolved as written, not rebuilt

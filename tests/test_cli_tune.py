@@ -14,6 +14,7 @@ import yaml
 from raydw.cells import Cell, expand, recipe_id, tune_groups
 from raydw.cli import main
 from raydw.spec import parse_spec
+from raydw.plan import StoreView
 from raydw.status import collect, summary
 from raydw.store import SCHEMAS, TRIALS, Store, config_json
 
@@ -36,7 +37,7 @@ def _row(c: Cell, status: str = "done", sa: float | None = 0.91, ra: float | Non
     r.update(sweep="tiny", status=status, sparsity=c.target_sparsity, train_images=5000,
              sa=sa, ra=ra, sa_at_sa_best=sa, ra_at_sa_best=ra, sa_at_ra_best=sa, ra_at_ra_best=ra,
              sa_last=sa, ra_last=ra, val_sa_best=sa, val_ra_best=ra, best_epoch_sa=2, best_epoch_ra=1,
-             epochs=c.regime_spec["epochs"], wall_s=42.5, train_s=38.0, device="cpu (1 threads)", workers=1,
+             epochs=c.regime_spec.epochs, wall_s=42.5, train_s=38.0, device="cpu (1 threads)", workers=1,
              config=config_json(c.canonical), finished_at=dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.timezone.utc),
              error=None if status == "done" else "RuntimeError: loss is nan")
     r.update(more)
@@ -59,9 +60,9 @@ def tuned(tmp_path, tiny_spec_text):
         "dataset": "digits", "regime": "standard", "regime_kind": "standard", "data_fraction": 1.0,
         "recipe": config_json(REC), "recipe_id": recipe_id(REC), "metric": "val_sa", "value": 0.93, "trials": 2,
         "failed": 0, "best_cell_id": std.trial_cell(REC).cell_id, "sampler": "TPESampler", "optuna_seed": 0,
-        "startup_trials": 1, "space": json.dumps(TUNE["space"]), "base_regime": config_json(std.base.regime_spec),
+        "startup_trials": 1, "space": json.dumps(TUNE["space"]), "base_regime": config_json(std.base.regime_spec.model_dump(mode="json")),
         "optuna_version": "4.1.0", "finished_at": dt.datetime(2026, 11, 25, 11, 0, tzinfo=dt.timezone.utc)})
-    recipes = store.recipes()
+    recipes = StoreView.read(store, ("recipes",)).recipes
     cells = expand(spec, recipes)
     done = [c for c in cells if c.recipe_id]
     for c in done:

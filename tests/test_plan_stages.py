@@ -134,3 +134,13 @@ def test_a_stopped_cell_completes_a_sweep_only_while_early_stopping_is_on(tmp_pa
             store.write_row("trials", {**row, "status": "stopped" if i == 1 else "done"})
         s = end_of_sweep(Plan.of(spec, store), store, 0, time.time(), lambda *_: None)
         assert s.complete is early_stop and s.left == (0 if early_stop else 1)
+
+
+def test_a_group_with_its_budget_stored_but_no_recipe_is_tuned_again_unless_every_trial_failed():
+    """A sweep stopped between its last trial and the recipe: tuning runs no trial and writes the recipe from the
+    stored ones (the Ray test in test_tuning deletes the recipe); only a budget of failed trials is "spent"."""
+    from raydw.plan import TuneItem
+    assert TuneItem(None, None, trials=2, budget=2, done=1).state == "to tune"
+    assert TuneItem(None, None, trials=2, budget=2, done=0).state == "spent"
+    assert TuneItem(None, None, trials=1, budget=2, done=0).state == "to tune"
+    assert TuneItem(None, {"lr": 0.1}, trials=0, budget=2).state == "tuned"

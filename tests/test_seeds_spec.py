@@ -24,7 +24,9 @@ def test_adaptive_seeds_give_the_ids_of_the_fixed_seeds_they_stand_for():
     ids5 = {c.cell_id: c.seed for c in expand(five)}
     assert {i for i, s in ids5.items() if s <= 3} == {c.cell_id for c in expand(fixed)}
     assert (five.seed_values(), five.start_seeds(dense=True), five.start_seeds(dense=False)) == ([1, 2, 3, 4, 5], [1, 2, 3], [1])
-    assert five.adaptive_seeds().design().rounds == 5
+    from raydw.sequential import Design
+
+    assert Design.of(five.adaptive_seeds()).rounds == 5
     assert fixed.adaptive_seeds() is None and fixed.start_seeds(dense=False) == fixed.seed_values() == [1, 2, 3]
 
 

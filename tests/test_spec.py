@@ -130,21 +130,22 @@ def test_weights_the_store_already_holds_are_not_asked_for_again(tmp_path, tiny_
 
 
 def test_a_failed_cells_error_starts_with_the_exception_raised_in_the_worker():
-    from raydw.run.rows import failed
+    from raydw.run.rows import CellResult
 
     ray_text = ('WorkerGroupError: Training failed due to worker errors:\n[Rank 0 Error Snippet]:\n'
                 'Traceback (most recent call last):\n  File "/w/raydw/run/worker.py", line 152, in cell_worker\n'
                 '    raise ValueError(f"{a}: b")\nValueError: ST takes 1-channel input but cifar10 has 3\n')
-    row = failed(ray_text)
-    assert row["error"].splitlines()[0] == "ValueError: ST takes 1-channel input but cifar10 has 3"
-    assert row["error"].endswith(ray_text[-200:])  # the whole text follows
+    result = CellResult.failed(ray_text)
+    assert result.status == "failed"
+    assert result.error.splitlines()[0] == "ValueError: ST takes 1-channel input but cifar10 has 3"
+    assert result.error.endswith(ray_text[-200:])  # the whole text follows
     plain = "raydw.train.loop.Diverged: training loss is nan at epoch 0 (lr 1e+12)"
-    assert failed(plain)["error"] == plain  # a one-line error is not repeated
+    assert CellResult.failed(plain).error == plain  # a one-line error is not repeated
     # A bare exception name, and a second rank failing because the first did: the first rank's error is the cause.
     two = ('WorkerGroupError: Training failed due to worker errors:\n[Rank 0 Error Snippet]:\nTraceback (most recent '
            'call last):\n  File "x.py", line 1, in f\n    assert x\nAssertionError\n[Rank 1 Error Snippet]:\n'
            'Traceback (most recent call last):\n  File "y.py", line 2, in g\nRuntimeError: NCCL timeout\n')
-    assert failed(two)["error"].splitlines()[0] == "AssertionError"
+    assert CellResult.failed(two).error.splitlines()[0] == "AssertionError"
 
 
 def test_a_downstream_dataset_the_pretrained_model_cannot_take_is_refused(tiny_spec_text):

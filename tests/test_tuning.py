@@ -6,6 +6,8 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
+from raydw.plan import Plan
 import yaml
 
 from raydw import results
@@ -101,10 +103,10 @@ def test_a_recipe_is_held_fixed_for_the_dense_cell_and_every_ticket_of_its_group
     for m in ("dense", "omp"):
         c = cells[(m, "standard")]
         assert c.recipe_id == recipe_id(rec) and c.tune_id == g.tune_id and c.phase == "main"
-        assert c.regime_spec["optimizer"]["lr"] == 0.0123 and c.regime_obj().optimizer.lr == 0.0123
+        assert c.regime_spec.optimizer.lr == 0.0123
         assert json.loads(json.dumps(c.canonical))["tuned"] == {"tune_id": g.tune_id, "recipe_id": recipe_id(rec)}
         assert c.cell_id != untuned[(m, "standard")].cell_id  # tuned cells are honestly different cells
-        assert c.regime_spec["optimizer"]["milestones"] == [1] and c.regime_spec["epochs"] == 2  # the rest as written
+        assert c.regime_spec.optimizer.milestones == [1] and c.regime_spec.epochs == 2  # the rest as written
         # the regime not tuned keeps its cells (and ids) as written
         assert cells[(m, "adv")].cell_id == untuned[(m, "adv")].cell_id and cells[(m, "adv")].recipe_id is None
     # a group without a stored recipe keeps its regime but is marked as waiting for tuning
@@ -119,15 +121,16 @@ def test_a_tuning_trial_is_the_group_dense_cell_with_the_candidate_under_its_own
     main = {c.ticket_method: c for c in expand(spec, {g.tune_id: rec}) if c.regime == "adv"}
     assert t.phase == "tune" and t.ticket_method == "dense" and t.recipe_id == recipe_id(rec) == main["dense"].recipe_id
     assert t.cell_id not in {main["dense"].cell_id, g.base.cell_id}
-    r = t.regime_obj()
+    r = t.regime_spec
     assert (r.optimizer.lr, r.attack.step_size, r.epochs, r.optimizer.weight_decay) == (0.031, 0.02, 3, 0.0)
     assert t.canonical["tune_trial"]["recipe"] == {"attack_step_size": 0.02, "epochs": 3, "lr": 0.031, "weight_decay": 0.0}
     assert t.regime_spec == main["dense"].regime_spec  # the trial trained exactly what the cells then use
     with pytest.raises(ValueError, match="without an attack"):
-        apply_recipe(next(g for g in tune_groups(spec) if g.base.regime == "standard").base.regime_obj(), {"attack_step_size": 0.01})
+        apply_recipe(next(g for g in tune_groups(spec) if g.base.regime == "standard").base.regime_spec, {"attack_step_size": 0.01})
 
 
 def test_the_dense_cell_at_the_tuning_seed_reuses_the_best_trial_and_other_seeds_train(tmp_path, tiny_spec_text):
+    from raydw.run.jobs import JobBuilder
     from raydw.run.tuning import reuse_best_trials
     from raydw.store import config_json
 
@@ -138,16 +141,17 @@ def test_the_dense_cell_at_the_tuning_seed_reuses_the_best_trial_and_other_seeds
     store = Store(str(tmp_path))
     for t, sa in ((best, 0.9), (other, 0.5)):
         store.write_row("trials", {"cell_id": t.cell_id, "status": "done", "phase": "tune", "tune_id": g.tune_id,
-                                   "ticket_method": "dense", "seed": 1, "sa": sa, "val_sa_best": sa,
+                                   "ticket_method": "dense", "seed": 1, "sa": sa, "sa_at_sa_best": sa, "val_sa_best": sa,
                                    "config": config_json(t.canonical)})
         for e in range(2):
             store.write_row("epochs", {"cell_id": t.cell_id, "epoch": e, "val_sa": sa - 0.1 * (1 - e)},
                             name=f"{t.cell_id}.e{e:04d}")
     store.write_row("recipes", {"tune_id": g.tune_id, "recipe": config_json(rec), "best_cell_id": best.cell_id})
-    cells = expand(spec, store.recipes())
+    cells = Plan.of(spec, store).cells
     dense = {c.seed: c for c in cells if c.ticket_method == "dense"}
     lines: list[str] = []
-    assert reuse_best_trials(spec, store, cells, set(), lines.append) == {dense[1].cell_id}  # seed 2 trains
+    builder = JobBuilder(spec, store)
+    assert reuse_best_trials(spec, store, cells, set(), builder, lines.append) == {dense[1].cell_id}  # seed 2 trains
     row = store.get("trials", dense[1].cell_id)
     assert (row["status"], row["sa"], row["phase"], row["reused_from"]) == ("done", 0.9, "main", best.cell_id)
     assert (row["recipe_id"], row["tune_id"]) == (dense[1].recipe_id, g.tune_id)
@@ -156,11 +160,11 @@ def test_the_dense_cell_at_the_tuning_seed_reuses_the_best_trial_and_other_seeds
     assert ep[ep.cell_id == dense[1].cell_id].val_sa.round(6).tolist() == [0.8, 0.9]  # the best trial's curve
     assert "is this cell" in lines[0]
     # Already stored: nothing to do. A best trial whose run differs from the cell in anything (here its epochs): no reuse.
-    assert reuse_best_trials(spec, store, cells, {dense[1].cell_id}, lines.append) == set()
+    assert reuse_best_trials(spec, store, cells, {dense[1].cell_id}, builder, lines.append) == set()
     changed = json.loads(store.get("trials", best.cell_id)["config"])
     changed["regime"]["epochs"] = 3
     store.write_row("trials", {**store.get("trials", best.cell_id), "config": config_json(changed)})
-    assert reuse_best_trials(spec, store, cells, set(), lines.append) == set()
+    assert reuse_best_trials(spec, store, cells, set(), builder, lines.append) == set()
 
 
 def test_choose_takes_the_best_done_trial_and_scores_failures_zero():

@@ -84,7 +84,7 @@ def test_seed_to_seed_variation_widens_the_interval_and_one_seed_has_none_to_est
 def test_outcomes_round_trip_through_their_packed_and_text_forms():
     bits = np.random.default_rng(0).random(10_001) < 0.3
     assert (outcomes.unpack(outcomes.pack(bits), len(bits)) == bits).all()
-    assert outcomes.from_text(outcomes.to_text(bits)) == outcomes.pack(bits)
+    assert outcomes.from_text(outcomes.to_text(outcomes.pack(bits))) == outcomes.pack(bits)
     assert len(outcomes.pack(np.zeros(10_000, bool))) == 1250  # CIFAR's test set: 1,250 bytes per outcome
 
 

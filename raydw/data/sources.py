@@ -7,12 +7,12 @@ torchvision's classes, which verify the md5 of every file and so refuse test fil
 from __future__ import annotations
 
 import gzip
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from raydw import safepickle
 from raydw.data.catalog import get as get_info
 from raydw.data.prepare import FILES, find_file
 
@@ -92,14 +92,20 @@ def _member(name: str, rel: str, root: Path | None) -> Path:
 
 
 def _cifar_batch(p: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
-    with open(p, "rb") as fh:
-        d = pickle.load(fh, encoding="latin1")  # the real files were written by Python 2 (str keys)
+    # The real files were written by Python 2 (str keys, latin1). A pickle can run code: safepickle admits only
+    # what a CIFAR file holds (arrays, lists, dicts, strings) and names the file and the global it refused.
+    d = safepickle.load(p, encoding="latin1")
+    if not isinstance(d, dict):
+        raise ValueError(f"{p}: holds a {type(d).__name__}, not the dict a CIFAR batch file holds")
     d = {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}  # a Python-3 writer's bytes keys
     for key in ("data", label_key):
         if key not in d:
             raise ValueError(f"{p}: no {key!r} entry; keys {sorted(d)}")
-    x = np.asarray(d["data"], dtype=np.uint8)
-    y = np.asarray(d[label_key], dtype=np.int64)
+    try:
+        x = np.asarray(d["data"], dtype=np.uint8)
+        y = np.asarray(d[label_key], dtype=np.int64)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise ValueError(f"{p}: 'data' or {label_key!r} is not numbers ({type(e).__name__}: {e})") from None
     if x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or len(x) != len(y):
         raise ValueError(f"{p}: 'data' has shape {x.shape} and {label_key!r} {len(y)} entries; "
                          "expected (N, 3072) uint8 channel planes and N labels")

@@ -79,8 +79,12 @@ def _convert_arrival(name, entry, url, got, part, out, trust, log) -> Path:
     except CheckpointError as e:
         kept = part.with_name(f"{name}.published")
         shutil.move(part, kept)
-        raise FetchError(f"{name}: downloaded and hash-checked, but not converted: {e}. The download is kept at "
-                         f"{kept}; rerun `raydw fetch {name} --url file://{kept} --trust` if you trust it") from None
+        checked = "hash-checked" if entry.sha256 or sha256_prefix(url) else \
+            f"not hash-checked (no published hash is known; its sha256 is {got})"
+        why = str(e).replace(str(part), str(kept))  # the error names the file by the name it has now
+        raise FetchError(f"{name}: downloaded ({checked}), but not converted: {why}. The download is kept at "
+                         f"{kept}; rerun `raydw fetch {name} --url file://{kept} --trust` only if you trust it "
+                         "(--trust unpickles it: a pickle can run code)") from None
     part.unlink(missing_ok=True)
     record = {"name": name, "url": url, "published_sha256": got, "sha256": info["sha256"], "format": entry.format,
               "arch": entry.arch, "normalizer": info["normalizer"],

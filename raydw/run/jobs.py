@@ -156,7 +156,7 @@ Job = CellJob | PackJob | PretrainJob | ImpJob | ProbeJob
 def batch_size(job: CellJob | ImpJob | PretrainJob) -> int:
     """The global batch of a job's training steps (split across its Train workers)."""
     if isinstance(job, CellJob):
-        return job.cell.regime_obj().batch_size
+        return job.cell.regime_spec.batch_size
     return job.recipe.batch_size if isinstance(job, PretrainJob) else (job.tickets.imp or ImpSpec()).batch_size
 
 
@@ -219,7 +219,7 @@ class JobBuilder:
         es = self.spec.early_stop
         if not es.enabled or dense_cell_id is None:
             return None
-        return EarlyStop(dense_cell_id, es.margin, tuple(es.metrics), es.grace_for(c.regime_obj()))
+        return EarlyStop(dense_cell_id, es.margin, tuple(es.metrics), es.grace_for(c.regime_spec))
 
     def cell(self, c: Cell, view: StoreView, report_to_tune: bool = True, dense_cell_id: str | None = None) -> CellJob:
         """`view`: what the store holds now (the IMP round's mask row, the pre-trained model's kind)."""
@@ -230,7 +230,7 @@ class JobBuilder:
     def _index_set(self, c: Cell) -> str:
         key = index_key(c)
         if key not in self._index:
-            iid, idx = index_set(*key)
+            iid, idx = index_set(*key, root=self.run.data_root)  # stratified draws read the labels there
             if self.store.get("index_sets", iid) is None:
                 self.store.write_row("index_sets", {"index_set_id": iid, "dataset": key[0], "fraction": key[1],
                                                     "method": key[2], "seed": key[3], "n": len(idx), "indices": idx.tolist()})

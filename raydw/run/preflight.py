@@ -63,7 +63,7 @@ def paths(spec: SweepSpec, cells: list[Cell]) -> list[Path]:
                                 (("imp", f"{p.name}/{imp.regime_for(p.name)}"),), ticket_index=i))
     reps: dict[tuple, Cell] = {}
     for c in cells:
-        key = (c.pretraining, c.dataset, c.regime, c.ticket_method, str(c.eval_spec))
+        key = (c.pretraining, c.dataset, c.regime, c.ticket_method, str(c.eval_spec.model_dump(mode="json")))  # as before: path ids
         old = reps.get(key)
         if old is None or (c.ticket_round or 0) < (old.ticket_round or 0):
             reps[key] = c

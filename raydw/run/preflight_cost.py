@@ -20,9 +20,8 @@ def _h(hours: float) -> str:
 
 
 def _compute_key(c) -> tuple:
-    r = c.regime_spec
-    ev = c.eval_obj()
-    return (c.arch, c.protocol, r["kind"], (r.get("attack") or {}).get("steps") if r["kind"] != "standard" else None,
+    r, ev = c.regime_spec, c.eval_spec
+    return (c.arch, c.protocol, r.kind, r.attack.steps if r.kind != "standard" else None,
             ev.attack.steps, ev.schedule)
 
 
@@ -53,7 +52,7 @@ def cost_lines(spec, full, rows, every) -> list[str]:
     groups: dict[tuple, list[float]] = {}
     unpriced = 0
     for c in (c for c in full.cells if c.cell_id not in full.done and c.cell_id not in full.waiting):
-        ev = c.eval_obj()
+        ev = c.eval_spec
         sched = ev.val_schedule()
         sched = None if sched is None else (sched[0], sched[1].steps, sched[2])
         try:
@@ -69,7 +68,7 @@ def cost_lines(spec, full, rows, every) -> list[str]:
             continue
         train, evaluation, _ = cell_units(c, ev.attack.steps, sched)
         r = c.regime_spec
-        step = train_step(None if r["kind"] == "standard" else r["attack"]["steps"])
+        step = train_step(None if r.kind == "standard" else r.attack.steps)
         s = (train / step * rate[0] + evaluation / (2 * ev.attack.steps + 2) * rate[1]) * rate[2]
         g[0] += s / 3600
         if est:

@@ -12,7 +12,7 @@ import time
 
 from raydw import trackers
 from raydw.cells import pretrained_id
-from raydw.compact import after_sweep
+from raydw.compact import after_sweep, pending as compaction_pending
 from raydw.inputs import check_inputs
 from raydw.plan import Plan, StoreView
 from raydw.run import tuner
@@ -42,7 +42,9 @@ def run_sweep(spec: SweepSpec, storage: str | None = None, address: str | None =
             live.start(store.uri)
         try:
             summary = _run_locked(spec, store, address, data_root, out, t0)
-            if summary.ran:  # its finished cells' rows into a few large files, still under the lock (`raydw compact`)
+            # its finished cells' rows into a few large files, still under the lock (`raydw compact`); also one that an
+            # interrupted earlier sweep left half-done (issue 28: else the rerun of "0 to run" never finishes it)
+            if summary.ran or compaction_pending(store):
                 after_sweep(store, t0, out)
         except KeyboardInterrupt:  # Interrupted (SIGTERM / SIGINT): Ray down first, then the lock is released
             if live is not None:  # LIVE-REPORT HOOK: no last write, the driver exits at once
@@ -101,7 +103,7 @@ def _run_locked(spec: SweepSpec, store: Store, address: str | None, data_root: s
     p = Plan.of(spec, store)
     if p.to_tune():
         p = _tune_stage(p, store, builder, address, out)
-    if spec.tune.enabled and reuse_best_trials(spec, store, p.cells, p.done, out):
+    if spec.tune.enabled and reuse_best_trials(spec, store, p.cells, p.done, builder, out):
         p = Plan.of(spec, store)  # a group's dense cell at the tuning seed is its best trial: stored, not trained twice
     out(p.headline() + f"; store {store.uri}")
     if not p.todo:

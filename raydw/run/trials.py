@@ -13,8 +13,10 @@ import ray.train as train
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from raydw.run import preflight_rows, rows
+from raydw.run import preflight_rows
+from raydw.run.rows import CellResult, cell_row, error_text
 from raydw.run.jobs import CellJob, ImpJob, Job, PackJob, PretrainJob, ProbeJob
+from raydw.run.rendezvous import BoundTorchConfig
 from raydw.run.worker import cell_worker, imp_worker, pack_worker, pretrain_worker, probe_worker
 from raydw.store import Store
 
@@ -58,6 +60,7 @@ def _trainer(loop, job: Job, callbacks: list | None = None) -> TorchTrainer:
     return Trainer(
         loop,
         train_loop_config={"job": job},
+        torch_config=BoundTorchConfig(),  # the rendezvous on the node's Ray address only (loopback on a local Ray)
         scaling_config=train.ScalingConfig(num_workers=res.workers_per_cell, use_gpu=res.gpus_per_worker > 0,
                                            resources_per_worker=per_worker),
         run_config=train.RunConfig(
@@ -76,13 +79,12 @@ def cell_trial(job: CellJob) -> None:
     t0 = time.time()
     try:
         # A tuning trial reports its one score itself, after its row is stored (raydw.run.tuning).
-        result = _trainer(cell_worker, job, [TuneReportCallback()] if job.report_to_tune else []).fit()
-        m = dict(result.metrics or {})
-        if m.get("final") != 1:
-            m = rows.failed("the Train run ended without its final report")
+        m = _trainer(cell_worker, job, [TuneReportCallback()] if job.report_to_tune else []).fit().metrics or {}
+        result = CellResult.from_report(m) if m.get("final") == 1 else CellResult.failed(
+            "the Train run ended without its final report")
     except Exception as e:  # noqa: BLE001 - any failure becomes the cell's recorded status
-        m = rows.failed(f"{type(e).__name__}: {e}")
-    store.write_row("trials", rows.cell_row(job, m, time.time() - t0))
+        result = CellResult.failed(f"{type(e).__name__}: {e}")
+    store.write_row("trials", cell_row(job, result, time.time() - t0))
 
 
 def pack_trial(job: PackJob) -> None:
@@ -98,7 +100,7 @@ def pack_trial(job: PackJob) -> None:
         why = f"{type(e).__name__}: {e}"
     for j in job.cells:
         if store.get("trials", j.cell.cell_id) is None:
-            store.write_row("trials", rows.cell_row(j, rows.failed(why), 0.0))
+            store.write_row("trials", cell_row(j, CellResult.failed(why), 0.0))
 
 
 def pretrain_trial(job: PretrainJob) -> None:
@@ -126,7 +128,7 @@ def probe_trial(pj: ProbeJob) -> None:
             preflight_rows.restore(pj, store, result.checkpoint)
             restored = True
     except Exception as e:  # noqa: BLE001 - a failed path is the preflight's finding, named on its row
-        m = rows.failed(f"{type(e).__name__}: {e}")
+        m = {"status": "failed", "error": error_text(f"{type(e).__name__}: {e}")}
     if isinstance(pj.job, CellJob) and m.get("final") == 1:
-        store.write_row("trials", rows.cell_row(pj.job, m, time.time() - t0))
+        store.write_row("trials", cell_row(pj.job, CellResult.from_report(m), time.time() - t0))
     store.write_row("preflight", preflight_rows.row(pj, m, restored, time.time() - t0))

@@ -19,7 +19,7 @@ from raydw.run import trials
 from raydw.run import cluster
 from raydw.run.cluster import driver_resources
 from raydw.run.jobs import CellJob, ImpJob, PackJob, PretrainJob, ProbeJob
-from raydw.store import Store
+from raydw.store import Store, StoreError
 
 # What each job type runs as its Tune trial.
 TRIALS: dict[type, Callable] = {CellJob: trials.cell_trial, PackJob: trials.pack_trial, PretrainJob: trials.pretrain_trial,
@@ -47,7 +47,15 @@ def fit(name: str, store: Store, concurrency: int, callbacks: list, search_alg, 
         run_config=tune.RunConfig(name=name, storage_path=store.tune_path, verbose=1 if cluster.VERBOSE else 0,
                                   callbacks=callbacks),
     )
-    tuner.fit()
+    try:
+        tuner.fit()
+    except (EOFError, OSError) as e:  # Tune's ResultGrid reads its state back from the store: a full one ends there
+        try:
+            store.check_writable()
+        except StoreError as full:
+            raise StoreError(f"{full}: the store filled up (or turned read-only) during the sweep; every row already "
+                             "stored is kept whole: free space and rerun the same command to resume") from None
+        raise e
 
 
 def job_entry(config: dict) -> None:
@@ -115,7 +123,7 @@ class Progress(tune.Callback):
 def cell_text(row: dict, took: float | None) -> str:
     """A finished cell's outcome as its progress line says it, from its stored row."""
     if row.get("status") == "done":
-        ra = row.get("ra_at_ra_best") if row.get("ra_at_ra_best") is not None else row.get("ra_at_sa_best")
+        ra = row.get("ra")  # RA at the RA-best epoch, or at the SA-best one where RA is not validated (rows.cell_row)
         what = f"SA {_num(row.get('sa_at_sa_best')):.3f} RA {_num(ra):.3f}"
     elif row.get("status") == "stopped":
         what = f"stopped early: {str(row.get('error'))[:120]}"

@@ -25,6 +25,7 @@ from raydw.run import tuner
 from raydw.run.trials import cell_trial
 from raydw.plan import StoreView
 from raydw.run.jobs import CellJob
+from raydw.run.rows import CellResult, cell_row
 from raydw.spec import DistSpec, SweepSpec
 from raydw.store import Store, config_json
 
@@ -110,7 +111,7 @@ def write_recipe(spec: SweepSpec, store: Store, g: TuneGroup, rows: list[dict], 
            "failed": sum(r["status"] != "done" for r in rows), "best_cell_id": best["cell_id"], "sampler": "TPESampler",
            "optuna_seed": spec.tune.seed, "startup_trials": spec.tune.n_startup(),
            "space": config_json(spec.tune.space.model_dump(mode="json", exclude_none=True)),
-           "base_regime": config_json(g.base.regime_spec), "optuna_version": optuna.__version__,
+           "base_regime": config_json(g.base.regime_spec.model_dump(mode="json")), "optuna_version": optuna.__version__,
            "finished_at": dt.datetime.now(dt.timezone.utc)}
     store.write_row("recipes", row)
     out(f"  {g.label()}: recipe {row['recipe']} ({g.metric} {row['value']:.3f}, best of {len(rows)} trials"
@@ -164,17 +165,20 @@ def run_candidate(config: dict) -> dict:
             "cell_id": job.cell.cell_id, "error": str((row or {}).get("error") or "")[-300:]}
 
 
-def reuse_best_trials(spec: SweepSpec, store: Store, cells: list[Cell], done: set[str], out=print) -> set[str]:
+def reuse_best_trials(spec: SweepSpec, store: Store, cells: list[Cell], done: set[str], builder,
+                      out=print) -> set[str]:
     """The ids of main dense cells stored here from their group's best tuning trial instead of being trained again.
 
     A tuned group's dense cell at the tuning seed is that trial run once more: the chosen recipe is the trial's,
     and seed, data, evaluation and code path are the same (their canonical configs differ only in the `tune_trial`
     / `tuned` tags, which is checked). Its epoch rows are copied first and its trials row last (a row means the
-    cell is complete), under the cell's id, phase "main", with `reused_from` naming the trial. Other seeds train.
+    cell is complete): the cell's job (from `builder`, the sweep's JobBuilder) with the trial's stored result, its
+    run's provenance and `reused_from` naming the trial. Other seeds train.
     """
     recipes = {r["tune_id"]: r for r in store.read_table("recipes", columns=["tune_id", "best_cell_id"]).to_pylist()}
     epoch_files: list[str] | None = None
     reused: set[str] = set()
+    view = StoreView.read(store, ("pretrained",))  # the pre-trained model's kind goes on each row
     for c in cells:
         if c.ticket_method != "dense" or c.recipe_id is None or c.cell_id in done:
             continue
@@ -190,9 +194,8 @@ def reuse_best_trials(spec: SweepSpec, store: Store, cells: list[Cell], done: se
         names = [n for n in epoch_files if n.startswith(f"{best}.e")]
         for name, row in zip(names, store.read_table("epochs", names).to_pylist()):
             store.write_row("epochs", {**row, "cell_id": c.cell_id}, name=f"{c.cell_id}{name[len(best):]}")
-        store.write_row("trials", {**trial, "cell_id": c.cell_id, "phase": "main", "tune_id": c.tune_id,
-                                   "recipe_id": c.recipe_id, "sweep": spec.name, "config": config_json(c.canonical),
-                                   "reused_from": best})
+        store.write_row("trials", cell_row(builder.cell(c, view), CellResult.from_row(trial), trial.get("wall_s"),
+                                           reused_from=trial))
         reused.add(c.cell_id)
         out(f"  {c.label()}: the group's best tuning trial {best} is this cell (same recipe, seed and data): "
             "its rows are stored for it instead of training it again")

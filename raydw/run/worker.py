@@ -25,7 +25,7 @@ from raydw.provenance import device_name
 from raydw.pruning.imp import imp
 from raydw.pruning.mask import Mask
 from raydw.run.jobs import CellJob, EarlyStop, ImpJob, PackJob, PretrainJob, ProbeJob, batch_size
-from raydw.run.rows import cell_row
+from raydw.run.rows import CellResult, cell_row
 from raydw.spec import ImpSpec
 from raydw.store import Store, config_json
 from raydw.tickets.lookup import stored_imp_rounds
@@ -59,15 +59,15 @@ def _autocast(amp: str, device) -> bool:
     return device.type == "cuda" and amp == "bf16"
 
 
-def _outcome_fields(examples: dict) -> dict:
-    """The per-example test outcomes as report fields (ASCII, for Tune's JSON results): bits_<outcome>_<checkpoint>."""
-    out = {}
+def _outcome_bits(examples: dict) -> tuple[dict[str, bytes], int | None]:
+    """The per-example test outcomes, packed, by column (bits_<outcome>_<checkpoint>), and the test images behind them."""
+    bits, n = {}, None
     for ckpt, ex in examples.items():
-        for name, bits in ex.items():
-            if bits is not None:
-                out[outcomes.column(name, ckpt)] = outcomes.to_text(bits)
-                out["test_n"] = len(bits)
-    return out
+        for name, correct in ex.items():
+            if correct is not None:
+                bits[outcomes.column(name, ckpt)] = outcomes.pack(correct)
+                n = len(correct)
+    return bits, n
 
 
 def _clean(metrics: dict) -> dict:
@@ -177,19 +177,19 @@ def cell_worker(config: dict) -> None:
     _cell(job, rank, world, device, _resume_state())
 
 
-def _cell(job: CellJob, rank: int, world: int, device, resume: dict | None, probe: Probe | None = None) -> dict:
-    """Fine-tune and evaluate one cell; returns its final metrics (also reported, with a checkpoint marked final).
-    `probe` (raydw sweep --preflight): the same path shrunk to a few timed steps, its figures in the metrics."""
+def _cell(job: CellJob, rank: int, world: int, device, resume: dict | None, probe: Probe | None = None) -> CellResult:
+    """Fine-tune and evaluate one cell; returns its result (also reported, with a checkpoint marked final).
+    `probe` (raydw sweep --preflight): the same path shrunk to a few timed steps, its figures added to the report."""
     store = Store(job.run.storage)
     cell = job.cell
-    regime = cell.regime_obj() if probe is None else probe.regime(cell.regime_obj())
-    ev = cell.eval_obj()  # the evaluation the cell's id covers, on the cell itself
+    regime = cell.regime_spec if probe is None else probe.regime(cell.regime_spec)
+    ev = cell.eval_spec  # the evaluation the cell's id covers, on the cell itself
     eval_attack = ev.attack
     if resume is not None and "final" in resume:  # the run had finished; only its trials row was missing
         # (or the cell failed deterministically, e.g. diverged before its first epoch: its checkpoint then holds
         # no epoch, and the rerun reports the same failure rather than a KeyError of its own)
         _report(rank, resume["final"], resume if rank == 0 else None)
-        return resume["final"]
+        return CellResult.from_report(resume["final"])
     reporter = _Reporter(rank, {"cell_id": cell.cell_id, "resumed_from": 0 if resume is None else resume["epoch"] + 1},
                          store, cell.cell_id, _early_stop_check(store, job.early_stop))
     model, mask, _ = cell_model(store, cell, job.mask_id)
@@ -201,9 +201,9 @@ def _cell(job: CellJob, rank: int, world: int, device, resume: dict | None, prob
         data = probe.data(data, regime.batch_size, world)
         probing.start(device)
     autocast = _autocast(job.resources.amp, device)
-    final: dict = {"final": 1, "device": device_name(device), "node": _node(), "workers": world,
-                   "amp": "bf16" if autocast else "fp32", "train_images": data.train_images,
-                   "final_attack": None if ev.final_attack == "none" else ev.final_attack}
+    ran = dict(device=device_name(device), node=_node(), workers=world, amp="bf16" if autocast else "fp32",
+               train_images=data.train_images, final_attack=None if ev.final_attack == "none" else ev.final_attack)
+    figures = {}  # a probe's measurements, reported beside the result for the preflight's row
     strong = None
     if ev.final_attack != "none":
         from raydw import final_attacks  # torchattacks, an optional extra: only when eval.final_attack asks for it
@@ -215,20 +215,20 @@ def _cell(job: CellJob, rank: int, world: int, device, resume: dict | None, prob
                   autocast=autocast, ddp=_wrap(model, world, device),
                   val_schedule=ev.val_schedule() if probe is None else None, final_attack=strong)
     except Diverged as e:  # deterministic: record it as the cell's failure instead of letting Train retry it
-        final.update(status="failed", error=str(e))
+        result = CellResult(status="failed", error=str(e), **ran)
     except EarlyStopped as e:
-        final.update(status="stopped", error=str(e), fit_s=time.perf_counter() - t_fit,
-                     **_stopped_fields(store, cell.cell_id, e.epoch))
+        result = CellResult(status="stopped", error=str(e), fit_s=time.perf_counter() - t_fit, **ran,
+                            **_stopped_fields(store, cell.cell_id, e.epoch))
     else:
-        final.update(status="done", error="", **out.test, **_outcome_fields(out.examples), train_s=out.train_s,
-                     fit_s=time.perf_counter() - t_fit,
-                     epochs=len(out.history),
-                     best_epoch_sa=out.best["sa"]["epoch"], best_epoch_ra=out.best["ra"]["epoch"],
-                     val_sa_best=out.best["sa"]["value"], val_ra_best=out.best["ra"]["value"])
+        bits, test_n = _outcome_bits(out.examples)
+        result = CellResult(status="done", error="", **out.test, bits=bits, test_n=test_n, train_s=out.train_s,
+                            fit_s=time.perf_counter() - t_fit, epochs=len(out.history),
+                            best_epoch_sa=out.best["sa"]["epoch"], best_epoch_ra=out.best["ra"]["epoch"],
+                            val_sa_best=out.best["sa"]["value"], val_ra_best=out.best["ra"]["value"], **ran)
         if probe is not None:
-            final.update(probing.figures(out.history, probe, regime.batch_size, len(data.val) * world, device))
-    reporter.final(final, resume)
-    return final
+            figures = probing.figures(out.history, probe, regime.batch_size, len(data.val) * world, device)
+    reporter.final({**result.report(), **figures}, resume)
+    return result
 
 
 def pack_worker(config: dict) -> None:
@@ -251,9 +251,9 @@ def pack_worker(config: dict) -> None:
     store = Store(pack.run.storage)
     for i in range(start, len(cells)):
         t0 = time.time()
-        final = _cell(cells[i], rank, world, device, resume if i == start else None)
+        result = _cell(cells[i], rank, world, device, resume if i == start else None)
         if rank == 0:
-            store.write_row("trials", cell_row(cells[i], final, time.time() - t0))
+            store.write_row("trials", cell_row(cells[i], result, time.time() - t0))
     _report(rank, {"final": 1, "cells": len(cells)}, None)
 
 

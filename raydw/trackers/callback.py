@@ -163,7 +163,7 @@ class TrackerCallback(Callback):
                 self._open(c)
                 if row["epoch"] < c.next_epoch:  # the tracker's run already holds this epoch (a resumed cell)
                     continue
-            for i, h in c.handles.items():
+            for i, h in list(c.handles.items()):
                 self._call(i, self._sinks[i].epoch, h, row["epoch"], row)
             c.next_epoch = row["epoch"] + 1
 
@@ -183,7 +183,7 @@ class TrackerCallback(Callback):
         if not c.opened:
             self._open(c)
         status = (row or {}).get("status") or "failed"
-        for i, h in c.handles.items():
+        for i, h in list(c.handles.items()):
             self._call(i, self._sinks[i].finish, h, row, status)
         c.done = True
 
@@ -195,7 +195,22 @@ class TrackerCallback(Callback):
         except Exception as e:  # noqa: BLE001 - a tracker never fails a cell: said once, then left alone
             self._dead.add(i)
             self._say(self._sinks[i].name, e)
+            self._abandon(i)
             return None
+
+    def _abandon(self, i: int) -> None:
+        """Close, quietly, every run a dead tracker still has open (its writer threads would complain at exit)."""
+        abandon = getattr(self._sinks[i], "abandon", None)
+        if abandon is None:
+            return
+        for cells in self._trials.values():
+            for c in cells:
+                h = c.handles.pop(i, None)
+                if h is not None:
+                    try:
+                        abandon(h)
+                    except Exception:  # noqa: BLE001 - it is dead already; nothing more to say
+                        pass
 
     def _say(self, what: str, e: Exception) -> None:
         key = (self._sweep, what)

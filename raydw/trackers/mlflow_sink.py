@@ -15,7 +15,10 @@ from raydw.trackers.runinfo import EPOCH_METRICS, RunInfo, final_metrics, number
 # callback's thread would then hold the last rows that long at the end of a run. These fail within ~10 s; a user's
 # own MLFLOW_HTTP_REQUEST_* settings win.
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+                 # MLflow writes "View run ... at: URL" to stdout as each run ends (a server store): raydw's progress
+                 # lines are its output; the runs are in the MLflow UI
+                 "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 PARAM_CHARS = 6000  # MLflow's limit of a param value
 BATCH = 1000  # MLflow's limit of params (and metrics) per log_batch
 

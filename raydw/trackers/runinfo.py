@@ -49,7 +49,7 @@ def resolved_config(t: Tracked) -> dict:
     dataset (every field, defaults included), so a tracker's parameter table can be compared across cells."""
     c = t.cell
     out = {k: v for k, v in c.canonical.items() if k != "v"}
-    out["regime"] = {"name": c.regime, **{k: v for k, v in c.regime_spec.items() if k != "per_dataset"}}
+    out["regime"] = {"name": c.regime, **{k: v for k, v in c.regime_spec.model_dump(mode="json").items() if k != "per_dataset"}}
     out["arch"] = c.arch
     return out
 

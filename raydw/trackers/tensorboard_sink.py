@@ -77,6 +77,23 @@ class TensorboardSink:
     def close(self) -> None:
         pass
 
+    def abandon(self, handle) -> None:
+        """A run of a tracker that failed: close its writer without another word. A writer left open keeps its
+        thread and an atexit hook that flush into the failing file and print a traceback each (24 lines at exit)."""
+        w, _ = handle
+        try:
+            w.close()
+        except Exception:  # noqa: BLE001 - it failed already, and that was said
+            for ew in getattr(w, "all_writers", {}).values():  # tensorboardX's own flag: its atexit close does nothing
+                ev = getattr(ew, "event_writer", None)
+                if ev is None:
+                    continue
+                ev._closed = True
+                try:  # its logging thread, else it outlives the queue torn down at exit and prints a traceback
+                    ev._worker.stop()
+                except Exception:  # noqa: BLE001
+                    pass
+
 
 def _end_status(sei, status) -> bytes:
     from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData

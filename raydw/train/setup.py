@@ -54,13 +54,15 @@ def load_mask(store: Store, mask_id: str | None) -> Mask | None:
     return Mask.unpack(row["bits"], row["layout"])
 
 
-def index_set(cell_like_dataset: str, fraction: float, method: str, seed: int) -> tuple[str, np.ndarray]:
-    """(id, pool indices) of a data fraction; the seed matters only for stratified draws."""
+def index_set(cell_like_dataset: str, fraction: float, method: str, seed: int,
+              root: str | None = None) -> tuple[str, np.ndarray]:
+    """(id, pool indices) of a data fraction; the seed matters only for stratified draws, which read the labels
+    from `root` (data.root: CIFAR, SVHN and the other downloaded datasets live there)."""
     info = catalog.get(cell_like_dataset)
     if method == "first_n":
         idx = np.arange(int(info.pool * fraction))
     else:
-        raw = sources.read(cell_like_dataset)
+        raw = sources.read(cell_like_dataset, root)
         idx = splits.fraction_indices(raw.train_y[: info.pool], fraction, method, seed)
     if len(idx) < 1:
         raise ValueError(f"data fraction {fraction} of {cell_like_dataset} ({info.pool} pool images) selects no image")
