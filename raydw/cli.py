@@ -238,8 +238,10 @@ def _seed_design(a):
     without --spec or with fixed seeds."""
     if not getattr(a, "spec", None):
         return None
+    from raydw.sequential import Design
+
     seeds = load_spec(_spec_path(a.spec)).adaptive_seeds()
-    return seeds.design() if seeds is not None else None
+    return Design.of(seeds) if seeds is not None else None
 
 
 def _verdict_args(a) -> dict:
@@ -351,7 +353,7 @@ def _spec_cells(a) -> set[str] | None:
     """--spec: the cell ids that sweep plans against the store (its findings alone, other runs in the store left out)."""
     if not a.spec:
         return None
-    from raydw.analysis import spec_cells
+    from raydw.plan import spec_cells
     from raydw.store import Store
 
     ids = spec_cells(a.uri, _spec_path(a.spec))

@@ -117,7 +117,7 @@ class LiveReport:
         self._last_error = None
 
     def write(self, state: str = "running") -> Progress:
-        from raydw.analysis import spec_cells
+        from raydw.plan import spec_cells
         from raydw.report import write_report
 
         with self._writing:

@@ -17,7 +17,7 @@ from typing import Literal
 
 from raydw.cells import Cell, TuneGroup, expand, pretrained_id, tune_groups
 from raydw.seedplan import SeedRounds, seed_rounds
-from raydw.spec import PretrainingSpec, SweepSpec, TicketSpec
+from raydw.spec import PretrainingSpec, SweepSpec, TicketSpec, load_spec
 from raydw.store import Store
 from raydw.tickets import registry
 from raydw.tickets.registry import mask_key, params_json
@@ -369,3 +369,10 @@ def imp_item(spec: SweepSpec, t: TicketSpec, p: PretrainingSpec, view: StoreView
     stored = frozenset(view.imp_rounds.get((pid, params_json(params)), {}))
     return ImpItem(p, pid, t, params, registry.imp_rounds_needed(t), stored, True)
 
+
+
+def spec_cells(uri: str, spec) -> set[str]:
+    """The cell ids a sweep spec (a SweepSpec or a path) plans against this store: `cells=` for one sweep's findings.
+    Here, not in raydw.analysis: the plan reads the verdicts (adaptive seeds), so the analysis must not import it."""
+    spec = load_spec(spec) if not hasattr(spec, "pretrainings") else spec
+    return {c.cell_id for c in plan(spec, Store(str(uri))).cells}  # tuned groups' ids, as raydw sweep plans them

@@ -219,7 +219,7 @@ def write_report(uri: str, out_dir, checkpoint: str = "paper", cells=None, top: 
     """Write out_dir/index.html and its PNGs for the store at `uri`; returns the path of index.html. Every file is
     replaced atomically (raydw.atomic), the PNGs before the page that references them.
 
-    `cells`: plots and verdicts of only these cell ids (one sweep's cells; `analysis.spec_cells`).
+    `cells`: plots and verdicts of only these cell ids (one sweep's cells; `raydw.plan.spec_cells`).
     `top`: HTML sections put first (the live report's progress, raydw.live); `refresh_s`: the page reloads itself.
     `verdict_args`: rule, tol, margin, level, resamples, seed as for analysis.verdicts (the bars use level,
     resamples and seed too). `design`: the spec's adaptive seed design (raydw.sequential.Design): the verdicts are then

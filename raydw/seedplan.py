@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from raydw import analysis
 from raydw.cells import Cell
+from raydw.sequential import Design, _cells_of, replay
 
 _DIGITS = 9  # levels and fractions are compared after rounding, as raydw.analysis compares them
 
@@ -34,7 +36,7 @@ class SeedRounds:
     `asked`: cell ids the design runs now or has run; `more`: cell ids that may follow while verdicts stay open;
     `not_needed`: cell ids without a row that no open comparison can ask for."""
 
-    design: object  # raydw.sequential.Design
+    design: Design
     replay: object | None
     asked: frozenset[str]
     more: frozenset[str]
@@ -67,18 +69,14 @@ class SeedRounds:
 
 def verdict_args(spec) -> dict:
     """The spec's verdict settings as raydw.sequential.replay takes them (it sets the rule itself)."""
-    from raydw.analysis import verdict_settings
-
-    v = verdict_settings(spec)
+    v = analysis.verdict_settings(spec)
     return {k: v[k] for k in ("margin", "level", "resamples", "seed", "seed_variance")}
 
 
 def seed_rounds(spec, cells: list[Cell], store, stored: dict[str, str]) -> SeedRounds:
     """The adaptive design against the store. `cells`: the plan's cells that can run (not waiting for a recipe);
     `stored`: cell_id -> status of the rows the plan's StoreView read (only spec cells are looked at)."""
-    from raydw.sequential import replay
-
-    design = spec.adaptive_seeds().design()
+    design = Design.of(spec.adaptive_seeds())
     rank = {s: i + 1 for i, s in enumerate(design.seeds)}
     first = {c.cell_id for c in cells if rank[c.seed] <= (design.replicate if c.ticket_method == "dense" else design.start)}
     have = {c.cell_id for c in cells if c.cell_id in stored}
@@ -99,9 +97,6 @@ def seed_rounds(spec, cells: list[Cell], store, stored: dict[str, str]) -> SeedR
 
 def _open_settings(rep) -> set[tuple]:
     """The (ticket and dense) settings behind the metrics still inconclusive of the levels still open."""
-    from raydw import analysis
-    from raydw.sequential import _cells_of
-
     regimes = rep.verdicts.attrs.get("regimes", {})
     out: set = set()
     for row in rep.verdicts.to_dict("records"):

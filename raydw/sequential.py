@@ -256,4 +256,4 @@ def verdicts_of(trials, settings: dict, design: Design | None = None, cells=None
 def spec_verdicts(trials, spec, cells=None) -> pd.DataFrame:
     """verdicts_of under a spec's `verdicts:` section and its seed design."""
     a = spec.adaptive_seeds()
-    return verdicts_of(trials, analysis.verdict_settings(spec), a.design() if a is not None else None, cells)
+    return verdicts_of(trials, analysis.verdict_settings(spec), Design.of(a) if a is not None else None, cells)

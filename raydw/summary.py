@@ -15,7 +15,7 @@ from raydw.plan import Plan
 from raydw.spec import SweepSpec
 from raydw.report import write_report
 from raydw.results import load
-from raydw.sequential import spec_verdicts
+from raydw.sequential import Design, spec_verdicts
 from raydw.store import Store
 
 
@@ -69,7 +69,7 @@ def end_of_sweep(plan: Plan, store: Store, ran: int, t0: float, out, skipped: se
         else:
             try:  # the report is a convenience here: a plotting problem must not turn a finished sweep into an error
                 a = spec.adaptive_seeds()
-                out(f"report: {write_report(store.uri, store.path('report'), cells=ids, design=a.design() if a else None, **analysis.verdict_settings(spec))}")
+                out(f"report: {write_report(store.uri, store.path('report'), cells=ids, design=Design.of(a) if a else None, **analysis.verdict_settings(spec))}")
             except Exception as e:  # noqa: BLE001
                 out(f"report: not written ({type(e).__name__}: {e}); try `raydw report {store.uri} --out DIR`")
     out(f"results: {store.uri}")
