@@ -150,3 +150,25 @@ def test_a_failed_cell_of_a_round_is_retried_not_skipped(spec):
         _finish(store, c, "failed" if (c.ticket_round, c.regime_kind, c.seed) == (7, "adversarial", 1) else "done")
     p = Plan.of(spec, store)
     assert [(c.ticket_round, c.regime_kind, c.seed) for c in p.todo] == [(7, "adversarial", 1)]
+
+
+class _RayStarted(Exception):
+    pass
+
+
+def test_raydw_sweep_on_a_decided_store_prints_plan_and_summary_without_starting_ray(spec, monkeypatch):
+    from raydw.run import sweep
+
+    store = Store(spec.storage)
+    _sweep(spec, store)
+
+    def connect(*a, **k):
+        raise _RayStarted("the rerun of a decided adaptive sweep started Ray")
+
+    monkeypatch.setattr(sweep, "connect", connect)
+    lines: list[str] = []
+    s = sweep.run_sweep(spec, out=lines.append)
+    text = "\n".join(lines)
+    assert s.ran == 0 and s.complete
+    assert "0 to run now, up to 0 more while verdicts stay open, 4 not needed (decided)" in text  # the plan
+    assert "ticket levels: 1 decided, 1 at max" in text and "at max (3 seeds)" in text  # the summary
