@@ -678,7 +678,7 @@ def format_verdicts(v: pd.DataFrame) -> str:
     head = (f"verdicts: rule {a.get('rule')}" + (f" (tol {a.get('tol'):g} dense std)" if a.get("rule") == "tol" else "")
             + (f", margin {a.get('margin'):g} points" if a.get("rule") == "equivalence" else "")
             + f", reading {a.get('reading')}, checkpoint {a.get('checkpoint')}; Delta = ticket - dense in accuracy points, "
-            f"[{100 * a.get('level', 0.95):g} % interval: test images by a paired bootstrap ({a.get('resamples')} resamples), "
+            f"[{100 * a.get('level', 0.95):.4g} % interval: test images by a paired bootstrap ({a.get('resamples')} resamples), "
             + ("seeds by their family's pooled spread]" if a.get("seed_variance", "pooled") == "pooled"
                else "seeds by each comparison's own spread]"))
     if a.get("looks"):  # an adaptive sweep's table (raydw.sequential.replay)

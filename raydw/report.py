@@ -208,10 +208,33 @@ def _verdict_sections(df: pd.DataFrame, v: pd.DataFrame | None) -> list[str]:
             "equivalence); seeds = the fewest seeds behind the contiguous answer.</p>"
             f"<h3>full (SA std, SA adv, RA adv)</h3>{ext[0]}<h3>loose (SA std, RA adv)</h3>{ext[1]}",
             f"<h2>(4) Verdicts per ticket</h2><p class='note'>rule {html.escape(rule)}; intervals at "
-            f"{100 * a['level']:g} %: test images by a paired bootstrap ({a['resamples']} resamples, seed {a['seed']}), seeds by "
+            f"{100 * a['level']:.4g} %: test images by a paired bootstrap ({a['resamples']} resamples, seed {a['seed']}), seeds by "
             "their spread (t interval). "
             "SA std is compared at the standard regime's fraction (1.0 unless a standard cell at the same fraction "
-            "exists); missing states say why in 'reason'.</p>" + _LEGEND + html_table(*_view(v, _VERDICT_VIEW))]
+            "exists); missing states say why in 'reason'." + _design_note(a) + "</p>" + _LEGEND
+            + html_table(*_view(v, _VERDICT_VIEW)) + _families_html(a.get("families"))]
+
+
+def _design_note(a: dict) -> str:
+    """Adaptive seeds (raydw.sequential.replay): how the error is split and what 'stopped' says."""
+    if not a.get("looks"):
+        return ""
+    d = a["design"]
+    return (f" Adaptive seeds (start {d.start}, dense replicate {d.replicate}, max {d.max}): the error is split over "
+            f"{a['looks']} looks (Bonferroni), so each look's interval is at the level above; each metric's state is "
+            "frozen at the look that decided it; 'stopped' says why a level got no further seed (decided at look r, "
+            "at max, or open: the next seed it asks for); 'seeds' = the ticket seeds behind it.")
+
+
+def _families_html(fams: list[dict] | None) -> str:
+    """The pooled seed variance of every family: the seed part of every interval of that family."""
+    if not fams:
+        return ""
+    f = pd.DataFrame(fams)
+    f = f.assign(pooled=f["pooled"].map({True: "pooled", False: "NOT pooled (own seeds)"}))
+    return ("<h3>Seed variance by family</h3><p class='note'>seed SD pooled over the family's replicated cells, df = sum "
+            "of (seeds - 1); Bartlett's p of equal spreads: pooled unless p &lt; 0.05 (docs/findings.md).</p>"
+            + html_table(f, {"seed_sd": ".2%", "bartlett_p": ".3g"}))
 
 
 def write_report(uri: str, out_dir, checkpoint: str = "paper", cells=None, top: list[str] = (), refresh_s: int | None = None,

@@ -172,3 +172,18 @@ def test_raydw_sweep_on_a_decided_store_prints_plan_and_summary_without_starting
     assert s.ran == 0 and s.complete
     assert "0 to run now, up to 0 more while verdicts stay open, 4 not needed (decided)" in text  # the plan
     assert "ticket levels: 1 decided, 1 at max" in text and "at max (3 seeds)" in text  # the summary
+
+
+def test_the_report_shows_per_verdict_its_seeds_family_variance_and_why_it_stopped(spec, tmp_path):
+    from raydw.analysis import verdict_settings
+    from raydw.report import write_report
+    from raydw.sequential import Design
+
+    store = Store(spec.storage)
+    _sweep(spec, store)
+    page = write_report(store.uri, tmp_path / "report", cells={c.cell_id for c in Plan.of(spec, store).cells},
+                        design=Design.of(spec.adaptive_seeds()), **verdict_settings(spec))
+    html = page.read_text()
+    assert "decided at look 1" in html and "at max (3 seeds)" in html  # why each stopped
+    assert "Seed variance by family" in html and "split over 3 looks (Bonferroni)" in html
+    assert "seed_sd_sa_adv" in html and "<th>seeds</th>" in html
