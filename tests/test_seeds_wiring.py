@@ -25,7 +25,8 @@ from raydw.summary import end_of_sweep
 DEMO = Path(__file__).resolve().parents[1] / "raydw" / "sweeps" / "demo.yaml"
 N = 400
 BASE = np.random.default_rng(0).random(N)
-ACC = {0: 0.80, 3: 0.60, 7: 0.78}  # dense, a clear loss (decided at look 1), 2 points below at a 3-point margin (open)
+ACC = {0: 0.80, 3: 0.60, 7: 0.78, 9: 0.50}  # dense, a clear loss (decided at look 1), 2 points below at a 3-point margin
+# (open); k=9 only where the extreme search is given it as a third level
 
 
 def _spec(storage: str, **seeds):
@@ -187,3 +188,58 @@ def test_the_report_shows_per_verdict_its_seeds_family_variance_and_why_it_stopp
     assert "decided at look 1" in html and "at max (3 seeds)" in html  # why each stopped
     assert "Seed variance by family" in html and "split over 3 looks (Bonferroni)" in html
     assert "seed_sd_sa_adv" in html and "<th>seeds</th>" in html
+
+
+def _extreme(spec):
+    return parse_spec({**spec.model_dump(mode="json", exclude_defaults=True), "search": {"mode": "extreme"}})
+
+
+def _search_sweep(spec, store: Store) -> tuple[list, object]:
+    """_sweep with the gates `raydw sweep` builds for `search: extreme` and adaptive seeds (raydw.run.sweep._gates)."""
+    from raydw.run.sweep import _gates
+
+    plan = Plan.of(spec, store)
+    for item in plan.pretrainings:
+        store.write_row("pretrained", {"pretrained_id": item.pretrained_id, "name": item.spec.name, "arch": "resnet_tiny",
+                                       "kind": "standard"})
+    level, gate = _gates(plan, store)
+    sched = Scheduler(sweep_tasks(plan, _Cells(), gated=True), store, gate)
+    ran = []
+    while (got := sched.next()) != FINISHED:
+        for _, c in got:
+            _finish(store, c)
+            ran.append(c)
+        sched.ended()
+    return ran, level
+
+
+def test_the_extreme_search_waits_for_a_levels_seeds_before_it_navigates(spec):
+    d = _extreme(spec).model_dump(mode="json", exclude_defaults=True)
+    d["tickets"][0]["rounds"] = [3, 7, 9]
+    spec = parse_spec(d)
+    store = Store(spec.storage)
+    ran, level = _search_sweep(spec, store)
+    tickets = [(c.ticket_round, c.seed) for c in ran if c.ticket_method != "dense"]
+    # the search starts at the lowest level (k=3, a clear loss at one seed), then checks the one above it (k=7), which
+    # gets its seeds 2 and 3 (open at 2 points below dense) before the search records it: unknown at its maximum;
+    # k=9 is never proposed, so it costs no seed at all
+    assert sorted(tickets) == [(3, 1), (3, 1), (7, 1), (7, 1), (7, 2), (7, 2), (7, 3), (7, 3)]
+    rows = level.rows("t")
+    assert [r["done"] for r in rows] == [True] * len(rows)
+    assert all(r["max_win"] is None for r in rows) and all("0.79" in r["unknown"] for r in rows)
+    assert all(r["cells_saved"] == 6 for r in rows)  # k=9 never proposed: none of its 2 regimes x 3 seeds ran
+
+
+def test_an_open_level_stays_in_flight_for_the_search_until_its_seeds_stop(spec):
+    from raydw.run.sweep import _gates
+
+    spec = _extreme(spec)
+    store = Store(spec.storage)
+    for c in Plan.of(_spec(spec.storage), store).todo:  # round 1 stored: k=3 decided, k=7 open (asks for seed 2)
+        _finish(store, c)
+    level, _ = _gates(Plan.of(spec, store), store)
+    for _ in range(3):
+        level.update()
+    searches = [g["search"] for g in level.groups.values()]
+    assert searches and all(s.in_flight == [pytest.approx(0.79, abs=0.001)] for s in searches)
+    assert not any(s.done() for s in searches)

@@ -89,14 +89,18 @@ class LevelGate:
                 (None if pd.isna(r[col]) else bool(r[col])) for _, r in v.iterrows()}
 
     def _seed_verdicts(self) -> dict[tuple, bool | None]:
-        """Adaptive seeds: each level's verdict at the last round looked at, decided (True / False) or not yet (None:
-        inconclusive, open or at its maximum, or missing), from the SeedGate's replay of the store. A level still open
-        counts as unknown for navigation now and is recorded again once its seeds decide it (the search reopens)."""
+        """Adaptive seeds: the verdict of each level whose seeds have stopped, from the SeedGate's replay of the store:
+        decided (True / False), or None (inconclusive at its maximum, or missing). A level still open (its next seed
+        asked for) is left out, so the search keeps it in flight and proposes nothing else in its group until its
+        seeds decide it: the search navigates on final three-state verdicts, and replication is spent only on the
+        levels it proposes (docs/search.md, "With adaptive seeds"). The search's rule picks the reading."""
         rep = self.seeds.rounds.replay if self.seeds.rounds is not None else None
         if rep is None or rep.round == 0:
             return {}
-        return {(r.pretraining, r.dataset, r.data_fraction, r.ticket_method, round(r.target_sparsity, 9)):
-                (None if pd.isna(r.double_win) else bool(r.double_win)) for r in rep.verdicts.itertuples()}
+        col = "double_win_full" if self.rule == "strict" else "double_win_loose"
+        return {(r["pretraining"], r["dataset"], r["data_fraction"], r["ticket_method"], round(r["target_sparsity"], 9)):
+                (None if pd.isna(r[col]) else bool(r[col]))
+                for r in rep.verdicts.to_dict("records") if not str(r["stopped"]).startswith("open")}
 
     def rows(self, sweep: str) -> list[dict]:
         out = []
