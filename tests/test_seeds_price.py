@@ -29,3 +29,10 @@ def test_the_dry_run_prints_the_price_and_a_fixed_seed_spec_gets_none(tmp_path):
     fixed = load_spec(SWEEPS / "paper.yaml")
     assert price_lines(Plan.of(fixed, Store(str(tmp_path / "b")))) == []
     assert "seed design" not in dry_run(fixed, str(tmp_path / "b"))
+
+
+def test_a_spec_is_priced_by_the_scenarios_at_its_own_margin(tmp_path):
+    demo = "\n".join(price_lines(Plan.of(load_spec(SWEEPS / "demo-adaptive.yaml"), Store(str(tmp_path / "d")))))
+    assert "the scenarios at margin 3" in demo and "2.79 x fixed 1 = ~50 cells" in demo and "CIFAR" not in demo
+    paper = "\n".join(price_lines(Plan.of(load_spec(SWEEPS / "paper-adaptive.yaml"), Store(str(tmp_path / "p")))))
+    assert "the scenarios at margin 1" in paper and "demo" not in paper
