@@ -243,3 +243,17 @@ def test_an_open_level_stays_in_flight_for_the_search_until_its_seeds_stop(spec)
     searches = [g["search"] for g in level.groups.values()]
     assert searches and all(s.in_flight == [pytest.approx(0.79, abs=0.001)] for s in searches)
     assert not any(s.done() for s in searches)
+
+
+def test_raydw_verdicts_with_the_spec_replays_the_looks_the_sweep_took(spec, tmp_path, capsys):
+    import yaml
+
+    from raydw.cli import main
+
+    store = Store(spec.storage)
+    _sweep(spec, store)
+    path = tmp_path / "adaptive.yaml"
+    path.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+    assert main(["verdicts", store.uri, "--spec", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "decided at look 1" in out and "at max (3 seeds)" in out and "split over 3 looks (Bonferroni)" in out
