@@ -32,7 +32,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raydw import outcomes, results
+from raydw import outcomes
+
+from raydw.findings import results
 from raydw.store.compact import compact
 from raydw.planning.plan import plan
 from raydw.spec import SweepSpec, parse_spec

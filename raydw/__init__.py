@@ -11,6 +11,6 @@ from raydw import _aliases
 
 _aliases.install()
 
-from raydw.findings import results  # noqa: E402 - after the old paths are installed; the public `raydw.results`
+from raydw.findings import results  # noqa: E402 - after the old paths are installed; the public `raydw.findings.results`
 
 __all__ = ["results"]

@@ -15,9 +15,9 @@ MOVED = {  # old name under raydw -> new name under raydw
     "safeyaml": "spec.safeyaml", "names": "spec.names",
     "plan": "planning.plan", "schedule": "planning.schedule", "search": "planning.search", "inputs": "planning.inputs",
     "dryrun": "planning.dryrun", "cost": "planning.cost", "cost_source": "planning.cost_source",
-    "status": "findings.status", "summary": "findings.summary",
+    "status": "reporting.status", "summary": "reporting.summary",
     "uncertainty": "findings.uncertainty", "analysis": "findings.analysis",
-    "sequential": "findings.sequential", "report": "findings.report", "live": "findings.live", "results": "findings.results",
+    "sequential": "findings.sequential", "report": "reporting.report", "live": "reporting.live", "results": "findings.results",
     "compact": "store.compact", "objectlock": "store.objectlock", "atomic": "store.atomic", "remote": "store.remote",
     "safepickle": "data.safepickle",
 }

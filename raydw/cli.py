@@ -89,7 +89,7 @@ def cmd_sweep(a) -> int:
 
     live = None
     if a.live_report is not None:  # started by run_sweep once the store is locked (a refused sweep writes nothing)
-        from raydw.findings.live import LiveReport
+        from raydw.reporting.live import LiveReport
 
         folder = output_dir(a.live_report, "--live-report", stores=(a.storage or spec.storage,)) if a.live_report else None
         live = LiveReport(None, folder, a.live_every, spec=spec, verdict_args=verdict_settings(spec))
@@ -222,14 +222,26 @@ def cmd_models(a) -> int:
 
 
 def cmd_verdicts(a) -> int:
-    from raydw.findings.analysis import AnalysisError, format_verdicts, verdicts
+    from raydw.findings.analysis import AnalysisError, format_verdicts
+    from raydw.findings.sequential import verdicts_of
 
     try:
-        v = verdicts(a.uri, cells=_spec_cells(a), **_verdict_args(a))
+        v = verdicts_of(a.uri, _verdict_args(a), _seed_design(a), cells=_spec_cells(a))
     except AnalysisError as e:
         raise SpecError(str(e)) from None
     print(format_verdicts(v))
     return 0
+
+
+def _seed_design(a):
+    """The --spec's adaptive seed design (its verdicts are replayed look by look, as the sweep decided them); None
+    without --spec or with fixed seeds."""
+    if not getattr(a, "spec", None):
+        return None
+    from raydw.findings.sequential import Design
+
+    seeds = load_spec(_spec_path(a.spec)).adaptive_seeds()
+    return Design.of(seeds) if seeds is not None else None
 
 
 def _verdict_args(a) -> dict:
@@ -262,7 +274,7 @@ def _store_note(uri: str) -> str | None:
 
 
 def cmd_status(a) -> int:
-    from raydw.findings.status import summary
+    from raydw.reporting.status import summary
 
     note = _store_note(a.uri)
     if note and not a.spec:  # without a spec there is nothing to say about an empty store but this
@@ -276,7 +288,7 @@ def cmd_status(a) -> int:
 
 def cmd_report(a) -> int:
     from raydw.findings.analysis import AnalysisError
-    from raydw.findings.report import write_report
+    from raydw.reporting.report import write_report
 
     if a.until_complete and not (a.watch and a.spec):
         raise SpecError("--until-complete needs --watch and --spec (the spec says which cells complete the sweep)")
@@ -288,7 +300,7 @@ def cmd_report(a) -> int:
     try:
         if a.watch:
             return _watch_report(a)
-        print(f"wrote {write_report(a.uri, a.out, cells=_spec_cells(a), **_verdict_args(a))}")
+        print(f"wrote {write_report(a.uri, a.out, cells=_spec_cells(a), design=_seed_design(a), **_verdict_args(a))}")
     except AnalysisError as e:
         raise SpecError(str(e)) from None
     return 0
@@ -298,7 +310,7 @@ def _watch_report(a) -> int:
     """`raydw report --watch`: rewrite until SIGINT / SIGTERM (after the write in progress) or --until-complete."""
     import signal
 
-    from raydw.findings.live import LiveReport
+    from raydw.reporting.live import LiveReport
 
     live = LiveReport(a.uri, Path(a.out), a.every, spec=_spec_path(a.spec) if a.spec else None, verdict_args=_verdict_args(a))
     stopped = []
@@ -341,7 +353,7 @@ def _spec_cells(a) -> set[str] | None:
     """--spec: the cell ids that sweep plans against the store (its findings alone, other runs in the store left out)."""
     if not a.spec:
         return None
-    from raydw.findings.analysis import spec_cells
+    from raydw.planning.plan import spec_cells
     from raydw.store import Store
 
     ids = spec_cells(a.uri, _spec_path(a.spec))

@@ -15,7 +15,7 @@ from raydw.cells import Cell, expand, recipe_id, tune_groups
 from raydw.cli import main
 from raydw.spec import parse_spec
 from raydw.planning.plan import StoreView
-from raydw.findings.status import collect, summary
+from raydw.reporting.status import collect, summary
 from raydw.store import SCHEMAS, TRIALS, Store, config_json
 
 ADV = {"kind": "adversarial", "epochs": 2, "batch_size": 64, "optimizer": {"lr": 0.02, "milestones": [1]},

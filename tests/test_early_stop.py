@@ -81,7 +81,7 @@ def test_a_stopped_cells_row_keeps_its_epochs_and_best_validation(tmp_path):
 
 
 def test_a_sweep_is_complete_when_its_plan_leaves_nothing_to_run():
-    from raydw.findings.summary import Summary
+    from raydw.reporting.summary import Summary
 
     # stopped (early stopping on) and skipped (extreme search) cells are final: nothing left, `raydw sweep` exits 0
     assert Summary(total=27, done=18, failed=0, ran=27, storage="x", wall_s=1.0, stopped=9, left=0).complete

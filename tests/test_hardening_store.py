@@ -127,7 +127,7 @@ def test_rows_of_an_older_raydw_lacking_newer_columns_still_read(tmp_path, capsy
 def test_a_copied_row_file_is_detected_and_named(tmp_path, capsys):
     import shutil
 
-    from raydw.findings.status import collect
+    from raydw.reporting.status import collect
 
     s = _store_with_rows(tmp_path)
     shutil.copy(tmp_path / "trials" / "c1.parquet", tmp_path / "trials" / "c1 copy.parquet")

@@ -103,7 +103,7 @@ def test_the_walker_sees_function_local_imports(tmp_path):
 
 def test_every_old_import_path_gives_the_moved_module_itself():
     """Modules regrouped by concern keep their old paths (raydw._aliases): the same module object, so a user's
-    `from raydw.analysis import verdicts` or a monkeypatch through the old name acts on the one module."""
+    `from raydw.findings.analysis import verdicts` or a monkeypatch through the old name acts on the one module."""
     import importlib
 
     from raydw._aliases import MOVED
@@ -112,7 +112,7 @@ def test_every_old_import_path_gives_the_moved_module_itself():
         assert not (PKG / f"{old}.py").exists(), f"raydw/{old}.py is back: drop it from MOVED or from raydw/"
         assert importlib.import_module(f"raydw.{old}") is importlib.import_module(f"raydw.{new}"), old
         assert importlib.import_module(f"raydw.{new}").__spec__.name == f"raydw.{new}", old
-    from raydw.analysis import verdicts  # the documented public surface
+    from raydw.findings.analysis import verdicts  # the documented public surface
     import raydw
 
     assert verdicts is raydw.findings.analysis.verdicts and callable(raydw.results.load)

@@ -22,7 +22,7 @@ from PIL import Image
 
 from raydw.store.atomic import write_atomic
 from raydw.cli import main
-from raydw.findings.live import DONE_COLOUR, LiveReport
+from raydw.reporting.live import DONE_COLOUR, LiveReport
 
 from test_report import put
 

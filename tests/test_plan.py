@@ -11,7 +11,7 @@ import re
 import pytest
 import yaml
 
-from raydw.findings import status
+from raydw.reporting import status
 from raydw.planning.dryrun import dry_run
 from raydw.planning.plan import plan
 from raydw.spec import parse_spec

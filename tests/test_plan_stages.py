@@ -13,7 +13,7 @@ import time
 import pytest
 import yaml
 
-from raydw.findings import status
+from raydw.reporting import status
 from raydw.cells import pretrained_id
 from raydw.planning.cost_source import source_jobs
 from raydw.planning.dryrun import dry_run
@@ -22,7 +22,7 @@ from raydw.planning.plan import Plan
 from raydw.planning.schedule import sweep_tasks
 from raydw.spec import parse_spec
 from raydw.store import TRIALS, Store
-from raydw.findings.summary import end_of_sweep
+from raydw.reporting.summary import end_of_sweep
 from raydw.tickets.registry import get, params_json
 
 

@@ -11,9 +11,9 @@ from PIL import Image
 
 from raydw.cells import expand
 from raydw.cli import DEMO, main
-from raydw.findings.report import write_report
+from raydw.reporting.report import write_report
 from raydw.spec import load_spec
-from raydw.findings.status import summary
+from raydw.reporting.status import summary
 from raydw.store import Store
 
 def put(store: Store, pre: str, k: int, regime: str, frac: float, sa: float, ra: float | None,

@@ -1,1 +1,1 @@
-"""Reading a store's rows into findings: per-example outcomes, intervals, verdicts, the seed design, the report."""
+"""A store's rows as statistics: loading them, intervals, verdicts, and the adaptive seed design."""

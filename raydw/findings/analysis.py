@@ -37,7 +37,7 @@ class AnalysisError(ValueError):
 def trials_frame(uri_or_df, cells=None) -> pd.DataFrame:
     """The trials table as a DataFrame, with a `level` key (rounded target sparsity) added.
 
-    `cells` (cell ids, e.g. `spec_cells(uri, spec)`) keeps only those rows: one sweep's cells in a store that
+    `cells` (cell ids, e.g. `raydw.planning.plan.spec_cells(uri, spec)`) keeps only those rows: one sweep's cells in a store that
     also holds other runs. Two rows of one setting and seed are refused (see _check_one_run_per_seed)."""
     if isinstance(uri_or_df, pd.DataFrame):
         df = uri_or_df.reset_index(drop=True)  # rows are looked up by position label: a concatenated frame repeats them
@@ -145,7 +145,7 @@ def _check_one_run_per_seed(df: pd.DataFrame) -> None:
         + (f" ({n_settings} settings are affected)" if n_settings > 1 else "")
         + ". They are different experiments, not seeds, and would be averaged as seeds. Analyse one sweep's cells: "
         "`raydw verdicts URI --spec SPEC` / `raydw report URI --out DIR --spec SPEC`, or in Python "
-        "`verdicts(uri, cells=spec_cells(uri, spec))`; or give each experiment its own storage.")
+        "`verdicts(uri, cells=raydw.planning.plan.spec_cells(uri, spec))`; or give each experiment its own storage.")
 
 
 def _differences(rows: pd.DataFrame, limit: int = 6) -> str:
@@ -176,16 +176,6 @@ def verdict_settings(spec) -> dict:
     if v["rule"] != "tol":
         v["tol"] = 0.0
     return v
-
-
-def spec_cells(uri: str, spec) -> set[str]:
-    """The cell ids a sweep spec (a SweepSpec or a path) plans against this store: `cells=` for one sweep's findings."""
-    from raydw.planning.plan import plan
-    from raydw.spec import load_spec
-    from raydw.store import Store
-
-    spec = load_spec(spec) if not hasattr(spec, "pretrainings") else spec
-    return {c.cell_id for c in plan(spec, Store(str(uri))).cells}  # tuned groups' ids, as raydw sweep plans them
 
 
 def _check_args(rule: str, tol: float, checkpoint: str, reading: str = "full", margin: float = DEFAULT_MARGIN) -> None:
@@ -483,7 +473,7 @@ def verdicts(uri_or_df, rule: str = "strict", tol: float = 0.0, checkpoint: str 
     (raydw.findings.uncertainty), shown under every rule; `reason` says why a state is missing. seed_variance: "pooled" (the
     spread of the metric's family, single-seed comparisons included, where the family's spreads are compatible) or
     "per_comparison" (each comparison's own seeds).
-    `cells`: only these cell ids (`spec_cells(uri, spec)`: one sweep's cells).
+    `cells`: only these cell ids (`raydw.planning.plan.spec_cells(uri, spec)`: one sweep's cells).
     """
     if rule == "strict" and tol > 0:  # tol=K without a rule, as before rules had names: the tol rule
         rule = "tol"
@@ -688,7 +678,7 @@ def format_verdicts(v: pd.DataFrame) -> str:
     head = (f"verdicts: rule {a.get('rule')}" + (f" (tol {a.get('tol'):g} dense std)" if a.get("rule") == "tol" else "")
             + (f", margin {a.get('margin'):g} points" if a.get("rule") == "equivalence" else "")
             + f", reading {a.get('reading')}, checkpoint {a.get('checkpoint')}; Delta = ticket - dense in accuracy points, "
-            f"[{100 * a.get('level', 0.95):g} % interval: test images by a paired bootstrap ({a.get('resamples')} resamples), "
+            f"[{100 * a.get('level', 0.95):.4g} % interval: test images by a paired bootstrap ({a.get('resamples')} resamples), "
             + ("seeds by their family's pooled spread]" if a.get("seed_variance", "pooled") == "pooled"
                else "seeds by each comparison's own spread]"))
     if a.get("looks"):  # an adaptive sweep's table (raydw.findings.sequential.replay)

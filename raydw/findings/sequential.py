@@ -240,3 +240,19 @@ def _frozen_frame(rows: dict, frozen: dict, decided: dict, open_now: dict, done:
 def _next_frame(need: list[tuple]) -> pd.DataFrame:
     cols = ["pretraining", "dataset", "regime", "data_fraction", "ticket_method", "target_sparsity", "seed_rank"]
     return pd.DataFrame([(*s, k) for s, k in need], columns=cols)
+
+
+# -- the verdicts a sweep reports -------------------------------------------------------------------------
+def verdicts_of(trials, settings: dict, design: Design | None = None, cells=None) -> pd.DataFrame:
+    """The verdicts as the sweep decided them: with adaptive seeds under the equivalence rule, replay's (each state
+    frozen at the look that decided it, `stopped` saying why, intervals at the split level); otherwise
+    analysis.verdicts. `settings`: analysis.verdicts arguments (rule, margin, level, ...)."""
+    if design is None or settings.get("rule") != "equivalence":
+        return analysis.verdicts(trials, cells=cells, **settings)
+    return replay(trials, design, cells=cells, **{k: v for k, v in settings.items() if k not in ("rule", "tol")}).verdicts
+
+
+def spec_verdicts(trials, spec, cells=None) -> pd.DataFrame:
+    """verdicts_of under a spec's `verdicts:` section and its seed design."""
+    a = spec.adaptive_seeds()
+    return verdicts_of(trials, analysis.verdict_settings(spec), Design.of(a) if a is not None else None, cells)

@@ -118,8 +118,12 @@ def source_lines(plan, fine_tuning_hours: float) -> list[str]:
 def plan_text(plan) -> str:
     """The dry run's cost plan: fine-tuning per (regime, fraction), then the IMP and pre-training jobs (what the
     store holds already costs nothing), the whole sweep's total and which part dominates it."""
+    from raydw.planning.seed_price import price_lines
+
     ev = plan.spec.eval
     sched = ev.val_schedule()
-    lines, total = plan_lines(plan.cells, ev.attack.steps, None if sched is None else (sched[0], sched[1].steps, sched[2]),
+    # adaptive seeds: the cells of the round to run now; what later rounds may add is priced by price_lines
+    cells = plan.cells if plan.seeds is None else plan.todo
+    lines, total = plan_lines(cells, ev.attack.steps, None if sched is None else (sched[0], sched[1].steps, sched[2]),
                               plan.done, sources_below=True)
-    return "\n".join(lines + source_lines(plan, total))
+    return "\n".join(lines + source_lines(plan, total) + price_lines(plan))

@@ -19,13 +19,16 @@ def dry_run(spec: SweepSpec, storage: str, data_root: str | None = None) -> str:
     p = Plan.of(spec, store)
     cells, done, todo = p.cells, p.done, {c.cell_id for c in p.todo}
     r = spec.resources
-    lines = [f"sweep {spec.name}: {len(cells)} cells, {len(done)} done, {len(todo)} to run"
+    lines = [f"sweep {spec.name}: {len(cells)} cells, {len(done)} done, {p.to_run_text()}"
              + (f", {len(p.waiting)} waiting for a tuned recipe" if p.waiting else "") + f" -> store {store.uri}",
              f"each cell: {r.workers_per_cell} Ray Train worker(s) x ({r.cpus_per_worker} CPU, {r.gpus_per_worker} GPU)"
              + (f", at most {r.max_concurrent_cells} at once" if r.max_concurrent_cells else "")]
     if spec.search.mode == "extreme":
         lines.append(f"search: extreme ({spec.search.rule} rule, verify {spec.search.verify}): the table is the full grid; "
                      "dense cells run first, then only the ticket levels the search asks for (docs/search.md)")
+    if p.seeds is not None:
+        lines.append(p.seeds.describe() + "; the table lists every seed up to max: 'todo' runs now, 'may follow' runs "
+                     "if its comparison stays open, 'not needed' will not (docs/findings.md, \"Adaptive seeds\")")
     if spec.early_stop.enabled:
         lines.append(f"early stopping: tickets trailing their dense model by > {spec.early_stop.margin} after the grace period stop")
     if spec.tune.enabled:
@@ -54,6 +57,10 @@ def _state(cell_id: str, p) -> str:
         return stored
     if cell_id in p.waiting:
         return "tune first"
+    if cell_id in p.not_needed:
+        return "not needed (decided)"
+    if p.seeds is not None and cell_id not in p.seeds.asked:
+        return "may follow"
     return f"todo ({stored})" if stored else "todo"
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Literal
 
 from raydw.cells import Cell, TuneGroup, expand, pretrained_id, tune_groups
-from raydw.spec import PretrainingSpec, SweepSpec, TicketSpec
+from raydw.planning.seedplan import SeedRounds, seed_rounds
+from raydw.spec import PretrainingSpec, SweepSpec, TicketSpec, load_spec
 from raydw.store import Store
 from raydw.tickets import registry
 from raydw.tickets.registry import mask_key, params_json
@@ -189,6 +190,7 @@ class Plan:
     cells: list[Cell]  # the spec's cells, with the store's tuned recipes applied (`tune:` on)
     tuning: list[TuneItem]
     final: frozenset[str]
+    seeds: SeedRounds | None = None  # `seeds: {adaptive: ...}`: the rounds of the design against the store (raydw.planning.seedplan)
 
     @classmethod
     def of(cls, spec: SweepSpec, store: Store | None = None, view: StoreView | None = None) -> "Plan":
@@ -198,7 +200,12 @@ class Plan:
         groups = tune_groups(spec)
         tuning = [TuneItem(g, view.recipes.get(g.tune_id), view.tune_trials.get(g.tune_id, 0), spec.tune.num_samples,
                            view.tune_done.get(g.tune_id, 0)) for g in groups]
-        return cls(spec, view, expand(spec, view.recipes if spec.tune.enabled else {}), tuning, final_statuses(spec))
+        cells = expand(spec, view.recipes if spec.tune.enabled else {})
+        seeds = None
+        if spec.adaptive_seeds() is not None:  # the design asks for a round at a time (it reads the stored outcomes)
+            runnable = [c for c in cells if c.tune_id is None or c.recipe_id is not None]
+            seeds = seed_rounds(spec, runnable, store, view.status)
+        return cls(spec, view, cells, tuning, final_statuses(spec), seeds)
 
     # cells -------------------------------------------------------------------------------------------------------
     @cached_property
@@ -222,9 +229,23 @@ class Plan:
 
     @cached_property
     def todo(self) -> list[Cell]:
-        """What the next `raydw sweep` runs: not done, not waiting (missing, failed, and stopped ones not final)."""
+        """What the next `raydw sweep` runs: not done, not waiting (missing, failed, and stopped ones not final); with
+        adaptive seeds, only the cells the design asks for now (the current round's)."""
         done, waiting = self.done, self.waiting
-        return [c for c in self.cells if c.cell_id not in done and c.cell_id not in waiting]
+        asked = self.seeds.asked if self.seeds is not None else None
+        return [c for c in self.cells if c.cell_id not in done and c.cell_id not in waiting
+                and (asked is None or c.cell_id in asked)]
+
+    @cached_property
+    def more(self) -> list[Cell]:
+        """Adaptive seeds: cells a later round may ask for while verdicts stay open (at most up to `max` seeds)."""
+        return [] if self.seeds is None else [c for c in self.cells if c.cell_id in self.seeds.more]
+
+    @cached_property
+    def not_needed(self) -> set[str]:
+        """Adaptive seeds: cells without a row that no open comparison can ask for (their verdicts are decided or
+        stopped at the maximum): final, as a cell the extreme search did not need."""
+        return set() if self.seeds is None else set(self.seeds.not_needed)
 
     @property
     def missing(self) -> int:
@@ -327,7 +348,14 @@ class Plan:
 
     def headline(self) -> str:
         waiting = f", {len(self.waiting)} without a tuned recipe (not run)" if self.waiting else ""
-        return f"sweep {self.spec.name}: {len(self.cells)} cells, {len(self.done)} already done, {len(self.todo)} to run{waiting}"
+        return f"sweep {self.spec.name}: {len(self.cells)} cells, {len(self.done)} already done, {self.to_run_text()}{waiting}"
+
+    def to_run_text(self) -> str:
+        """'N to run', and with adaptive seeds how many may follow and how many are not needed."""
+        if self.seeds is None:
+            return f"{len(self.todo)} to run"
+        return (f"{len(self.todo)} to run now, up to {len(self.more)} more while verdicts stay open, "
+                f"{len(self.not_needed)} not needed (decided)")
 
 
 def plan(spec: SweepSpec, store: Store | None = None, recipes: dict[str, dict] | None = None) -> Plan:
@@ -341,3 +369,10 @@ def imp_item(spec: SweepSpec, t: TicketSpec, p: PretrainingSpec, view: StoreView
     stored = frozenset(view.imp_rounds.get((pid, params_json(params)), {}))
     return ImpItem(p, pid, t, params, registry.imp_rounds_needed(t), stored, True)
 
+
+
+def spec_cells(uri: str, spec) -> set[str]:
+    """The cell ids a sweep spec (a SweepSpec or a path) plans against this store: `cells=` for one sweep's findings.
+    Here, not in raydw.findings.analysis: the plan reads the verdicts (adaptive seeds), so the analysis must not import it."""
+    spec = load_spec(spec) if not hasattr(spec, "pretrainings") else spec
+    return {c.cell_id for c in plan(spec, Store(str(uri))).cells}  # tuned groups' ids, as raydw sweep plans them

@@ -27,20 +27,23 @@ class Task:
     label: str
     build: Callable[[StoreView], object]  # JobBuilder's method for this job, given what the store holds now
     needs: Needs = field(default_factory=Needs)
-    gated: bool = False  # released only when the adaptive search asks for its level
+    gated: bool = False  # released only when the gate allows it: the extreme search asks for its level, or a seed round
     why_blocked: str = field(default="", compare=False)
 
 
 def sweep_tasks(plan: Plan, builder, gated: bool = False) -> list[Task]:
     """Every job the next sweep runs, from its plan: the recipes to train, the IMP jobs with rounds to find, and the
     cells to run, each with what it waits for. `builder`: the sweep's raydw.run.jobs.JobBuilder. `gated`: ticket
-    cells wait for the extreme search to ask for their level."""
+    cells wait for the extreme search to ask for their level. With adaptive seeds the cells that may follow are
+    tasks too, gated: the SeedGate (raydw.planning.seedgate) releases them a round at a time."""
     tasks = [Task("pretrain", p.pretrained_id, f"pre-train {p.spec.name}", lambda v, p=p: builder.pretrain(p.spec))
              for p in plan.pretrain_jobs()]
     tasks += [Task("imp", f"imp-{i.pretrained_id}-{i.tickets.method}", f"IMP {i.pretraining.name}",
                    lambda v, i=i: builder.imp(i), Needs(pretrained=i.pretrained_id)) for i in plan.imp_jobs()]
+    later = {c.cell_id for c in plan.more}  # adaptive seeds: cells a later round may ask for wait for the SeedGate
     tasks += [Task("cell", c.cell_id, c.label(), lambda v, c=c, n=plan.needs(c): builder.cell(c, v, dense_cell_id=n.cell),
-                   plan.needs(c), gated=gated and c.ticket_method != "dense") for c in plan.todo]
+                   plan.needs(c), gated=(gated and c.ticket_method != "dense") or c.cell_id in later)
+              for c in (*plan.todo, *plan.more)]
     return tasks
 
 
@@ -56,12 +59,14 @@ def _priority(task: Task) -> int:
 class Scheduler:
     """Releases ready jobs one at a time, or ready cells `cells_per_run` at a time (a pack runs them in one Train run).
 
-    `gate`: raydw.run.adaptive.LevelGate (`search: extreme`), which releases ticket levels as the search asks."""
+    `gate`: raydw.run.adaptive.LevelGate (`search: extreme`), which releases ticket levels as the search asks, and/or
+    raydw.planning.seedgate.SeedGate (adaptive seeds), which releases a seed round at a time (raydw.planning.seedgate.Gates: both)."""
 
     def __init__(self, tasks: list[Task], store: Store, gate=None, cells_per_run: int = 1):
         self.pending = sorted(tasks, key=_priority)
         self.store, self.gate, self.cells_per_run = store, gate, cells_per_run
         self.running = 0
+        self.handed = 0  # cells released so far
         self.view = StoreView()
         self._seen_at = -POLL_S
         self._failed: list[Task] = []
@@ -86,6 +91,7 @@ class Scheduler:
                 break
         if out:
             self.running += 1
+            self.handed += sum(t.kind == "cell" for t, _ in out)
             return out
         if not self.running:  # nothing in flight can make a waiting job ready any more
             for task in self.pending:
@@ -115,7 +121,7 @@ class Scheduler:
         return task.needs.met(self.view)
 
     def skipped(self) -> list[Task]:
-        """Cells the adaptive search did not need."""
+        """Cells the extreme search or the seed design did not ask for."""
         return [t for t in self.pending if t.gated and not self.gate.allows(t.key)]
 
     def blocked(self) -> list[Task]:

@@ -22,8 +22,11 @@ FINAL = ("done", "failed", "stopped")
 
 
 class LevelGate:
-    def __init__(self, spec: SweepSpec, cells: list[Cell], store: Store):
-        self.spec, self.store = spec, store
+    """`seeds`: the sweep's raydw.planning.seedgate.SeedGate with adaptive seeds: a level's verdict is then its three-state
+    verdict at the seeds run so far (docs/search.md, "With adaptive seeds")."""
+
+    def __init__(self, spec: SweepSpec, cells: list[Cell], store: Store, seeds=None):
+        self.spec, self.store, self.seeds = spec, store, seeds
         self.cell_ids = {c.cell_id for c in cells}  # verdicts from this sweep's cells only, never other runs in the store
         self.rule, self.verify = spec.search.rule, spec.search.verify
         self.groups: dict[tuple, dict] = {}
@@ -58,13 +61,17 @@ class LevelGate:
         trials = self.store.read_table("trials").to_pandas()
         trials = trials[trials.cell_id.isin(self.cell_ids)]
         status = dict(zip(trials.cell_id, trials.status))
-        verdicts = self._verdicts(trials)
+        verdicts = self._verdicts(trials) if self.seeds is None else self._seed_verdicts()
+        asked = (lambda ids: ids) if self.seeds is None else (lambda ids: {i for i in ids if self.seeds.allows(i)})
         for key, g in self.groups.items():
             s: ExtremeSearch = g["search"]
             for level, ids in g["cells"].items():
-                if all(status.get(i) in FINAL for i in ids | g.get("dense", set())):
+                k = (key[0], key[1], key[2], g["method"], round(level, 9))
+                if self.seeds is not None and k not in verdicts:
+                    continue  # its seed round is not looked at yet
+                if all(status.get(i) in FINAL for i in asked(ids | g.get("dense", set()))):
                     try:  # a bool may replace an unknown (a retried cell); the search ignores a repeat
-                        s.record(level, verdicts.get((key[0], key[1], key[2], g["method"], level_key(level))))
+                        s.record(level, verdicts.get(k))
                     except ValueError:
                         pass  # a verdict that changed after a rerun: keep the first, as the search saw it
             if not s.in_flight:  # one level at a time per group: speculative levels would spend the savings
@@ -80,6 +87,20 @@ class LevelGate:
         col = "double_win"
         return {(r.pretraining, r.dataset, r.data_fraction, r.ticket_method, level_key(r.target_sparsity)):
                 (None if pd.isna(r[col]) else bool(r[col])) for _, r in v.iterrows()}
+
+    def _seed_verdicts(self) -> dict[tuple, bool | None]:
+        """Adaptive seeds: the verdict of each level whose seeds have stopped, from the SeedGate's replay of the store:
+        decided (True / False), or None (inconclusive at its maximum, or missing). A level still open (its next seed
+        asked for) is left out, so the search keeps it in flight and proposes nothing else in its group until its
+        seeds decide it: the search navigates on final three-state verdicts, and replication is spent only on the
+        levels it proposes (docs/search.md, "With adaptive seeds"). The search's rule picks the reading."""
+        rep = self.seeds.rounds.replay if self.seeds.rounds is not None else None
+        if rep is None or rep.round == 0:
+            return {}
+        col = "double_win_full" if self.rule == "strict" else "double_win_loose"
+        return {(r["pretraining"], r["dataset"], r["data_fraction"], r["ticket_method"], round(r["target_sparsity"], 9)):
+                (None if pd.isna(r[col]) else bool(r[col]))
+                for r in rep.verdicts.to_dict("records") if not str(r["stopped"]).startswith("open")}
 
     def rows(self, sweep: str) -> list[dict]:
         out = []

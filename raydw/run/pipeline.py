@@ -41,6 +41,10 @@ class StagedSearcher(Searcher):
     def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
         self.scheduler.ended()
 
+    def handed(self) -> int:
+        """Cells handed to Ray Tune so far."""
+        return self.scheduler.handed
+
     def skipped(self) -> list[Task]:
         return self.scheduler.skipped()
 

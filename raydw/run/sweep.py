@@ -22,15 +22,16 @@ from raydw.run.jobs import JobBuilder
 from raydw.run.pipeline import StagedSearcher
 from raydw.run.tuning import reuse_best_trials, run_tuning
 from raydw.planning.schedule import Task, sweep_tasks
+from raydw.planning.seedgate import Gates, SeedGate
 from raydw.spec import SweepSpec
 from raydw.store import Store
-from raydw.findings.summary import Summary, end_of_sweep
+from raydw.reporting.summary import Summary, end_of_sweep
 from raydw.train.weights import register_weights
 
 
 def run_sweep(spec: SweepSpec, storage: str | None = None, address: str | None = None, data_root: str | None = None,
               out=print, live=None) -> Summary:
-    """`live`: a raydw.findings.live.LiveReport (`--live-report`), started once the store is locked, stopped at the end."""
+    """`live`: a raydw.reporting.live.LiveReport (`--live-report`), started once the store is locked, stopped at the end."""
     t0 = time.time()
     store = Store(storage or spec.storage)
     check_inputs(spec, store, address, data_root, out)
@@ -111,13 +112,13 @@ def _run_locked(spec: SweepSpec, store: Store, address: str | None, data_root: s
     connect(address)
     check_cells_fit(spec, address, out)
     _register(p.to_register(), store)
-    builder.index_sets(p.todo)
-    gate = LevelGate(spec, p.cells, store) if spec.search.mode == "extreme" else None
-    tasks = sweep_tasks(p, builder, gated=gate is not None)
+    builder.index_sets([*p.todo, *p.more])
+    level, gate = _gates(p, store)
+    tasks = sweep_tasks(p, builder, gated=level is not None)
     for t in (t for t in tasks if t.kind == "imp"):  # IMP may ask for its own workers / CPUs (tickets.imp)
         check_fits(t.build(p.view).resources.model_dump(), f"{t.label} (tickets.imp.workers / cpus_per_worker)", address, out)
     conc = max_concurrent(spec)
-    out(f"running {sum(t.kind == 'cell' for t in tasks)} cells"
+    out(f"running {len(p.todo)} cells" + (f" now, up to {len(p.more)} more as seed rounds ask for them" if p.seeds else "")
         + "".join(f", {sum(t.kind == k for t in tasks)} {k} job(s)" for k in ("pretrain", "imp") if any(t.kind == k for t in tasks))
         + f" on Ray Tune + Ray Train, {conc} at a time")
     searcher = StagedSearcher(tasks, store, gate, cells_per_run=spec.resources.cells_per_run)
@@ -126,18 +127,29 @@ def _run_locked(spec: SweepSpec, store: Store, address: str | None, data_root: s
               searcher)
     for t in searcher.blocked():
         out(f"  not run: {t.label} ({t.why_blocked})")
+    final = Plan.of(spec, store)  # the store as the sweep left it (adaptive seeds: which cells were not needed)
     skipped = set()
-    if gate is not None:
-        skipped = {t.key for t in searcher.skipped()}
+    if level is not None:  # cells of levels the search did not ask for (the seed design's are final.not_needed)
+        skipped = {t.key for t in searcher.skipped()} - final.not_needed
         gate.update()
-        for r in gate.rows(spec.name):
+        for r in level.rows(spec.name):
             store.write_row("searches", r)
             pct = lambda v: "none" if v is None else f"{v:.1%}"  # noqa: E731
             run = ", ".join(pct(v) for v in json.loads(r["levels_run"]))
             out(f"  search {r['pretraining']} {r['dataset']} f={r['data_fraction']:g} {r['ticket_method']} ({r['rule']}): "
                 f"levels run {run}; extreme double-win {pct(r['max_win'])} (contiguous {pct(r['max_contig_win'])}); "
                 f"{r['cells_saved']} cells saved{'' if r['consistent'] else '; NOT monotone'}")
-    return end_of_sweep(Plan.of(spec, store), store, len(p.todo) - len(skipped), t0, out, skipped)
+    return end_of_sweep(final, store, searcher.handed(), t0, out, skipped)
+
+
+def _gates(p: Plan, store: Store):
+    """(the extreme search's LevelGate or None, the gate the scheduler asks): the LevelGate, the SeedGate of adaptive
+    seeds, or both (a cell runs when its level is asked for and its seed round released)."""
+    seeds = SeedGate(p, store) if p.seeds is not None else None
+    level = LevelGate(p.spec, p.cells, store, seeds=seeds) if p.spec.search.mode == "extreme" else None
+    if seeds is not None:
+        seeds.within = level
+    return level, Gates(seeds, level) if seeds and level else seeds or level
 
 
 def run_pretraining(spec: SweepSpec, storage: str | None = None, address: str | None = None, out=print) -> None:

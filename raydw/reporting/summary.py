@@ -13,8 +13,9 @@ from raydw.findings import analysis
 from raydw.cells import Cell
 from raydw.planning.plan import Plan
 from raydw.spec import SweepSpec
-from raydw.findings.report import write_report
+from raydw.reporting.report import write_report
 from raydw.findings.results import load
+from raydw.findings.sequential import Design, spec_verdicts
 from raydw.store import Store
 
 
@@ -27,7 +28,7 @@ class Summary:
     storage: str
     wall_s: float
     stopped: int = 0  # early stopping, by design (spec.early_stop)
-    skipped: int = 0  # not needed by the extreme search, by design
+    skipped: int = 0  # not needed by the extreme search or (adaptive seeds) by decided verdicts, by design
     left: int = 0  # cells the next `raydw sweep` would run (failed, missing, stopped while early stopping is off)
     waiting: int = 0  # cells of a tuned group without a recipe
 
@@ -39,22 +40,27 @@ class Summary:
 
 def end_of_sweep(plan: Plan, store: Store, ran: int, t0: float, out, skipped: set[str] = frozenset()) -> Summary:
     """The sweep's last lines, from the plan of the store as the sweep left it: counts, the table of test SA / RA,
-    the verdicts, the report and how to load it. `skipped`: cells the extreme search did not need."""
+    the verdicts, the report and how to load it. `skipped`: cells the extreme search did not need; with adaptive
+    seeds the plan's `not_needed` cells (their verdicts decided or at the maximum) are final too."""
     spec, cells = plan.spec, plan.cells
     n = plan.counts()
     left = sum(1 for c in plan.todo if c.cell_id not in skipped)
+    by_seeds = plan.not_needed - set(skipped)
     s = Summary(total=len(cells), done=n["done"], failed=n["failed"], ran=ran, storage=store.uri, wall_s=time.time() - t0,
-                stopped=n["stopped"], skipped=len(skipped), left=left, waiting=n["waiting"])
+                stopped=n["stopped"], skipped=len(skipped) + len(by_seeds), left=left, waiting=n["waiting"])
     stopped_final = "stopped" in plan.final
     out(f"\n{s.done}/{len(cells)} cells done, {s.failed} failed"
         + (f", {s.stopped} stopped early" + ("" if stopped_final else " (early stopping is off now: they run again)")
            if s.stopped else "")
-        + (f", {s.skipped} not needed by the extreme search" if s.skipped else "")
+        + (f", {len(skipped)} not needed by the extreme search" if skipped else "")
+        + (f", {len(by_seeds)} not needed (their verdicts decided or at the seed maximum)" if plan.seeds is not None else "")
         + f", {n['missing'] + n['waiting'] - s.skipped} missing"
         + (f" ({s.waiting} without a tuned recipe)" if s.waiting else "") + f" ({s.wall_s:.0f} s)")
     ids = {c.cell_id for c in cells} - plan.waiting  # cells waiting for a tuned recipe count as missing
     if spec.tune.enabled:
         out(_recipes_text(store, cells))
+    if plan.seeds is not None:
+        out(plan.seeds.describe())
     if s.done:
         out(_table(store, ids))
         out(_verdict_text(spec, store, ids))
@@ -62,7 +68,8 @@ def end_of_sweep(plan: Plan, store: Store, ran: int, t0: float, out, skipped: se
             out(f"report: raydw report {store.uri} --out report/")
         else:
             try:  # the report is a convenience here: a plotting problem must not turn a finished sweep into an error
-                out(f"report: {write_report(store.uri, store.path('report'), cells=ids, **analysis.verdict_settings(spec))}")
+                a = spec.adaptive_seeds()
+                out(f"report: {write_report(store.uri, store.path('report'), cells=ids, design=Design.of(a) if a else None, **analysis.verdict_settings(spec))}")
             except Exception as e:  # noqa: BLE001
                 out(f"report: not written ({type(e).__name__}: {e}); try `raydw report {store.uri} --out DIR`")
     out(f"results: {store.uri}")
@@ -107,6 +114,6 @@ def _verdict_text(spec: SweepSpec, store: Store, ids: set[str]) -> str:
         df = analysis.trials_frame(store.uri, ids)
         if not (df["ticket_method"] != "dense").any():
             return ""
-        return "\n" + analysis.format_verdicts(analysis.verdicts(df, **analysis.verdict_settings(spec))) + "\n"
+        return "\n" + analysis.format_verdicts(spec_verdicts(df, spec)) + "\n"
     except analysis.AnalysisError as e:
         return f"\nverdicts: not computed ({e})\n"

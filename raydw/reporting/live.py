@@ -1,7 +1,7 @@
 """The live report: the HTML report rewritten every few seconds while a sweep runs (`raydw report --watch`,
 `raydw sweep --live-report`).
 
-Each write is the whole report (raydw.findings.report.write_report, every file replaced atomically) with a progress section
+Each write is the whole report (raydw.reporting.report.write_report, every file replaced atomically) with a progress section
 first: cells done / running / failed / missing, the time left, and a plot of the cells finished so far. The page
 reloads itself, so a browser left open on it follows the sweep. Only the store is read (torch- and Ray-free), so a
 watcher can run anywhere that sees the store, in its own process or in a thread of the sweep's driver.
@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from raydw.findings import status
+from raydw.reporting import status
 from raydw.findings.results import load
 
 # Colours of the finished-cells plot, none of them in the report's palette: a screenshot test can count its points.
@@ -33,7 +33,7 @@ class Progress:
     running: int  # epoch rows stored, no trials row yet (running now, or interrupted mid-cell)
     missing: int | None  # spec cells not started (None without a spec)
     total: int | None
-    left_s: float | None  # serial seconds left (raydw.findings.status's estimate)
+    left_s: float | None  # serial seconds left (raydw.reporting.status's estimate)
 
     @property
     def complete(self) -> bool:
@@ -59,7 +59,7 @@ def progress(uri: str, spec=None, cells: set[str] | None = None) -> tuple[Progre
 
 def plot_finished(trials: pd.DataFrame, path: Path) -> Path:
     """One point per finished cell and metric (SA circles, RA triangles) against the time it finished."""
-    from raydw.findings.report import save_png
+    from raydw.reporting.report import save_png
 
     fig = Figure(figsize=(7.0, 2.6))  # 770 px wide at 110 dpi: never scaled down in the page, points stay countable
     ax = fig.subplots()
@@ -117,8 +117,8 @@ class LiveReport:
         self._last_error = None
 
     def write(self, state: str = "running") -> Progress:
-        from raydw.findings.analysis import spec_cells
-        from raydw.findings.report import write_report
+        from raydw.planning.plan import spec_cells
+        from raydw.reporting.report import write_report
 
         with self._writing:
             self.out_dir.mkdir(parents=True, exist_ok=True)

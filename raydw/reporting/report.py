@@ -17,9 +17,9 @@ from matplotlib import rc_context
 from matplotlib.figure import Figure
 
 from raydw.findings import analysis
-
-from raydw.findings import status
+from raydw.reporting import status
 from raydw.store.atomic import write_atomic
+from raydw.findings.sequential import verdicts_of
 
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 _STYLES = {"omp": "-", "imp": "-", "random": ":", "import": "-."}
@@ -155,7 +155,9 @@ _VERDICT_VIEW = {"pretraining": None, "dataset": None, "data_fraction": "g", "ti
                  **{f"{w}_{m}": (_PTS if w in ("delta", "lo", "hi") else None)
                     for m in analysis.METRICS for w in ("state", "delta", "lo", "hi")},
                  "ticket_sa_std": _PCT, "dense_sa_std": _PCT, "ticket_sa_adv": _PCT, "dense_sa_adv": _PCT,
-                 "ticket_ra_adv": _PCT, "dense_ra_adv": _PCT, "reason": None}
+                 "ticket_ra_adv": _PCT, "dense_ra_adv": _PCT,
+                 **{f"seed_{w}_{m}": (_PCT if w == "sd" else None) for m in analysis.METRICS for w in ("sd", "df")},
+                 "stopped": None, "reason": None}
 _EXTREME_VIEW = {"pretraining": None, "dataset": None, "data_fraction": "g", "ticket_method": None, "rule": None,
                  "seeds": None, "max_contig_sparsity_dw": _PCT, "max_contig_round_dw": None, "max_sparsity_dw": _PCT,
                  "max_round_dw": None, "levels_tested": None, "levels_dw": None, "levels_inconclusive": None,
@@ -186,7 +188,7 @@ def _status_html(uri: str) -> str:
 
 def _page(uri: str, parts: list[str], settings: str, refresh_s: int | None = None) -> str:
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    # A live report (raydw.findings.live) asks the browser to reload it: each load sees one whole page (atomic writes).
+    # A live report (raydw.reporting.live) asks the browser to reload it: each load sees one whole page (atomic writes).
     refresh = f"<meta http-equiv='refresh' content='{int(refresh_s)}'>" if refresh_s else ""
     return (f"<!doctype html><html><head><meta charset='utf-8'>{refresh}<title>raydw report: {html.escape(uri)}</title>"
             f"<style>{_CSS}</style></head><body><h1>raydw report</h1>"
@@ -207,21 +209,45 @@ def _verdict_sections(df: pd.DataFrame, v: pd.DataFrame | None) -> list[str]:
             "equivalence); seeds = the fewest seeds behind the contiguous answer.</p>"
             f"<h3>full (SA std, SA adv, RA adv)</h3>{ext[0]}<h3>loose (SA std, RA adv)</h3>{ext[1]}",
             f"<h2>(4) Verdicts per ticket</h2><p class='note'>rule {html.escape(rule)}; intervals at "
-            f"{100 * a['level']:g} %: test images by a paired bootstrap ({a['resamples']} resamples, seed {a['seed']}), seeds by "
+            f"{100 * a['level']:.4g} %: test images by a paired bootstrap ({a['resamples']} resamples, seed {a['seed']}), seeds by "
             "their spread (t interval). "
             "SA std is compared at the standard regime's fraction (1.0 unless a standard cell at the same fraction "
-            "exists); missing states say why in 'reason'.</p>" + _LEGEND + html_table(*_view(v, _VERDICT_VIEW))]
+            "exists); missing states say why in 'reason'." + _design_note(a) + "</p>" + _LEGEND
+            + html_table(*_view(v, _VERDICT_VIEW)) + _families_html(a.get("families"))]
+
+
+def _design_note(a: dict) -> str:
+    """Adaptive seeds (raydw.findings.sequential.replay): how the error is split and what 'stopped' says."""
+    if not a.get("looks"):
+        return ""
+    d = a["design"]
+    return (f" Adaptive seeds (start {d.start}, dense replicate {d.replicate}, max {d.max}): the error is split over "
+            f"{a['looks']} looks (Bonferroni), so each look's interval is at the level above; each metric's state is "
+            "frozen at the look that decided it; 'stopped' says why a level got no further seed (decided at look r, "
+            "at max, or open: the next seed it asks for); 'seeds' = the ticket seeds behind it.")
+
+
+def _families_html(fams: list[dict] | None) -> str:
+    """The pooled seed variance of every family: the seed part of every interval of that family."""
+    if not fams:
+        return ""
+    f = pd.DataFrame(fams)
+    f = f.assign(pooled=f["pooled"].map({True: "pooled", False: "NOT pooled (own seeds)"}))
+    return ("<h3>Seed variance by family</h3><p class='note'>seed SD pooled over the family's replicated cells, df = sum "
+            "of (seeds - 1); Bartlett's p of equal spreads: pooled unless p &lt; 0.05 (docs/findings.md).</p>"
+            + html_table(f, {"seed_sd": ".2%", "bartlett_p": ".3g"}))
 
 
 def write_report(uri: str, out_dir, checkpoint: str = "paper", cells=None, top: list[str] = (), refresh_s: int | None = None,
-                 **verdict_args) -> Path:
+                 design=None, **verdict_args) -> Path:
     """Write out_dir/index.html and its PNGs for the store at `uri`; returns the path of index.html. Every file is
     replaced atomically (raydw.store.atomic), the PNGs before the page that references them.
 
-    `cells`: plots and verdicts of only these cell ids (one sweep's cells; `analysis.spec_cells`).
-    `top`: HTML sections put first (the live report's progress, raydw.findings.live); `refresh_s`: the page reloads itself.
+    `cells`: plots and verdicts of only these cell ids (one sweep's cells; `raydw.planning.plan.spec_cells`).
+    `top`: HTML sections put first (the live report's progress, raydw.reporting.live); `refresh_s`: the page reloads itself.
     `verdict_args`: rule, tol, margin, level, resamples, seed as for analysis.verdicts (the bars use level,
-    resamples and seed too)."""
+    resamples and seed too). `design`: the spec's adaptive seed design (raydw.findings.sequential.Design): the verdicts are then
+    the sweep's own, each frozen at the look that decided it."""
     from raydw.findings.uncertainty import Bootstrap
 
     out = Path(out_dir)
@@ -230,7 +256,7 @@ def write_report(uri: str, out_dir, checkpoint: str = "paper", cells=None, top: 
     parts = list(top)
     v = None
     if not df.empty and (df["ticket_method"] != "dense").any():
-        v = analysis.verdicts(df, checkpoint=checkpoint, **verdict_args)
+        v = verdicts_of(df, {"checkpoint": checkpoint, **verdict_args}, design)
     if df.empty:
         parts.append("<p>The store has no trials yet.</p>")
     else:

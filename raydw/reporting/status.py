@@ -35,6 +35,10 @@ class SweepStatus:
     waiting: int = 0  # spec cells waiting for their group's tuned recipe ("tune first"; counted in missing)
     to_run: int | None = None  # what the next `raydw sweep` of the spec runs (raydw.planning.plan.Plan.todo)
     not_final: int | None = None  # spec cells without a final row (waiting ones included)
+    # Adaptive seeds (raydw.planning.seedplan): cells a later round may ask for, cells no open verdict needs, where it stands.
+    more: int = 0
+    not_needed: int = 0
+    seeds: str | None = None
 
 
 def _label(r: dict) -> str:
@@ -98,7 +102,10 @@ def collect(uri: str, spec=None) -> SweepStatus:
         df = df[df["cell_id"].isin(ids)]
     counts = df["status"].value_counts()
     done = df[df["status"] == "done"]
-    todo = [c for c in cells if c.cell_id not in p.done] if cells is not None else []
+    later = set(p.not_needed) | {c.cell_id for c in p.more} if p is not None else set()  # adaptive seeds only
+    todo = [c for c in cells if c.cell_id not in p.done and c.cell_id not in later] if cells is not None else []
+    adaptive = {} if p is None or p.seeds is None else \
+        {"more": len(p.more), "not_needed": len(p.not_needed), "seeds": p.seeds.describe()}
     bad = df[df["status"].isin(["failed", "stopped"])].to_dict("records")
     return SweepStatus(
         done=int(counts.get("done", 0)), failed=int(counts.get("failed", 0)), stopped=int(counts.get("stopped", 0)),
@@ -109,7 +116,7 @@ def collect(uri: str, spec=None) -> SweepStatus:
         hours=_hours(df), mean_wall_s=float(done["wall_s"].mean()) if len(done) else float("nan"),
         left_s=_estimate_left(todo, done) if cells is not None else None,
         failures=[(r["cell_id"], _label(r), _first_line(r.get("error"), r["status"])) for r in bad], **tune,
-        to_run=len(p.todo) if p is not None else None, not_final=len(todo) if p is not None else None,
+        to_run=len(p.todo) if p is not None else None, not_final=len(todo) if p is not None else None, **adaptive,
     )
 
 
@@ -150,8 +157,13 @@ def render(st: SweepStatus, uri: str) -> str:
         left = "unknown (no done cell to time yet)" if st.left_s is None else \
             f"about {_duration(st.left_s)} if run one at a time; divide by the cells running at once"
         lines.append(f"to run: {st.to_run} cells (what `raydw sweep` runs next)"
-                     + (f"; {st.waiting} more once their recipe is tuned" if st.waiting else ""))
-        lines.append(f"time left for {st.not_final} cells without a final row: {left}")
+                     + (f"; {st.waiting} more once their recipe is tuned" if st.waiting else "")
+                     + (f"; up to {st.more} more while verdicts stay open, {st.not_needed} not needed (decided)"
+                        if st.seeds else ""))
+        if st.seeds:
+            lines.append(st.seeds)
+        lines.append(f"time left for {st.not_final} cells without a final row: {left}"
+                     + (" (the cells that may follow not counted)" if st.seeds else ""))
     if st.failures:
         lines.append("failed or stopped cells (a rerun of the sweep retries them):")
         lines += [f"  {cid}  {label}: {err}" for cid, label, err in st.failures]
