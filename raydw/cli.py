@@ -13,7 +13,7 @@ from raydw.store import SCHEMAS, StoreError, StoreKeyError, StorePathError
 DEMO = Path(__file__).resolve().parent / "sweeps" / "demo.yaml"
 
 
-def _spec_path(p: str) -> Path:
+def spec_path(p: str) -> Path:
     """A spec file; 'demo' or 'paper' name the bundled ones (also installed with the package)."""
     path = Path(p)
     if not path.exists() and (Path(__file__).resolve().parent / "sweeps" / f"{p}.yaml").exists():
@@ -24,7 +24,7 @@ def _spec_path(p: str) -> Path:
 MAX_COUNT = 1 << 20  # steps, batch, threads: a batch of 2**63 images was accepted and failed every path minutes later
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     """argparse type: a whole number in [1, 2**20] (a batch of -1 images fails deep in torch, 0 steps times nothing,
     2**63 starts Ray and fails every path minutes later)."""
     try:
@@ -55,7 +55,7 @@ def _positive_seconds(text: str) -> float:
 
 
 def cmd_sweep(a) -> int:
-    spec = load_spec(_spec_path(a.spec))
+    spec = load_spec(spec_path(a.spec))
     if a.tracker:  # --tracker adds to the spec's trackers (they are not part of any cell's id)
         from raydw.trackers import from_flag
 
@@ -104,7 +104,7 @@ def _verbose(a) -> None:
 
 
 def cmd_pretrain(a) -> int:
-    spec = load_spec(_spec_path(a.spec))
+    spec = load_spec(spec_path(a.spec))
     _verbose(a)
     from raydw.run.sweep import run_pretraining
 
@@ -222,7 +222,8 @@ def cmd_models(a) -> int:
 
 
 def cmd_verdicts(a) -> int:
-    from raydw.findings.analysis import AnalysisError, format_verdicts
+    from raydw.findings.analysis import AnalysisError
+    from raydw.findings.text import format_verdicts
     from raydw.findings.sequential import verdicts_of
 
     try:
@@ -240,7 +241,7 @@ def _seed_design(a):
         return None
     from raydw.findings.sequential import Design
 
-    seeds = load_spec(_spec_path(a.spec)).adaptive_seeds()
+    seeds = load_spec(spec_path(a.spec)).adaptive_seeds()
     return Design.of(seeds) if seeds is not None else None
 
 
@@ -248,7 +249,7 @@ def _verdict_args(a) -> dict:
     """The verdict settings: the spec's `verdicts:` section when --spec is given, each overridden by its flag."""
     from raydw.spec import VerdictSpec
 
-    base = load_spec(_spec_path(a.spec)).verdicts if getattr(a, "spec", None) else VerdictSpec()
+    base = load_spec(spec_path(a.spec)).verdicts if getattr(a, "spec", None) else VerdictSpec()
     pick = {k: getattr(a, k, None) for k in ("rule", "tol", "margin", "level", "resamples", "seed", "seed_variance")}
     chosen = {k: (v if v is not None else getattr(base, k)) for k, v in pick.items()}
     if chosen["rule"] != "tol" and pick["tol"] is None:
@@ -279,7 +280,7 @@ def cmd_status(a) -> int:
     note = _store_note(a.uri)
     if note and not a.spec:  # without a spec there is nothing to say about an empty store but this
         raise SpecError(note)
-    spec = _spec_path(a.spec) if a.spec else None
+    spec = spec_path(a.spec) if a.spec else None
     if spec is not None:
         load_spec(spec)  # a bad spec is refused before the store is read
     print((f"note: {note}; counting the spec's cells as missing\n" if note else "") + summary(a.uri, spec))
@@ -312,7 +313,7 @@ def _watch_report(a) -> int:
 
     from raydw.reporting.live import LiveReport
 
-    live = LiveReport(a.uri, Path(a.out), a.every, spec=_spec_path(a.spec) if a.spec else None, verdict_args=_verdict_args(a))
+    live = LiveReport(a.uri, Path(a.out), a.every, spec=spec_path(a.spec) if a.spec else None, verdict_args=_verdict_args(a))
     stopped = []
 
     def stop(signum, frame):
@@ -356,7 +357,7 @@ def _spec_cells(a) -> set[str] | None:
     from raydw.planning.plan import spec_cells
     from raydw.store import Store
 
-    ids = spec_cells(a.uri, _spec_path(a.spec))
+    ids = spec_cells(a.uri, spec_path(a.spec))
     if not ids & set(Store(a.uri).names("trials")):
         raise SpecError(f"none of the {len(ids)} cells {a.spec} plans is stored in {a.uri}: another spec or store?")
     return ids
@@ -448,8 +449,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="run every distinct path of the sweep (pre-training, dataset, regime, ticket method, IMP job, recipe) "
                         "for a few steps in a scratch store, then print each path's figures and the sweep's measured cost; "
                         "exit 0 only when every path ran (docs/sweeps.md)")
-    s.add_argument("--steps", type=_positive_int, metavar="N", help="--preflight: timed training steps per path (default 2)")
-    s.add_argument("--batch", type=_positive_int, metavar="B",
+    s.add_argument("--steps", type=positive_int, metavar="N", help="--preflight: timed training steps per path (default 2)")
+    s.add_argument("--batch", type=positive_int, metavar="B",
                    help="--preflight: every path's per-step batch (default: each path's own; a CPU needs a small one)")
     s.add_argument("--cover", action="store_true",
                    help="--preflight: only as many cell paths as take every value of every axis once (every branch, "
@@ -550,10 +551,10 @@ def main(argv: list[str] | None = None) -> int:
 
     s = sub.add_parser("bench", help="images/s of the reference recipe vs raydw's engine, side by side (docs/performance.md)")
     s.add_argument("--profile", default="cpu", choices=["cpu", "gpu"], help="cpu: ResNet-18 at 32 px, minutes on a laptop; gpu: ResNet-50 at 224 px, batch 128")
-    s.add_argument("--steps", type=_positive_int, help="timed steps (batches) per row (default: the profile's)")
-    s.add_argument("--batch", type=_positive_int, help="batch size (default: the profile's)")
-    s.add_argument("--warmup", type=_positive_int, help="untimed warm-up steps per row, at least 1 (FLOPs are counted on them)")
-    s.add_argument("--threads", type=_positive_int, help="torch intra-op threads (default: torch's)")
+    s.add_argument("--steps", type=positive_int, help="timed steps (batches) per row (default: the profile's)")
+    s.add_argument("--batch", type=positive_int, help="batch size (default: the profile's)")
+    s.add_argument("--warmup", type=positive_int, help="untimed warm-up steps per row, at least 1 (FLOPs are counted on them)")
+    s.add_argument("--threads", type=positive_int, help="torch intra-op threads (default: torch's)")
     s.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     s.add_argument("--json", help="write the table here too (default: bench-<profile>.json)")
     s.set_defaults(fn=cmd_bench)

@@ -8,7 +8,8 @@ import pytest
 from scipy.stats import norm
 
 from raydw import outcomes
-from raydw.findings.analysis import format_verdicts, verdicts
+from raydw.findings.analysis import verdicts
+from raydw.findings.text import format_verdicts
 from raydw.store import Store
 from raydw.findings.uncertainty import Bootstrap, delta_stats, interval, pool_seed_variance, resampled_accuracy, seed_stats
 

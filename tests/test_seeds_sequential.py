@@ -117,7 +117,7 @@ def test_round_one_decides_the_clear_loss_and_asks_a_second_seed_for_the_others(
 
 
 def test_the_table_says_why_each_level_stopped_and_at_which_level_it_looked(store):
-    from raydw.findings.analysis import format_verdicts
+    from raydw.findings.text import format_verdicts
 
     text = format_verdicts(replay(store.uri, Design(1, 3, 5), margin=3, resamples=200).verdicts)
     assert "decided at look 1" in text and "open: next ticket seed 2" in text

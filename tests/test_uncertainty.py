@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from raydw import outcomes
-from raydw.findings.analysis import extreme, format_verdicts, verdicts
+from raydw.findings.analysis import extreme, verdicts
+from raydw.findings.text import format_verdicts
 from raydw.cli import main
 from raydw.store import Store
 from raydw.findings.uncertainty import Bootstrap, delta_interval, resampled_accuracy

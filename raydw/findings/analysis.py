@@ -10,164 +10,12 @@ import numpy as np
 import pandas as pd
 
 from raydw import outcomes
-from raydw.ids import LEVEL_DIGITS
+from raydw.findings.frame import (AnalysisError, CHECKPOINTS, DEFAULT_MARGIN, METRICS, NO_BITS, READINGS, RULES, SEED_VARIANCE, SETTING, STATES, VERDICT_STATES, trials_frame)  # noqa: F401 - part of raydw.analysis
 from raydw.findings.uncertainty import (Bootstrap, SeedVariance, delta_stats, interval, mean_interval, pool_seed_variance,
                                resampled_accuracy, seed_stats)
 
-RULES = ("strict", "tol", "equivalence")  # how a ticket's value is compared with its dense baseline's
-# Where the seed part of an interval comes from: the family's pooled spread (docs/findings.md, "Seed variance pooled
-# by family"), or each comparison's own seeds (the intervals before pooling; one seed: no seed part).
-SEED_VARIANCE = ("pooled", "per_comparison")
-CHECKPOINTS = {"paper": ("sa", "ra"), "last": ("sa_last", "ra_last")}
-METRICS = ("sa_std", "sa_adv", "ra_adv")  # (metric, regime kind) pairs the paper's double-win is made of
-READINGS = {"full": METRICS, "loose": ("sa_std", "ra_adv")}  # which metrics make a double-win
-STATES = ("match", "no match", "inconclusive", "missing")
-VERDICT_STATES = {"match": "double-win", "no match": "not double-win", "inconclusive": "inconclusive", "missing": "missing"}
-DEFAULT_MARGIN = 1.0  # accuracy points (docs/findings.md, "Choosing the margin")
-# Means over seeds can differ from an equal value in the last bit; a tie must still count as matching.
-_TIE_SLACK = 1e-12
-NO_BITS = "no per-example data"
 
-
-class AnalysisError(ValueError):
-    """A bad argument or a trials table that cannot be analysed; the message names the value and the choices."""
-
-
-# -- input ------------------------------------------------------------------------------------------
-def trials_frame(uri_or_df, cells=None) -> pd.DataFrame:
-    """The trials table as a DataFrame, with a `level` key (rounded target sparsity) added.
-
-    `cells` (cell ids, e.g. `raydw.planning.plan.spec_cells(uri, spec)`) keeps only those rows: one sweep's cells in a store that
-    also holds other runs. Two rows of one setting and seed are refused (see _check_one_run_per_seed)."""
-    if isinstance(uri_or_df, pd.DataFrame):
-        df = uri_or_df.reset_index(drop=True)  # rows are looked up by position label: a concatenated frame repeats them
-    else:
-        from raydw.findings.results import load
-
-        df = load(str(uri_or_df), "trials")
-    if cells is not None:
-        df = df[df["cell_id"].isin(set(cells))].reset_index(drop=True)
-    need = {"pretraining", "ticket_method", "dataset", "regime", "regime_kind", "data_fraction", "status"}
-    if missing := sorted(need - set(df.columns)):
-        raise AnalysisError(f"trials table lacks columns {missing}")
-    for col in ("ticket_round", "target_sparsity", "sparsity", "error", "sa", "ra", "sa_last", "ra_last"):
-        if col not in df:  # a hand-built frame may leave out what it does not use
-            df[col] = np.nan
-    target = df["target_sparsity"]
-    target = target.where(target.notna(), df.get("sparsity"))
-    df["level"] = target.astype(float).round(LEVEL_DIGITS)  # raydw.ids: levels are compared after rounding
-    df.loc[df["ticket_method"] == "dense", "level"] = 0.0
-    df["data_fraction"] = df["data_fraction"].astype(float)
-    if {"ra_at_ra_best", "ra_at_sa_best"} <= set(df.columns):  # rows written before `ra` fell back for standard cells
-        old = df["ra"].isna() & df["ra_at_ra_best"].isna() & (df["status"] == "done")
-        df.loc[old, "ra"] = df.loc[old, "ra_at_sa_best"]
-    df = _without_impossible(df)
-    _check_one_run_per_seed(df)
-    return df
-
-
-# Accuracies a done row states (fractions of the test set) and the stored bits each one was computed from.
-_RATES = ("sa", "ra", "sa_last", "ra_last", "sa_at_sa_best", "ra_at_sa_best", "sa_at_ra_best", "ra_at_ra_best",
-          "ra_final", "ra_final_at_sa_best", "ra_final_at_ra_best", "ra_final_last")
-_FROM_BITS = {"sa_at_sa_best": "bits_clean_sa_best", "ra_at_ra_best": "bits_robust_ra_best", "sa_last": "bits_clean_last",
-              "ra_last": "bits_robust_last", "sa_at_ra_best": "bits_clean_ra_best", "ra_at_sa_best": "bits_robust_sa_best"}
-
-
-def _impossible(df: pd.DataFrame) -> dict:
-    """{index: why} of done rows whose numbers cannot be true: an accuracy outside [0, 1], or one that disagrees with
-    the row's own per-example bits (the fraction of set bits among test_n images, to half an image)."""
-    from raydw.outcomes import unpack
-
-    done = df["status"].eq("done") if "status" in df else pd.Series(False, index=df.index)
-    why: dict = {}
-    for c in (c for c in _RATES if c in df):
-        v = pd.to_numeric(df[c], errors="coerce")
-        for i in df.index[done & v.notna() & ((v < 0) | (v > 1))]:
-            why.setdefault(i, f"{c} = {float(v[i]):g} is not an accuracy in [0, 1]")
-    if "test_n" not in df:
-        return why
-    n_all = pd.to_numeric(df["test_n"], errors="coerce")
-    for c, bits in ((c, b) for c, b in _FROM_BITS.items() if c in df and b in df):
-        has = done & df[bits].notna() & df[c].notna() & (n_all > 0)
-        for i in df.index[has]:
-            if i in why:
-                continue
-            n, v = int(n_all[i]), float(df.at[i, c])
-            try:
-                rate = float(unpack(df.at[i, bits], n).mean())
-            except (ValueError, TypeError):
-                why[i] = f"{bits} holds fewer than test_n = {n} bits"
-                continue
-            if abs(rate - v) > 0.5 / n + 1e-9:
-                why[i] = f"{c} = {v:g} but its per-example bits ({bits}) give {rate:g}"
-    return why
-
-
-def _without_impossible(df: pd.DataFrame) -> pd.DataFrame:
-    """Done rows whose numbers cannot be true (a hand-edited or damaged row) are named on stderr and left out of
-    every interval and verdict; `df.attrs["left_out"]` keeps {cell_id: reason}."""
-    import sys
-
-    why = _impossible(df)
-    if not why:
-        return df
-    cells = df["cell_id"] if "cell_id" in df else pd.Series(df.index.astype(str), index=df.index)
-    for i, w in why.items():
-        print(f"warning: trials row {cells[i]} left out of the analysis: {w}", file=sys.stderr, flush=True)
-    out = df.drop(index=list(why)).reset_index(drop=True)
-    out.attrs["left_out"] = {str(cells[i]): w for i, w in why.items()}
-    return out
-
-
-SETTING = ["pretraining", "dataset", "regime", "data_fraction", "ticket_method", "level"]
-# What tells two runs of one setting apart when their config JSON is missing (hand-built frames).
-_RUN_COLUMNS = ["sweep", "recipe_id", "pretrained_id", "mask_id", "protocol", "normalization", "fraction_method",
-                "index_set_id", "phase"]
-
-
-def _check_one_run_per_seed(df: pd.DataFrame) -> None:
-    """Seeds are averaged per setting, so two rows of one setting with the same seed are two different experiments
-    (an edited spec rerun into the same store, a tuned and an untuned grid, two IMP variants): averaging them would
-    publish a mean of unlike runs as a mean over seeds. Refuse, naming the cells, what differs, and the way out."""
-    if "seed" not in df.columns or "cell_id" not in df.columns or df.empty:
-        return
-    keys = [*SETTING, "seed"]
-    dup = df[df.duplicated(keys, keep=False)]
-    if dup.empty:
-        return
-    groups = dup.groupby(keys, dropna=False, sort=False)
-    _, same = next(iter(groups))
-    first, n_settings = same.iloc[0], groups.ngroups
-    raise AnalysisError(
-        f"the trials hold {len(same)} different runs of one setting and seed ({first['pretraining']}, {first['dataset']}, "
-        f"{first['regime']}, fraction {first['data_fraction']:g}, {first['ticket_method']} at level {first['level']:g}, "
-        f"seed {first['seed']}): cells {sorted(same['cell_id'])}, which differ in {_differences(same)}"
-        + (f" ({n_settings} settings are affected)" if n_settings > 1 else "")
-        + ". They are different experiments, not seeds, and would be averaged as seeds. Analyse one sweep's cells: "
-        "`raydw verdicts URI --spec SPEC` / `raydw report URI --out DIR --spec SPEC`, or in Python "
-        "`verdicts(uri, cells=raydw.planning.plan.spec_cells(uri, spec))`; or give each experiment its own storage.")
-
-
-def _differences(rows: pd.DataFrame, limit: int = 6) -> str:
-    """The config fields (dotted paths) whose values differ between rows; the run columns if there is no config."""
-    import json
-
-    def flat(obj, prefix=""):
-        if isinstance(obj, dict):
-            for k, v in obj.items():
-                yield from flat(v, f"{prefix}{k}.")
-        else:
-            yield prefix[:-1], json.dumps(obj, sort_keys=True)
-
-    fields = []
-    if "config" in rows and rows["config"].notna().all():
-        configs = [dict(flat(json.loads(c))) for c in rows["config"]]
-        fields = sorted(k for k in set().union(*configs) if len({c.get(k) for c in configs}) > 1)
-    if not fields:  # no config recorded, or the same one
-        fields = [c for c in _RUN_COLUMNS if c in rows and rows[c].astype(str).nunique() > 1]
-    if not fields:
-        return "nothing recorded (same config, different cell ids)"
-    return ", ".join(fields[:limit]) + (f" and {len(fields) - limit} more fields" if len(fields) > limit else "")
+_TIE_SLACK = 1e-12  # a ticket equal to its dense baseline up to float noise matches under the strict rule
 
 
 def verdict_settings(spec) -> dict:
@@ -394,7 +242,7 @@ def _state(ok, rule: str, delta: float, ci, margin: float) -> tuple[str, str]:
     return ("match" if lo > -m else "no match" if hi < -m else "inconclusive"), ""
 
 
-def _combine(states: list[str]) -> str:
+def combine_states(states: list[str]) -> str:
     """Double-win: every metric matches; not double-win: one does not; else missing (a cell lacks), else inconclusive."""
     if "no match" in states:
         return "no match"
@@ -510,7 +358,7 @@ def verdicts(uri_or_df, rule: str = "strict", tol: float = 0.0, checkpoint: str 
     for m in METRICS:
         out[f"matching_{m}"] = out[f"matching_{m}"].astype("boolean")
     for name, metrics in READINGS.items():
-        out[f"verdict_{name}"] = [VERDICT_STATES[_combine([r[f"state_{m}"] for m in metrics])] for r in rows]
+        out[f"verdict_{name}"] = [VERDICT_STATES[combine_states([r[f"state_{m}"] for m in metrics])] for r in rows]
         out[f"double_win_{name}"] = out[f"verdict_{name}"].map({"double-win": True, "not double-win": False}).astype("boolean")
     out["verdict"] = out[f"verdict_{reading}"]
     out["stopped"] = np.where(out["verdict"].isin(["double-win", "not double-win"]), "decided",
@@ -639,70 +487,3 @@ def setting_intervals(df: pd.DataFrame, checkpoint: str = "paper", boot: Bootstr
     return pd.DataFrame([{**dict(zip(SETTING, k)), **v} for k, v in out.items()], columns=cols)
 
 
-# -- the printed table ------------------------------------------------------------------------------
-_SHORT = {"match": "match", "no match": "NO", "inconclusive": "incon.", "missing": "n/a"}
-
-
-def _metric_text(r: dict, m: str) -> str:
-    """Delta in accuracy points with its interval and the state, e.g. '-0.8 [-2.9,+1.1] incon.'."""
-    d, lo, hi, st = r[f"delta_{m}"], r[f"lo_{m}"], r[f"hi_{m}"], r[f"state_{m}"]
-    if pd.isna(d):
-        return _SHORT[st]
-    ci = "[no bits]" if pd.isna(lo) else f"[{100 * lo:+.1f},{100 * hi:+.1f}]"
-    return f"{100 * d:+.1f} {ci} {_SHORT[st]}"
-
-
-def _seed_text(r: dict, m: str) -> str:
-    """The seed SD behind one metric's interval in points with its df ('1.2/14'); '-' where none was pooled."""
-    sd, df = r.get(f"seed_sd_{m}"), r.get(f"seed_df_{m}")
-    return "-" if sd is None or pd.isna(sd) else f"{100 * sd:.1f}/{int(df)}"
-
-
-def _families_text(fams: list[dict] | None) -> list[str]:
-    """The pooled seed variance of every family, and whether its spreads were compatible enough to pool."""
-    if not fams:
-        return []
-    lines = ["\npooled seed variance by family (seed SD in points, its df = sum of seeds - 1 over its replicated cells; "
-             "Bartlett's p of equal spreads, pooled unless p < 0.05):"]
-    for f in fams:
-        p = "-" if pd.isna(f["bartlett_p"]) else f"{f['bartlett_p']:.3g}"
-        lines.append(f"  {f['dataset']} {f['regime']} f={f['data_fraction']:g} {f['value'].upper()}: SD {100 * f['seed_sd']:.2f}, "
-                     f"df {f['df']}, {f['cells']} cells, p {p}: " + ("pooled" if f["pooled"] else "NOT pooled (own seeds)"))
-    return lines
-
-
-def format_verdicts(v: pd.DataFrame) -> str:
-    """The verdict table as text: per ticket level, Delta = ticket - dense in points with its interval and state per
-    metric, and the verdict; then the extreme sparsities. What `raydw verdicts` and the end of a sweep print."""
-    a = v.attrs
-    head = (f"verdicts: rule {a.get('rule')}" + (f" (tol {a.get('tol'):g} dense std)" if a.get("rule") == "tol" else "")
-            + (f", margin {a.get('margin'):g} points" if a.get("rule") == "equivalence" else "")
-            + f", reading {a.get('reading')}, checkpoint {a.get('checkpoint')}; Delta = ticket - dense in accuracy points, "
-            f"[{100 * a.get('level', 0.95):.4g} % interval: test images by a paired bootstrap ({a.get('resamples')} resamples), "
-            + ("seeds by their family's pooled spread]" if a.get("seed_variance", "pooled") == "pooled"
-               else "seeds by each comparison's own spread]"))
-    if a.get("looks"):  # an adaptive sweep's table (raydw.findings.sequential.replay)
-        head += (f"; adaptive seeds: the error split over {a['looks']} looks (Bonferroni), each state frozen at the look "
-                 "that decided it")
-    if not len(v):
-        return head + "\n(no ticket cells)"
-    rows = []
-    for r in v.to_dict("records"):
-        k = r["ticket_round"]
-        rows.append({"pretraining": r["pretraining"], "dataset": r["dataset"], "f": f"{r['data_fraction']:g}",
-                     "ticket": f"{r['ticket_method']} " + (f"k={int(k)} " if not pd.isna(k) else "") + f"s={r['target_sparsity']:.3f}",
-                     "seeds": r["seeds"], "SA std": _metric_text(r, "sa_std"), "SA adv": _metric_text(r, "sa_adv"),
-                     "RA adv": _metric_text(r, "ra_adv"), "verdict": r["verdict"],
-                     "seed SD (df)": " ".join(_seed_text(r, m) for m in METRICS), "stopped": r["stopped"]})
-    table = pd.DataFrame(rows).to_string(index=False)
-    why = [f"  {r['pretraining']} {r['dataset']} f={r['data_fraction']:g} {r['ticket_method']} s={r['target_sparsity']:.3f}: "
-           f"{r['reason']}" for r in v.to_dict("records") if r["reason"]]
-    e = extreme(v, reading=a.get("reading", "full"))
-    ext = e[["pretraining", "dataset", "data_fraction", "ticket_method", "max_contig_sparsity_dw", "max_sparsity_dw",
-             "levels_dw", "levels_tested", "seeds", "contig_stops_at"]]
-    with pd.option_context("display.width", 250, "display.max_columns", 50, "display.max_colwidth", 90,
-                           "display.float_format", "{:.3f}".format):
-        ext_text = ext.to_string(index=False)
-    return "\n".join([head, table, *(["why n/a:", *why] if why else []), *_families_text(a.get("families")),
-                      f"\nextreme double-win sparsity (rule {a.get('rule')}; fixed-sequence: levels in order, stopping at "
-                      "the first not double-win; seeds = the fewest behind it):", ext_text])

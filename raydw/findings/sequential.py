@@ -99,7 +99,7 @@ def _rank(df: pd.DataFrame, design: Design) -> pd.Series:
     return df["seed"].map(lambda s: pos.get(int(s), design.max + 1) if pd.notna(s) else design.max + 1)
 
 
-def _cells_of(row: dict, metric: str, regimes: dict) -> tuple[tuple, tuple]:
+def cells_of(row: dict, metric: str, regimes: dict) -> tuple[tuple, tuple]:
     """(ticket setting, dense setting) behind one metric of one verdict row: (pretraining, dataset, regime, data
     fraction, ticket method, level)."""
     regime = regimes["standard"] if metric == "sa_std" else regimes["adversarial"]
@@ -168,7 +168,7 @@ def replay(trials, design: Design, cells=None, reading: str = "full", margin: fl
                     if st != "inconclusive":
                         frozen[(key, m)] = (st, r, {c: row[f"{c}_{m}"] for c in _KEEP})
             states = [frozen.get((key, m), ("inconclusive",))[0] for m in analysis.READINGS[reading]]
-            if analysis._combine(states) == "inconclusive":
+            if analysis.combine_states(states) == "inconclusive":
                 open_now[key] = [m for m in analysis.READINGS[reading] if (key, m) not in frozen]
             else:
                 decided.setdefault(key, r)
@@ -200,7 +200,7 @@ def _needs(rows: dict, asked: dict, design: Design, r: int, stored: dict, regime
         for m in metrics:
             if regimes.get("standard" if m == "sa_std" else "adversarial") is None:
                 continue
-            ticket, dense = _cells_of(rows[key], m, regimes)
+            ticket, dense = cells_of(rows[key], m, regimes)
             for setting, k in ((ticket, kt), (dense, kd)):
                 need += [(setting, j) for j in range(1, k + 1)
                          if j not in stored.get(setting, set()) and (setting, j) not in need]
@@ -220,7 +220,7 @@ def _frozen_frame(rows: dict, frozen: dict, decided: dict, open_now: dict, done:
             row[f"state_{m}"] = st
             row[f"matching_{m}"] = {"match": True, "no match": False}.get(st, pd.NA)
         for name, metrics in analysis.READINGS.items():
-            row[f"verdict_{name}"] = analysis.VERDICT_STATES[analysis._combine([row[f"state_{m}"] for m in metrics])]
+            row[f"verdict_{name}"] = analysis.VERDICT_STATES[analysis.combine_states([row[f"state_{m}"] for m in metrics])]
             row[f"double_win_{name}"] = {"double-win": True, "not double-win": False}.get(row[f"verdict_{name}"], pd.NA)
         row["verdict"], row["double_win"] = row[f"verdict_{reading}"], row[f"double_win_{reading}"]
         if key in open_now:

@@ -17,7 +17,7 @@ from raydw.store import Store
 def dry_run(spec: SweepSpec, storage: str, data_root: str | None = None) -> str:
     store = Store(storage)
     p = Plan.of(spec, store)
-    cells, done, todo = p.cells, p.done, {c.cell_id for c in p.todo}
+    cells, done = p.cells, p.done
     r = spec.resources
     lines = [f"sweep {spec.name}: {len(cells)} cells, {len(done)} done, {p.to_run_text()}"
              + (f", {len(p.waiting)} waiting for a tuned recipe" if p.waiting else "") + f" -> store {store.uri}",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from raydw.findings import analysis
 from raydw.cells import Cell
-from raydw.findings.sequential import Design, _cells_of, replay
+from raydw.findings.sequential import Design, cells_of, replay
 
 _DIGITS = 9  # levels and fractions are compared after rounding, as raydw.findings.analysis compares them
 
@@ -105,5 +105,5 @@ def _open_settings(rep) -> set[tuple]:
         for m in analysis.METRICS:
             if row[f"state_{m}"] != "inconclusive" or regimes.get("standard" if m == "sa_std" else "adversarial") is None:
                 continue
-            out.update(setting_key(*s) for s in _cells_of(row, m, regimes))
+            out.update(setting_key(*s) for s in cells_of(row, m, regimes))
     return out

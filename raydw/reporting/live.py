@@ -87,8 +87,8 @@ def plot_finished(trials: pd.DataFrame, path: Path) -> Path:
     return save_png(fig, path)
 
 
-def _duration(s: float | None) -> str:
-    return "unknown (no done cell to time yet)" if s is None else status._duration(s)
+def duration(s: float | None) -> str:
+    return "unknown (no done cell to time yet)" if s is None else status.duration(s)
 
 
 def section(p: Progress, every: float, state: str) -> str:
@@ -96,7 +96,7 @@ def section(p: Progress, every: float, state: str) -> str:
     counts = f"{p.done} done, {p.running} running, {p.failed} failed or stopped"
     if p.total is not None:
         counts += f", {p.missing} not started, of {p.total} cells"
-        counts += f"; time left: {_duration(p.left_s)} if run one at a time (divide by the cells running at once)"
+        counts += f"; time left: {duration(p.left_s)} if run one at a time (divide by the cells running at once)"
     return (f"<h2>Live: {html.escape(state)}</h2><p class='live'>{html.escape(counts)}</p>"
             f"<p class='note'>Rewritten every {every:g} s while the sweep runs; this page reloads itself. "
             "Running = epoch rows stored but no trials row yet (a cell half-way, or one a stopped driver left).</p>"

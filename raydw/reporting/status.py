@@ -125,7 +125,7 @@ def _first_line(err, status: str) -> str:
     return text.splitlines()[0] if text else f"({status}, no error recorded)"
 
 
-def _duration(s: float) -> str:
+def duration(s: float) -> str:
     return f"{s / 3600:.2f} h" if s >= 3600 else f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"
 
 
@@ -152,10 +152,10 @@ def render(st: SweepStatus, uri: str) -> str:
     spent = ", ".join(f"{h:.3f} {k}-hours" for k, h in sorted(st.hours.items())) or "nothing yet"
     lines.append(f"compute spent: {spent} (sum of wall_s x workers)")
     if st.done:
-        lines.append(f"mean wall per done cell: {_duration(st.mean_wall_s)}")
+        lines.append(f"mean wall per done cell: {duration(st.mean_wall_s)}")
     if st.total is not None:
         left = "unknown (no done cell to time yet)" if st.left_s is None else \
-            f"about {_duration(st.left_s)} if run one at a time; divide by the cells running at once"
+            f"about {duration(st.left_s)} if run one at a time; divide by the cells running at once"
         lines.append(f"to run: {st.to_run} cells (what `raydw sweep` runs next)"
                      + (f"; {st.waiting} more once their recipe is tuned" if st.waiting else "")
                      + (f"; up to {st.more} more while verdicts stay open, {st.not_needed} not needed (decided)"

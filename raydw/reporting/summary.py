@@ -16,6 +16,7 @@ from raydw.spec import SweepSpec
 from raydw.reporting.report import write_report
 from raydw.findings.results import load
 from raydw.findings.sequential import Design, spec_verdicts
+from raydw.findings.text import format_verdicts
 from raydw.store import Store
 
 
@@ -114,6 +115,6 @@ def _verdict_text(spec: SweepSpec, store: Store, ids: set[str]) -> str:
         df = analysis.trials_frame(store.uri, ids)
         if not (df["ticket_method"] != "dense").any():
             return ""
-        return "\n" + analysis.format_verdicts(spec_verdicts(df, spec)) + "\n"
+        return "\n" + format_verdicts(spec_verdicts(df, spec)) + "\n"
     except analysis.AnalysisError as e:
         return f"\nverdicts: not computed ({e})\n"
