@@ -1,0 +1,4 @@
+"""`python -m raydw.cli ...`: the same as the `raydw` command."""
+from raydw.cli import entry
+
+entry()
