@@ -148,3 +148,27 @@ def test_early_stopping_tickets_wait_for_their_dense_cell(tmp_path, tiny_spec_te
         store.write_row("trials", {**{k: v for k, v in c.row_fields().items() if k in TRIALS.names}, "status": "done"})
     s.ended()
     assert [c for c in _drain(s) if "omp" in c]
+
+
+def test_the_store_is_read_again_only_when_nothing_is_ready(tmp_path, tiny_spec_text, monkeypatch):
+    """Inputs only appear during a sweep, so while cells are ready the scheduler hands them out from what it last
+    read: for a store whose inputs are all there, one read to start and one to find nothing left, however many
+    trials end (it re-read after each: 13 reads for these 12 cells)."""
+    from raydw.planning import schedule
+
+    store = Store(str(tmp_path / "S"))
+    spec = _spec(tiny_spec_text, store.uri, seeds=[1, 2, 3])
+    _store_pretrained(store, spec)
+    for k in (1, 2):
+        _store_round(store, spec, k)
+    todo = Plan.of(spec, store).todo
+    tasks = sweep_tasks(Plan.of(spec, store), Keys())
+    reads = []
+    real = schedule.StoreView.read
+    monkeypatch.setattr(schedule.StoreView, "read", classmethod(lambda cls, *a, **k: reads.append(a) or real(*a, **k)))
+    s = Scheduler(tasks, store)
+    handed = 0
+    while isinstance(got := s.next(), list):
+        handed += len(got)
+        s.ended()
+    assert handed == len(todo) > 3 and len(reads) == 2, (handed, len(reads))

@@ -69,12 +69,32 @@ class Scheduler:
         self.handed = 0  # cells released so far
         self.view = StoreView()
         self._seen_at = -POLL_S
+        self._read = False
         self._failed: list[Task] = []
 
     def next(self) -> list[tuple[Task, object]] | str | None:
         """The next job(s) to run with their built jobs; FINISHED; or None (wait: something running may make a
-        waiting job ready)."""
-        self._refresh()
+        waiting job ready).
+
+        The store is read again only when nothing is ready with what was last read: a store's inputs only appear
+        during a sweep, so a job ready then is ready now, and re-reading after every ended trial cost ~0.3 s per cell
+        handed out at 10x the paper's grid (benchmarks/plan_scale.py)."""
+        if not self._read:  # the first call reads the store whatever the poll interval
+            self._refresh()
+        out = self._release()
+        if not out and self._refresh():
+            out = self._release()
+        if out:
+            self.running += 1
+            self.handed += sum(t.kind == "cell" for t, _ in out)
+            return out
+        if not self.running:  # nothing in flight can make a waiting job ready any more
+            for task in self.pending:
+                task.why_blocked = task.why_blocked or task.needs.why(self.view)
+            return FINISHED
+        return None
+
+    def _release(self) -> list[tuple[Task, object]]:
         out: list[tuple[Task, object]] = []
         for task in list(self.pending):
             if (out and task.kind != "cell") or not self._ready(task):
@@ -89,31 +109,25 @@ class Scheduler:
             out.append((task, built))
             if task.kind != "cell" or len(out) == self.cells_per_run:
                 break
-        if out:
-            self.running += 1
-            self.handed += sum(t.kind == "cell" for t, _ in out)
-            return out
-        if not self.running:  # nothing in flight can make a waiting job ready any more
-            for task in self.pending:
-                task.why_blocked = task.why_blocked or task.needs.why(self.view)
-            return FINISHED
-        return None
+        return out
 
     def ended(self) -> None:
         """A released job's trial ended: look at the store again at the next call."""
         self.running = max(0, self.running - 1)
         self._seen_at = -POLL_S
 
-    def _refresh(self) -> None:
+    def _refresh(self) -> bool:
+        """Read the store again (and update the gate), at most every POLL_S unless a trial ended; True if read."""
         if time.monotonic() - self._seen_at < POLL_S:
-            return
-        self._seen_at = time.monotonic()
+            return False
+        self._seen_at, self._read = time.monotonic(), True
         needs = [t.needs for t in self.pending]
         tables = (("pretrained",) if any(n.pretrained for n in needs) else ()) \
             + (("masks",) if any(n.imp for n in needs) else ()) + (("trials",) if any(n.cell for n in needs) else ())
         self.view = StoreView.read(self.store, tables)
         if self.gate is not None:
             self.gate.update()
+        return True
 
     def _ready(self, task: Task) -> bool:
         if task.gated and not self.gate.allows(task.key):
