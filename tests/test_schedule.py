@@ -172,3 +172,17 @@ def test_the_store_is_read_again_only_when_nothing_is_ready(tmp_path, tiny_spec_
         handed += len(got)
         s.ended()
     assert handed == len(todo) > 3 and len(reads) == 2, (handed, len(reads))
+
+
+def test_stages_not_started_are_named_for_the_time_left_estimate(tmp_path, tiny_spec_text):
+    """The estimate is made from finished cells; a pre-training or IMP job not started yet is said beside it."""
+    store = Store(str(tmp_path / "S"))
+    spec = _spec(tiny_spec_text, store.uri)
+    s = Scheduler(sweep_tasks(Plan.of(spec, store), Keys()), store)
+    assert s.not_started() == "; 1 pre-training(s) and 1 IMP job(s) not started yet, not in the estimate"
+    s.next()  # the pre-training is released
+    assert s.not_started() == "; 1 IMP job(s) not started yet, not in the estimate"
+    _store_pretrained(store, spec)
+    s.ended()
+    s.next()
+    assert s.not_started() == ""

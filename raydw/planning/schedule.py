@@ -134,6 +134,12 @@ class Scheduler:
             return False
         return task.needs.met(self.view)
 
+    def not_started(self) -> str:
+        """The stages whose jobs have not started, for a time-left estimate made from cells alone ("" if none)."""
+        n = {k: sum(t.kind == k for t in self.pending) for k in ("pretrain", "imp")}
+        parts = [f"{n['pretrain']} pre-training(s)"] * bool(n["pretrain"]) + [f"{n['imp']} IMP job(s)"] * bool(n["imp"])
+        return f"; {' and '.join(parts)} not started yet, not in the estimate" if parts else ""
+
     def skipped(self) -> list[Task]:
         """Cells the extreme search or the seed design did not ask for."""
         return [t for t in self.pending if t.gated and not self.gate.allows(t.key)]

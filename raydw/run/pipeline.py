@@ -41,6 +41,9 @@ class StagedSearcher(Searcher):
     def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
         self.scheduler.ended()
 
+    def not_started(self) -> str:
+        return self.scheduler.not_started()
+
     def handed(self) -> int:
         """Cells handed to Ray Tune so far."""
         return self.scheduler.handed
