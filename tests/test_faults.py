@@ -304,6 +304,7 @@ def test_a_diverging_cell_is_recorded_failed_while_the_others_finish(first_sweep
             f"{failed.wall_s.max():.0f} s with '{failed.error.iloc[0][:60]}'; the other cell done; no retries")
 
 
+@pytest.mark.slow  # over a minute on 2 cores: `-m "not slow"` leaves it out
 @pytest.mark.timeout(720)
 def test_a_killed_train_worker_resumes_its_cell_from_the_last_epoch(cluster, first_sweep, tmp_path):
     epochs = 6
@@ -328,6 +329,7 @@ def test_a_killed_train_worker_resumes_its_cell_from_the_last_epoch(cluster, fir
             f"fault -> first new epoch row {took:.1f} s")
 
 
+@pytest.mark.slow  # over a minute on 2 cores: `-m "not slow"` leaves it out
 @pytest.mark.timeout(720)
 def test_a_killed_sweep_driver_is_resumed_by_a_rerun_on_the_cluster(cluster, first_sweep, tmp_path):
     epochs = 6
@@ -408,6 +410,7 @@ def test_a_second_sweep_on_the_same_store_is_refused_naming_the_lock_holder(clus
                 p.wait(30)
 
 
+@pytest.mark.slow  # over a minute on 2 cores: `-m "not slow"` leaves it out
 @pytest.mark.timeout(720)
 def test_a_removed_worker_node_has_its_cell_rescheduled_on_the_other(cluster, first_sweep, tmp_path):
     epochs = 6

@@ -119,6 +119,7 @@ def _wait_page(index: Path, text: str, sweep: subprocess.Popen, log: Path, timeo
     raise AssertionError(f"no {text!r} in the live report after {timeout} s:\n" + log.read_text()[-3000:])
 
 
+@pytest.mark.slow  # over a minute on 2 cores: `-m "not slow"` leaves it out
 @pytest.mark.ray
 @pytest.mark.timeout(600)
 def test_a_live_report_shows_more_points_in_a_later_screenshot_while_the_sweep_runs(tmp_path, tiny_spec_text, tiny_store):

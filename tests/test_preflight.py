@@ -84,6 +84,7 @@ def test_the_inputs_writer_passes_its_sizes_by_name(tmp_path, monkeypatch):
 
 
 # -- on Ray ------------------------------------------------------------------------------------------------------------
+@pytest.mark.slow  # over a minute on 2 cores: `-m "not slow"` leaves it out
 @pytest.mark.ray
 @pytest.mark.timeout(900)
 def test_the_paper_preflight_runs_every_branch_at_224_px(ray_session, paper_inputs, monkeypatch, capsys):

@@ -42,6 +42,7 @@ def _registered_checkpoint(store: Path, epochs: int) -> bool:
     return False
 
 
+@pytest.mark.slow  # over a minute on 2 cores: `-m "not slow"` leaves it out
 def test_killed_sweep_resumes_without_duplicates(tmp_path, tiny_spec_text, tiny_store):
     d = yaml.safe_load(tiny_spec_text)
     d["regimes"]["standard"]["epochs"] = 6

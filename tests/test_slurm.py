@@ -88,6 +88,7 @@ def _visible(folder: Path) -> dict[str, float]:
     return {p.name: p.stat().st_mtime for p in folder.glob("*.parquet") if not p.name.startswith(".")} if folder.exists() else {}
 
 
+@pytest.mark.slow  # over a minute on 2 cores: `-m "not slow"` leaves it out
 def test_sbatch_runs_a_sweep_that_resumes_after_scancel_when_resubmitted(slurm, tmp_path, tiny_spec_text, tiny_store):
     job = _user_edit(slurm, tmp_path)
     store = tiny_store  # pre-trained already (by `raydw pretrain`): the jobs run cells

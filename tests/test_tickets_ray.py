@@ -113,6 +113,7 @@ def test_a_found_imp_round_takes_the_first_free_slot_ahead_of_cells_ready_all_al
     assert started < free_at + pd.Timedelta(seconds=30), why
 
 
+@pytest.mark.slow  # over a minute on 2 cores: `-m "not slow"` leaves it out
 def test_imp_killed_mid_round_resumes_without_recomputing_a_round(tmp_path, tiny_store):
     d = yaml.safe_load(SPEC)
     # Only IMP, two rounds, no dense cell: the kill falls after round 1 is stored, the rerun finds round 2 alone
