@@ -52,6 +52,7 @@ def test_jobs_are_made_only_by_the_job_builder():
 DECIDING = {"stored_imp_rounds", "existing_masks"}
 ALLOWED = {
     "raydw.planning.plan": "the planner: the one definition of what is left",
+    "raydw.planning.view": "the planner's one read of the store (StoreView), which the plan and the scheduler decide from",
     "raydw.store.reads": "the store's own reads (names, exists)",
     "raydw.tickets.lookup": "defines stored_imp_rounds / existing_masks",
     "raydw.tickets.make": "a writer: makes a missing omp/random/import mask once (idempotent), never twice",
