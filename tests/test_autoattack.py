@@ -21,6 +21,11 @@ from raydw.models.build import Normalized
 
 pytest.importorskip("torchattacks", reason="the autoattack extra: pip install 'raydw[autoattack]'")
 
+# One worker takes the whole module (pytest-xdist, `--dist loadgroup`): the module fixture's AutoAttack run
+# (12.9 s serially at load 3.3) then runs once, not once per worker (two setups of 40-42 s each at load ~3-4).
+# Fewer images would not pay: the attack is bound by its step count, not the batch (60 images took 9.5 s).
+pytestmark = pytest.mark.xdist_group("autoattack")
+
 EPS = 0.055  # [0,1] pixels: PGD-20 leaves about a quarter robust here, and AutoAttack breaks a few of those
 N_TEST = 120
 

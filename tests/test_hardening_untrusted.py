@@ -27,8 +27,24 @@ def _row(cid: str, status: str = "done", sa: float = 0.5, **kw) -> dict:
 
 
 def _cli(*args, cwd=None, timeout=120, env=None) -> subprocess.CompletedProcess:
+    """The `raydw` command in its own process: for the tests whose subject is the process (its exit with a call
+    abandoned in its time bound, its environment)."""
     return subprocess.run([sys.executable, "-m", "raydw.cli", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, cwd=cwd, env={**os.environ, **(env or {})})
+
+
+def _main(capsys, *args) -> subprocess.CompletedProcess:
+    """`raydw ARGS` in this process (raydw.cli.main, what the command runs, its exit code, stdout and stderr): where
+    the process is not the subject. A fresh interpreter per call cost 0.7 s idle and 1.5-3 s at load 3-4."""
+    from raydw.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as e:  # argparse's refusals
+        code = e.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
 
 
 class _Payload:
@@ -96,7 +112,7 @@ def test_a_damaged_pickle_is_a_value_error_naming_the_file(tmp_path):
 
 
 # -- cause 3: no output inside a store --------------------------------------------------------------------------------
-def test_an_output_inside_the_store_is_refused_and_the_store_is_untouched(tmp_path):
+def test_an_output_inside_the_store_is_refused_and_the_store_is_untouched(tmp_path, capsys):
     s = Store(str(tmp_path / "S"))
     s.write_row("trials", _row("c1"))
     part = tmp_path / "S" / "trials" / "c1.parquet"
@@ -106,14 +122,14 @@ def test_an_output_inside_the_store_is_refused_and_the_store_is_untouched(tmp_pa
                  ["export-mask", s.root, "m1", tmp_path / "S" / "masks" / "m.parquet"],
                  ["report", s.root, "--out", tmp_path / "S" / "trials"],
                  ["convert", tmp_path / "in.pt", tmp_path / "S" / "trials" / "c2.parquet"]):
-        r = _cli(*args)
+        r = _main(capsys, *args)
         assert r.returncode == 2 and "inside the results store" in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
     assert part.read_bytes() == before and len(results.load(s.root)) == 1
     link = tmp_path / "link"
     link.symlink_to(tmp_path / "S" / "trials")  # resolved paths: a link into the store is inside it
-    r = _cli("results", s.root, "--out", link / "c1.parquet")
+    r = _main(capsys, "results", s.root, "--out", link / "c1.parquet")
     assert r.returncode == 2 and "inside the results store" in r.stderr
-    r = _cli("results", s.root, "--out", tmp_path / "out.csv")  # outside: as before
+    r = _main(capsys, "results", s.root, "--out", tmp_path / "out.csv")  # outside: as before
     assert r.returncode == 0 and (tmp_path / "out.csv").exists()
 
 
@@ -126,7 +142,7 @@ def test_the_report_folder_of_a_store_stays_allowed(tmp_path):
 
 
 # -- cause 6: ids from users are ids ----------------------------------------------------------------------------------
-def test_a_mask_id_that_is_a_path_is_refused_before_any_file_is_read(tmp_path):
+def test_a_mask_id_that_is_a_path_is_refused_before_any_file_is_read(tmp_path, capsys):
     from raydw.store import StoreKeyError
 
     s = Store(str(tmp_path / "S"))
@@ -134,7 +150,7 @@ def test_a_mask_id_that_is_a_path_is_refused_before_any_file_is_read(tmp_path):
     outside = tmp_path / "x" / "outside.parquet"
     outside.parent.mkdir()
     pq.write_table(pa.table({"mask_id": ["m"], "bits": [b"1"]}), outside)
-    r = _cli("export-mask", s.root, "../../x/outside", tmp_path / "o.pth.tar")
+    r = _main(capsys, "export-mask", s.root, "../../x/outside", tmp_path / "o.pth.tar")
     assert r.returncode == 2 and "is not a masks id" in r.stderr and "Traceback" not in r.stderr, r.stderr
     for key in ("../x", "/etc/passwd", "a/b", ".hidden", "", None, 5):
         with pytest.raises(StoreKeyError):
@@ -329,10 +345,12 @@ S3_DOWN = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y", "AWS_REGION":
                                   ["sweep", "demo", "--storage", "{u}"],
                                   ["sweep", "demo", "--preflight", "--scratch", "{u}", "--storage", "{t}/s"]])
 def test_an_object_store_without_a_network_is_one_sentence_within_the_bound(tmp_path, args):
-    """gs:// without a network used to block until killed; now every command says so within RAYDW_REMOTE_TIMEOUT_S."""
+    """gs:// without a network used to block until killed; now every command says so within RAYDW_REMOTE_TIMEOUT_S.
+    In its own process: the subject includes the exit with a call still stuck in pyarrow (raydw.store.remote.exit_code).
+    A 1 s bound: the endpoint never answers, so any bound is reached; each command took the bound plus its start."""
     t = time.time()
     r = _cli(*(a.format(u="gs://raydw-no-bucket/x", t=tmp_path) for a in args), timeout=90,
-             env={"RAYDW_REMOTE_TIMEOUT_S": "3", "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{_listening_never()}"})
+             env={"RAYDW_REMOTE_TIMEOUT_S": "1", "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{_listening_never()}"})
     assert r.returncode == 3, (r.returncode, r.stdout[-500:], r.stderr[-2000:])
     assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1 and "gs://raydw-no-bucket/x" in r.stderr, r.stderr
     assert time.time() - t < 60
@@ -412,12 +430,12 @@ def test_the_rerun_of_a_sweep_whose_end_compaction_was_killed_finishes_it_and_sa
 
 
 # -- cause 13: compaction does not trip on its own quarantine ----------------------------------------------------------
-def test_compact_moves_a_junk_file_aside_and_finishes_in_one_run(tmp_path):
+def test_compact_moves_a_junk_file_aside_and_finishes_in_one_run(tmp_path, capsys):
     s = Store(str(tmp_path / "S"))
     for i in range(3):
         s.write_row("trials", _row(f"c{i}"))
     (tmp_path / "S" / "trials" / "junk.parquet").write_bytes(b"not parquet")
-    r = _cli("compact", s.root)
+    r = _main(capsys, "compact", s.root)
     assert r.returncode == 0, r.stderr
     assert [f[:5] for f in os.listdir(tmp_path / "S" / "trials")] == ["part-"]
     assert len(list((tmp_path / "S" / "quarantine" / "trials").glob("junk.parquet.*"))) == 2  # the file and its .why.txt
@@ -450,7 +468,7 @@ def _fill(folder: Path) -> None:
 
 
 @pytest.mark.parametrize("how", ["full", "read-only"])
-def test_compact_on_a_full_or_read_only_store_is_one_sentence_and_leaves_nothing(tmpfs, how):
+def test_compact_on_a_full_or_read_only_store_is_one_sentence_and_leaves_nothing(tmpfs, capsys, how):
     s = Store(str(tmpfs / "S"))
     for i in range(3):
         s.write_row("trials", _row(f"c{i}"))
@@ -460,7 +478,7 @@ def test_compact_on_a_full_or_read_only_store_is_one_sentence_and_leaves_nothing
         _fill(tmpfs)
     else:
         subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
-    r = _cli("compact", s.root)
+    r = _main(capsys, "compact", s.root)
     assert r.returncode == 3 and "is not writable" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1, r.stderr
     assert sorted(os.listdir(tmpfs / "S" / "trials")) == before and os.listdir(tmpfs / "S" / "locks") == []
@@ -492,18 +510,27 @@ def test_a_bad_columns_argument_is_an_argument_error_and_no_file_is_blamed(tmp_p
 
 
 # -- causes 16, 19: the report takes names as text and warns about no legend -------------------------------------------
-def test_a_report_of_names_with_dollar_signs_is_written_without_warnings(tmp_path):
+def test_a_report_of_names_with_dollar_signs_is_written_without_warnings(tmp_path, capsys):
+    """In this process, matplotlib's warnings reach `warnings` (pytest's capture) instead of stderr: recorded here."""
+    import warnings
+
+    def report(*args) -> tuple[subprocess.CompletedProcess, str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            r = _main(capsys, "report", *args)
+        return r, r.stderr + "".join(f"{w.category.__name__}: {w.message}\n" for w in caught)
+
     s = Store(str(tmp_path / "S"))
     for cid, method, sa in (("d1", "dense", 0.8), ("t1", "omp", 0.7)):
         s.write_row("trials", _cell_row(cid, method, sa, pretraining="$\\frac{a}$ $x^{"))
-    r = _cli("report", s.root, "--out", tmp_path / "rep")
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "Traceback" not in r.stderr and "No artists with labels" not in r.stderr, r.stderr
+    r, said = report(s.root, "--out", tmp_path / "rep")
+    assert r.returncode == 0, said[-3000:]
+    assert "Traceback" not in said and "No artists with labels" not in said, said
     assert (tmp_path / "rep" / "sa_ra_vs_sparsity.png").stat().st_size > 0
     s2 = Store(str(tmp_path / "S2"))  # dense cells only: panels without a curve to name
     s2.write_row("trials", _cell_row("d1", "dense", 0.8))
-    r = _cli("report", s2.root, "--out", tmp_path / "rep2")
-    assert r.returncode == 0 and "No artists with labels" not in r.stderr, r.stderr
+    r, said = report(s2.root, "--out", tmp_path / "rep2")
+    assert r.returncode == 0 and "No artists with labels" not in said, said
 
 
 # -- cause 17: flag bounds ----------------------------------------------------------------------------------------------
@@ -514,8 +541,9 @@ def test_a_report_of_names_with_dollar_signs_is_written_without_warnings(tmp_pat
     (["sweep", "demo", "--preflight", "--cover", "--dry-run"], "does not go with --preflight, --cover"),
     (["bench", "--threads", str(2 ** 40)], "is larger than 1,048,576"),
 ])
-def test_out_of_range_and_conflicting_flags_are_refused_at_once(tmp_path, args, says):
-    r = _cli(*args, cwd=tmp_path)
+def test_out_of_range_and_conflicting_flags_are_refused_at_once(tmp_path, monkeypatch, capsys, args, says):
+    monkeypatch.chdir(tmp_path)
+    r = _main(capsys, *args)
     assert r.returncode == 2 and says in r.stderr, r.stderr
     assert os.listdir(tmp_path) == []
 
@@ -533,12 +561,13 @@ def test_compact_with_nothing_to_do_says_nothing_to_merge(tmp_path):
 
 
 # -- cause 21: fetch says what it checked, and names the file it kept -------------------------------------------------
-def test_fetch_of_an_unhashed_payload_says_it_was_not_hash_checked_and_names_the_kept_file(tmp_path):
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch reading the payload, in this process now
+def test_fetch_of_an_unhashed_payload_says_it_was_not_hash_checked_and_names_the_kept_file(tmp_path, capsys):
     payload = tmp_path / "payload"
     marker = tmp_path / "PWNED"
     with open(payload, "wb") as f:
         pickle.dump({"state_dict": _Payload(marker)}, f)
-    r = _cli("fetch", "resnet50.pgd_linf1_in1k", "--url", f"file://{payload}", "--cache", tmp_path / "cache")
+    r = _main(capsys, "fetch", "resnet50.pgd_linf1_in1k", "--url", f"file://{payload}", "--cache", tmp_path / "cache")
     assert r.returncode == 2 and not marker.exists(), r.stderr
     assert "not hash-checked (no published hash is known" in r.stderr and "hash-checked, but" not in r.stderr, r.stderr
     assert ".download" not in r.stderr and (tmp_path / "cache" / "resnet50.pgd_linf1_in1k.published").exists(), r.stderr

@@ -74,6 +74,11 @@ def real_training(net: nn.Module, digits: Data):
     return fit_round(Normalized(net, (0.1310,), (0.3080,)), digits, REGIME, seed=1)
 
 
+# The tests reading `imp_run` share one worker (pytest-xdist `--dist loadgroup`): its three IMP rounds of real training
+# then run once, not once per worker (4.5 and 4.3 s setups at load ~3-4); the other tests still spread.
+IMP_GROUP = pytest.mark.xdist_group("pruning-imp")
+
+
 @pytest.fixture(scope="module")
 def imp_run(digits):
     """Three IMP rounds with real training, recording the net as each round starts and ends."""
@@ -112,11 +117,13 @@ def test_round_one_is_magnitude_pruning_of_the_pretrained_weights_before_any_tra
     assert equal_masks(masks[1], one_shot(pretrained(), RATE))
 
 
+@IMP_GROUP
 def test_the_last_round_is_never_trained(imp_run):
     assert imp_run["calls"] == [1, 2]
     assert sorted(imp_run["masks"]) == [1, 2, 3]
 
 
+@IMP_GROUP
 def test_every_round_starts_from_the_pretrained_weights_and_bn_statistics(imp_run):
     theta = imp_run["theta"]
     for k, start in imp_run["starts"].items():
@@ -126,6 +133,7 @@ def test_every_round_starts_from_the_pretrained_weights_and_bn_statistics(imp_ru
             assert torch.equal(value, want), f"round {k} starts with {key} != θ_pre"
 
 
+@IMP_GROUP
 def test_training_changes_the_weights_and_bn_statistics_that_rewinding_restores(imp_run):
     end, theta = imp_run["ends"][1], imp_run["theta"]
     keep = imp_run["masks"][1].tensors["layer1.conv1.weight"]
@@ -134,12 +142,14 @@ def test_training_changes_the_weights_and_bn_statistics_that_rewinding_restores(
     assert not torch.equal(end["fc.weight"], theta["fc.weight"])
 
 
+@IMP_GROUP
 def test_pruned_weights_stay_exactly_zero_through_training(imp_run):
     for k, end in imp_run["ends"].items():
         for name, keep in imp_run["masks"][k].tensors.items():
             assert int((end[name][~keep] != 0).sum()) == 0, f"round {k}: pruned {name} weights moved"
 
 
+@IMP_GROUP
 def test_next_round_prunes_by_magnitude_of_the_trained_weights(imp_run):
     trained = pretrained()
     trained.load_state_dict(imp_run["ends"][1])
@@ -147,6 +157,7 @@ def test_next_round_prunes_by_magnitude_of_the_trained_weights(imp_run):
     assert not equal_masks(imp_run["masks"][2], prune_remaining(pretrained(), imp_run["masks"][1], RATE))
 
 
+@IMP_GROUP
 def test_imp_hands_the_net_back_pretrained_dense_and_without_prune_hooks(imp_run):
     net = imp_run["net"]
     state = net.state_dict()
@@ -163,6 +174,7 @@ def test_resume_after_round_k_computes_no_earlier_round():
     assert stored == [3, 4]
 
 
+@IMP_GROUP
 def test_resumed_run_finds_the_same_masks_as_an_uninterrupted_run(imp_run, digits):
     net = pretrained()
     resumed = imp(net, 3, RATE, real_training(net, digits), start=(2, imp_run["masks"][2]))

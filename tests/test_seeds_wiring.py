@@ -84,6 +84,23 @@ def spec(tmp_path):
     return _spec(str(tmp_path / "store"))
 
 
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory) -> tuple[Path, frozenset]:
+    """(a store `_sweep` ran to its end, the ids of the cells it ran), made once: the tests that start from a finished
+    adaptive sweep copy it (`_swept_copy`). Each `_sweep` took 5 s serially at load ~3; the cell ids do not depend
+    on the store's path, so a copy is the store the test's own sweep would have written."""
+    spec = _spec(str(tmp_path_factory.mktemp("swept") / "store"))
+    ran = _sweep(spec, Store(spec.storage))
+    return Path(spec.storage), frozenset(c.cell_id for c in ran)
+
+
+def _swept_copy(swept, spec) -> Store:
+    import shutil
+
+    shutil.copytree(swept[0], spec.storage)
+    return Store(spec.storage)
+
+
 def _rank(c) -> int:
     return c.seed  # default seed values: 1..max
 
@@ -117,9 +134,8 @@ def test_the_gate_releases_rounds_in_order_and_only_for_open_comparisons(spec):
     assert stopped == {3: "decided at look 1", 7: "at max (3 seeds)"}
 
 
-def test_a_store_decided_or_at_max_runs_nothing_and_the_summary_calls_it_complete(spec):
-    store = Store(spec.storage)
-    _sweep(spec, store)
+def test_a_store_decided_or_at_max_runs_nothing_and_the_summary_calls_it_complete(spec, swept):
+    store = _swept_copy(swept, spec)
     assert _sweep(spec, store) == []  # the rerun: no cell released, nothing written
     lines = []
     s = end_of_sweep(Plan.of(spec, store), store, 0, 0.0, lines.append)
@@ -132,9 +148,9 @@ def test_a_store_decided_or_at_max_runs_nothing_and_the_summary_calls_it_complet
     assert "to run: 0 cells" in st and "4 not needed" in st
 
 
-def test_a_killed_adaptive_sweep_resumes_without_running_a_seed_twice(spec):
+def test_a_killed_adaptive_sweep_resumes_without_running_a_seed_twice(spec, swept):
     store = Store(spec.storage)
-    whole = {c.cell_id for c in _sweep(_spec(spec.storage.replace("store", "whole")), Store(spec.storage.replace("store", "whole")))}
+    whole = swept[1]  # the cells of a sweep never killed
     first = _sweep(spec, store, stop_after=11)  # killed in round 2: one of its two cells stored
     assert len(first) == 11
     second = _sweep(spec, store)
@@ -157,11 +173,10 @@ class _RayStarted(Exception):
     pass
 
 
-def test_raydw_sweep_on_a_decided_store_prints_plan_and_summary_without_starting_ray(spec, monkeypatch):
+def test_raydw_sweep_on_a_decided_store_prints_plan_and_summary_without_starting_ray(spec, swept, monkeypatch):
     from raydw.run import sweep
 
-    store = Store(spec.storage)
-    _sweep(spec, store)
+    _swept_copy(swept, spec)
 
     def connect(*a, **k):
         raise _RayStarted("the rerun of a decided adaptive sweep started Ray")
@@ -175,13 +190,12 @@ def test_raydw_sweep_on_a_decided_store_prints_plan_and_summary_without_starting
     assert "ticket levels: 1 decided, 1 at max" in text and "at max (3 seeds)" in text  # the summary
 
 
-def test_the_report_shows_per_verdict_its_seeds_family_variance_and_why_it_stopped(spec, tmp_path):
+def test_the_report_shows_per_verdict_its_seeds_family_variance_and_why_it_stopped(spec, swept, tmp_path):
     from raydw.findings.analysis import verdict_settings
     from raydw.reporting.report import write_report
     from raydw.findings.sequential import Design
 
-    store = Store(spec.storage)
-    _sweep(spec, store)
+    store = _swept_copy(swept, spec)
     page = write_report(store.uri, tmp_path / "report", cells={c.cell_id for c in Plan.of(spec, store).cells},
                         design=Design.of(spec.adaptive_seeds()), **verdict_settings(spec))
     html = page.read_text()
@@ -245,13 +259,12 @@ def test_an_open_level_stays_in_flight_for_the_search_until_its_seeds_stop(spec)
     assert not any(s.done() for s in searches)
 
 
-def test_raydw_verdicts_with_the_spec_replays_the_looks_the_sweep_took(spec, tmp_path, capsys):
+def test_raydw_verdicts_with_the_spec_replays_the_looks_the_sweep_took(spec, swept, tmp_path, capsys):
     import yaml
 
     from raydw.cli import main
 
-    store = Store(spec.storage)
-    _sweep(spec, store)
+    store = _swept_copy(swept, spec)
     path = tmp_path / "adaptive.yaml"
     path.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
     assert main(["verdicts", store.uri, "--spec", str(path)]) == 0

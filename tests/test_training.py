@@ -20,10 +20,26 @@ EVAL = AttackSpec(eps=0.1, step_size=0.025, steps=10)
 CHEAP = AttackSpec(eps=0.1, step_size=0.1, steps=1)
 
 
+# One worker takes the module (pytest-xdist `--dist loadgroup`): its fixtures (loading the digits, training the
+# PGD target 4 epochs) then run once, not once per worker (5.7 and 3.7 s setups at load ~3-4).
+pytestmark = pytest.mark.xdist_group("training")
+
+
 @pytest.fixture(scope="module")
 def mnist():
     torch.set_num_threads(1)  # see conftest: two xdist workers share two cores
     return load_data("mnist5k", None, "native", np.arange(1500), "cpu")
+
+
+@pytest.fixture(scope="module")
+def small(mnist):
+    """The first 256 training, 128 validation and 128 test images of `mnist`: for the tests of the loop's bookkeeping
+    (the mask held at zero, resume, the validation schedule, pre-validation, divergence), whose properties do not
+    depend on how much is learned; each epoch there validates and tests too, and 1500 + 500 + 500 images cost
+    3-8 s per test at load ~3."""
+    def head(split: Split, n: int) -> Split:
+        return Split(split.x[:n], split.y[:n])
+    return Data(head(mnist.train, 256), head(mnist.val, 128), head(mnist.test, 128), mnist.transform, 256)
 
 
 def _regime(kind="standard", epochs=2, lr=0.05, schedule="constant", **kw):
@@ -42,7 +58,7 @@ def trained(mnist):
     return model
 
 
-def test_masked_weights_are_exactly_zero_after_real_training(mnist):
+def test_masked_weights_are_exactly_zero_after_real_training(small):
     torch.manual_seed(0)
     model = Normalized(build_net("resnet_tiny", 10, 1), (0.131,), (0.308,))
     mask = one_shot(model.net, 0.7)
@@ -53,7 +69,7 @@ def test_masked_weights_are_exactly_zero_after_real_training(mnist):
         params = dict(model.net.named_parameters())
         seen.append(sum(int((params[n].detach()[~mask.tensors[n]] != 0).sum()) for n in mask.names))
 
-    out = fit(model, bound, mnist, _regime("adversarial", epochs=2), CHEAP, seed=0, on_epoch=on_epoch)
+    out = fit(model, bound, small, _regime("adversarial", epochs=2), CHEAP, seed=0, on_epoch=on_epoch)
     assert seen == [0, 0]
     kept = dict(model.net.named_parameters())
     assert all(bool((kept[n].detach()[mask.tensors[n]] != 0).any()) for n in mask.names)  # the rest trained
@@ -89,31 +105,31 @@ def test_attack_leaves_model_mode_and_parameter_grads_untouched(trained, mnist):
     assert all(p.grad is None for p in trained.parameters())
 
 
-def test_diverging_loss_raises_with_the_epoch(mnist):
+def test_diverging_loss_raises_with_the_epoch(small):
     torch.manual_seed(0)
     model = Normalized(build_net("resnet_tiny", 10, 1), (0.131,), (0.308,))
     with pytest.raises(Diverged, match="epoch 0"):
-        fit(model, None, mnist, _regime(lr=1e12, epochs=1), EVAL, seed=0)
+        fit(model, None, small, _regime(lr=1e12, epochs=1), EVAL, seed=0)
 
 
-def test_resume_from_a_state_continues_at_the_next_epoch(mnist):
+def test_resume_from_a_state_continues_at_the_next_epoch(small):
     torch.manual_seed(0)
     a = Normalized(build_net("resnet_tiny", 10, 1), (0.131,), (0.308,))
     b = Normalized(build_net("resnet_tiny", 10, 1), (0.131,), (0.308,))
     b.load_state_dict(a.state_dict())
     states = []
-    full = fit(a, None, mnist, _regime(epochs=2), CHEAP, seed=3)
-    fit(b, None, mnist, _regime(epochs=1), CHEAP, seed=3, on_epoch=lambda r, s: states.append(s()))
+    full = fit(a, None, small, _regime(epochs=2), CHEAP, seed=3)
+    fit(b, None, small, _regime(epochs=1), CHEAP, seed=3, on_epoch=lambda r, s: states.append(s()))
     c = Normalized(build_net("resnet_tiny", 10, 1), (0.131,), (0.308,))
-    resumed = fit(c, None, mnist, _regime(epochs=2), CHEAP, seed=3, resume=states[-1])
+    resumed = fit(c, None, small, _regime(epochs=2), CHEAP, seed=3, resume=states[-1])
     assert [h["epoch"] for h in resumed.history] == [0, 1]
     assert resumed.history[1]["train_loss"] == pytest.approx(full.history[1]["train_loss"], rel=1e-4)
 
 
-def test_fast_schedule_validates_ra_only_every_k_epochs_on_a_subset(mnist):
+def test_fast_schedule_validates_ra_only_every_k_epochs_on_a_subset(small):
     torch.manual_seed(0)
     model = Normalized(build_net("resnet_tiny", 10, 1), (0.131,), (0.308,))
-    out = fit(model, None, mnist, _regime(epochs=4), CHEAP, seed=0, val_schedule=(3, CHEAP, 100))
+    out = fit(model, None, small, _regime(epochs=4), CHEAP, seed=0, val_schedule=(3, CHEAP, 100))
     ra = [h["val_ra"] for h in out.history]
     assert not np.isnan(ra[0]) and np.isnan(ra[1]) and np.isnan(ra[2]) and not np.isnan(ra[3])  # 0, then last
     assert all(not np.isnan(h["val_sa"]) for h in out.history)  # SA every epoch
@@ -122,6 +138,7 @@ def test_fast_schedule_validates_ra_only_every_k_epochs_on_a_subset(mnist):
 
 
 def test_the_stored_per_example_outcomes_are_the_evaluated_accuracies(trained, mnist):
+    # The whole test split: PGD-10 left none of its first 128 images robust, and 0 < RA is part of the check.
     from raydw.train.loop import evaluate_examples
 
     ex = evaluate_examples(trained, mnist.test, mnist.transform, EVAL, seed=3)
@@ -144,12 +161,12 @@ def test_a_final_attack_only_lowers_robustness_and_only_runs_on_the_survivors(tr
     assert not ex["final"].any() and sum(seen) == int(ex["robust"].sum()) < len(mnist.test)
 
 
-def test_the_reference_pre_validation_keeps_the_first_epoch_as_the_candidate(mnist):
+def test_the_reference_pre_validation_keeps_the_first_epoch_as_the_candidate(small):
     """pre_validation: reference (the paper's script logs 1 % before val_start_epoch): epoch 0 stays SA-best unless a
     validated epoch beats 1 %; raydw's default never considers unvalidated epochs."""
     # Validation labels no 10-class model can predict: every validated epoch scores 0 %, below the logged 1 %.
-    hopeless = Data(mnist.train, Split(mnist.val.x, torch.full_like(mnist.val.y, 10)), mnist.test, mnist.transform,
-                    mnist.train_images)
+    hopeless = Data(small.train, Split(small.val.x, torch.full_like(small.val.y, 10)), small.test, small.transform,
+                    small.train_images)
 
     def run(policy, data):
         torch.manual_seed(0)
@@ -160,7 +177,7 @@ def test_the_reference_pre_validation_keeps_the_first_epoch_as_the_candidate(mni
     assert run("skip", hopeless).best["sa"]["epoch"] == 1
     ref = run("reference", hopeless)
     assert ref.best["sa"] == {"epoch": 0, "value": 0.01} and np.isnan(ref.history[0]["val_sa"])  # the row says NaN
-    assert run("reference", mnist).best["sa"]["epoch"] == 1  # a validated epoch above 1 % replaces it
+    assert run("reference", small).best["sa"]["epoch"] == 1  # a validated epoch above 1 % replaces it
 
 
 def test_amp_is_bf16_on_cuda_unless_the_spec_says_fp32_and_always_fp32_on_a_cpu():
