@@ -186,3 +186,19 @@ def test_stages_not_started_are_named_for_the_time_left_estimate(tmp_path, tiny_
     s.ended()
     s.next()
     assert s.not_started() == ""
+
+
+def test_a_round_found_after_a_trial_ends_goes_ahead_of_cells_ready_all_along(tmp_path, tiny_spec_text):
+    """While a job waits for an input the store is read again after every ended trial, so the cells of a round
+    that just appeared take the next slot by priority (the Ray test in test_tickets_ray, without Ray)."""
+    store = Store(str(tmp_path / "S"))
+    spec = _spec(tiny_spec_text, store.uri)
+    _store_pretrained(store, spec)
+    s = Scheduler(sweep_tasks(Plan.of(spec, store), Keys()), store)
+    assert [t.kind for t, _ in s.next()] == ["imp"]
+    first = s.next()
+    assert [t.kind for t, _ in first] == ["cell"] and "imp" not in first[0][0].label  # round 1 is not there yet
+    _store_round(store, spec, 1)
+    s.ended()
+    got = s.next()
+    assert got[0][0].label.startswith("ST imp s=0.200"), got[0][0].label  # round 1: sparsity 1 - 0.8
