@@ -185,10 +185,13 @@ def replay(trials, design: Design, cells=None, reading: str = "full", margin: fl
 
 def _look_state(row: dict, m: str, r: int, R: int, margin: float, alpha: float) -> str:
     """One metric's state at round r: decide() on Delta's se and df; 'missing' and the stopped ticket's 'no match'
-    as analysis.verdicts says them."""
+    as analysis.verdicts says them. A look whose interval lacks the seed part of a side (one seed and no family to
+    stand in) decides nothing: the Bonferroni split bounds the error only of intervals that cover seed variation."""
     st = row[f"state_{m}"]
     if st == "missing" or pd.isna(row[f"se_{m}"]):
         return st
+    if not analysis.covers_seeds(row[f"seed_source_{m}"]):
+        return "inconclusive"
     return decide(r, R, row[f"delta_{m}"], row[f"se_{m}"], row[f"df_{m}"], margin, alpha)
 
 
