@@ -152,3 +152,11 @@ def test_a_look_without_a_seed_part_decides_nothing(store):
     assert rep.round == 1
     assert (rep.verdicts["verdict"] == "inconclusive").all(), rep.verdicts[["ticket_round", "verdict", "stopped"]]
     assert set(rep.verdicts["stopped"]) == {"open: next ticket seed 2"}
+
+
+def test_a_level_decided_at_look_1_says_the_seeds_behind_it_though_more_are_stored(store):
+    """Adversarial pass 2: a store of a fixed 3-seed run read with the adaptive design said 'seeds 3' beside
+    'decided at look 1' (the row of the last round evaluated); the verdict stands on the seeds of its look."""
+    _round(store, [2, 3], rounds=(1, 2, 3))  # every level has 3 seeds stored
+    rep = replay(store.uri, Design(1, 3, 3), margin=3, resamples=200)
+    assert _state(rep, 2)["stopped"] == "decided at look 1" and _state(rep, 2)["seeds"] == 1

@@ -145,6 +145,7 @@ def replay(trials, design: Design, cells=None, reading: str = "full", margin: fl
     R, alpha = design.rounds, 1 - level
     frozen: dict = {}      # (level key, metric) -> (state, round, {column: value})
     decided: dict = {}     # level key -> the round its verdict was decided
+    at_decision: dict = {}  # level key -> its verdict row at that round
     rows: dict = {}        # level key -> its verdict row at the last round evaluated
     open_now: dict | None = None  # level key -> its metrics still open (None before round 1)
     regimes: dict = {}
@@ -172,12 +173,13 @@ def replay(trials, design: Design, cells=None, reading: str = "full", margin: fl
                 open_now[key] = [m for m in analysis.READINGS[reading] if (key, m) not in frozen]
             else:
                 decided.setdefault(key, r)
+                at_decision.setdefault(key, row)  # its seeds and means as decided, not as later rows (a fixed run) stand
         if not open_now:
             break
     if not rows:  # round 1 is incomplete (or there is no ticket): nothing looked at yet
         need = _needs(cur, {k: list(analysis.METRICS) for k in cur}, design, 1, stored, regimes)
         return Replay(v.assign(look=0, stopped="waiting for round 1"), 0, _next_frame(need))
-    out = _frozen_frame(rows, frozen, decided, open_now, done, design, reading)
+    out = _frozen_frame({**rows, **at_decision}, frozen, decided, open_now, done, design, reading)
     out.attrs.update({**attrs, "design": design, "looks": R})
     need = _needs(rows, open_now, design, done + 1, stored, regimes) if done < R else []
     return Replay(out, done, _next_frame(need))
