@@ -290,11 +290,29 @@ def test_an_accuracy_outside_0_1_or_against_its_own_bits_is_left_out_by_name(tmp
     df = trials_frame(s.root)
     assert sorted(df["cell_id"]) == ["dense1", "omp3"]
     assert df.attrs["left_out"] == {"omp1": "sa = 2.5 is not an accuracy in [0, 1]",
-                                    "omp2": "sa_at_sa_best = 0.9 but its per-example bits (bits_clean_sa_best) give 0.5"}
+                                    "omp2": "sa = 0.9 but its per-example bits (bits_clean_sa_best) give 0.5"}
     err = capsys.readouterr().err
     assert "trials row omp1 left out of the analysis: sa = 2.5" in err
     v = verdicts(s.root)
     assert "omp" not in set(v["ticket_method"]) and "random" not in set(v["ticket_method"])
+
+
+def test_a_headline_accuracy_against_its_own_bits_is_left_out_though_the_per_epoch_columns_agree(tmp_path, capsys):
+    """Adversarial pass 2: `sa` and `ra`, the columns every Delta is made of, were never held to their bits (only
+    sa_at_sa_best and kin were), so a row with sa 0.4 and bits at 0.6 printed a Delta outside its own interval."""
+    from raydw import outcomes
+    from raydw.findings.analysis import trials_frame
+
+    s = Store(str(tmp_path / "S"))
+    half = outcomes.pack([True] * 5 + [False] * 5)  # 10 test images, 5 right: 0.5
+    agree = dict(test_n=10, sa_at_sa_best=0.5, ra_at_sa_best=0.5, bits_clean_sa_best=half, bits_robust_sa_best=half)
+    s.write_row("trials", _cell_row("dense1", "dense", 0.5, ra=0.5, **agree))
+    s.write_row("trials", _cell_row("omp1", "omp", 0.4, ra=0.5, **agree))  # sa alone disagrees
+    s.write_row("trials", _cell_row("omp2", "random", 0.5, ra=0.3, **agree))  # ra, read at the SA-best bits (no RA-best)
+    df = trials_frame(s.root)
+    assert sorted(df["cell_id"]) == ["dense1"]
+    assert df.attrs["left_out"] == {"omp1": "sa = 0.4 but its per-example bits (bits_clean_sa_best) give 0.5",
+                                    "omp2": "ra = 0.3 but its per-example bits (bits_robust_sa_best) give 0.5"}
 
 
 # -- cause 8: trials.ra is RA at the SA-best epoch for a standard cell ------------------------------------------------

@@ -142,3 +142,21 @@ def test_a_store_decided_or_at_its_maximum_asks_for_nothing_and_says_why(store):
     assert all(s.startswith("decided at look") or s == "at max (3 seeds)" for s in rep.verdicts["stopped"])
     again = replay(store.uri, design, margin=3, resamples=200)  # a rerun reads the same store: the same answer
     assert again.next_cells.empty and list(again.verdicts["stopped"]) == list(rep.verdicts["stopped"])
+
+
+def test_a_look_without_a_seed_part_decides_nothing(store):
+    """Adversarial pass 2: with one dense seed before the first look (replicate 1) no cell of round 1 is replicated,
+    so each interval covers the test images only; the clear loss was 'decided at look 1' on it (and an RA 'match'
+    frozen), where the Bonferroni split bounds the error only of intervals that carry the seed variation."""
+    rep = replay(store.uri, Design(1, 1, 3), margin=3, resamples=200)
+    assert rep.round == 1
+    assert (rep.verdicts["verdict"] == "inconclusive").all(), rep.verdicts[["ticket_round", "verdict", "stopped"]]
+    assert set(rep.verdicts["stopped"]) == {"open: next ticket seed 2"}
+
+
+def test_a_level_decided_at_look_1_says_the_seeds_behind_it_though_more_are_stored(store):
+    """Adversarial pass 2: a store of a fixed 3-seed run read with the adaptive design said 'seeds 3' beside
+    'decided at look 1' (the row of the last round evaluated); the verdict stands on the seeds of its look."""
+    _round(store, [2, 3], rounds=(1, 2, 3))  # every level has 3 seeds stored
+    rep = replay(store.uri, Design(1, 3, 3), margin=3, resamples=200)
+    assert _state(rep, 2)["stopped"] == "decided at look 1" and _state(rep, 2)["seeds"] == 1

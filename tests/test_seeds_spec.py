@@ -44,6 +44,7 @@ def test_chosen_seed_values_are_used_in_their_order():
     ({"adaptive": {"max": 2, "replicate": 2, "values": [4, 4]}}, "values repeats a seed"),
     ({"adaptive": {"maximum": 3}}, "at seeds.adaptive.maximum: unknown field"),
     ({"fixed": [1]}, "at seeds.fixed: unknown field"),
+    ({"adaptive": {"start": 1, "replicate": 1, "max": 3}}, "at seeds.adaptive: start 1 and replicate 1 leave round 1"),
     ([], "at seeds: list at least one seed"),
     ([1, -1], "at seeds.1: a seed is a whole number in [0, 2**32)"),
 ])

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import ValidationError
+
+
+from raydw.bounded import short
 from raydw.outputs import output_dir, output_file
 from raydw.spec import SpecError, load_spec
 from raydw.store import SCHEMAS
@@ -151,6 +155,11 @@ def _verdict_args(a) -> dict:
     chosen = {k: (v if v is not None else getattr(base, k)) for k, v in pick.items()}
     if chosen["rule"] != "tol" and pick["tol"] is None:
         chosen["tol"] = 0.0
+    try:  # the flags meet the spec's own bounds here: deeper down an adaptive design checks its split level instead
+        VerdictSpec.model_validate(chosen)
+    except ValidationError as e:
+        raise SpecError("; ".join(f"--{'-'.join(str(p) for p in err['loc']).replace('_', '-')} "
+                                  f"{short(err['input'], 40)}: {err['msg']}" for err in e.errors())) from None
     return {**chosen, "reading": getattr(a, "reading", "full"), "checkpoint": a.checkpoint}
 
 
@@ -194,23 +203,26 @@ def cmd_report(a) -> int:
     from raydw.store import Store
 
     Store(a.uri)  # an unreachable or missing store is said before the --out folder is made
+    # So are a bad flag, a bad --spec and a --spec of another store: each is read before anything is written.
+    verdict_args = _verdict_args(a)
+    settings = {} if a.watch else {"cells": _spec_cells(a), "design": _seed_design(a)}
     output_dir(a.out, stores=(a.uri,))
     try:
         if a.watch:
-            return _watch_report(a)
-        print(f"wrote {write_report(a.uri, a.out, cells=_spec_cells(a), design=_seed_design(a), **_verdict_args(a))}")
+            return _watch_report(a, verdict_args)
+        print(f"wrote {write_report(a.uri, a.out, **settings, **verdict_args)}")
     except AnalysisError as e:
         raise SpecError(str(e)) from None
     return 0
 
 
-def _watch_report(a) -> int:
+def _watch_report(a, verdict_args: dict) -> int:
     """`raydw report --watch`: rewrite until SIGINT / SIGTERM (after the write in progress) or --until-complete."""
     import signal
 
     from raydw.reporting.live import LiveReport
 
-    live = LiveReport(a.uri, Path(a.out), a.every, spec=spec_path(a.spec) if a.spec else None, verdict_args=_verdict_args(a))
+    live = LiveReport(a.uri, Path(a.out), a.every, spec=spec_path(a.spec) if a.spec else None, verdict_args=verdict_args)
     stopped = []
 
     def stop(signum, frame):

@@ -82,8 +82,14 @@ _RATES = ("sa", "ra", "sa_last", "ra_last", "sa_at_sa_best", "ra_at_sa_best", "s
           "ra_final", "ra_final_at_sa_best", "ra_final_at_ra_best", "ra_final_last")
 
 
-_FROM_BITS = {"sa_at_sa_best": "bits_clean_sa_best", "ra_at_ra_best": "bits_robust_ra_best", "sa_last": "bits_clean_last",
-              "ra_last": "bits_robust_last", "sa_at_ra_best": "bits_clean_ra_best", "ra_at_sa_best": "bits_robust_sa_best"}
+# Each rate -> the bits it was computed from, first stored one: the headline `sa` / `ra` (what every Delta is made of)
+# included, `ra` and `ra_final` at the RA-best checkpoint, or at the SA-best one where the regime validates no RA.
+_FROM_BITS = {"sa": ("bits_clean_sa_best",), "ra": ("bits_robust_ra_best", "bits_robust_sa_best"),
+              "sa_at_sa_best": ("bits_clean_sa_best",), "ra_at_ra_best": ("bits_robust_ra_best",),
+              "sa_last": ("bits_clean_last",), "ra_last": ("bits_robust_last",), "sa_at_ra_best": ("bits_clean_ra_best",),
+              "ra_at_sa_best": ("bits_robust_sa_best",), "ra_final": ("bits_final_ra_best", "bits_final_sa_best"),
+              "ra_final_at_sa_best": ("bits_final_sa_best",), "ra_final_at_ra_best": ("bits_final_ra_best",),
+              "ra_final_last": ("bits_final_last",)}
 
 
 def _impossible(df: pd.DataFrame) -> dict:
@@ -100,10 +106,10 @@ def _impossible(df: pd.DataFrame) -> dict:
     if "test_n" not in df:
         return why
     n_all = pd.to_numeric(df["test_n"], errors="coerce")
-    for c, bits in ((c, b) for c, b in _FROM_BITS.items() if c in df and b in df):
-        has = done & df[bits].notna() & df[c].notna() & (n_all > 0)
-        for i in df.index[has]:
-            if i in why:
+    for c, sources in ((c, [b for b in s if b in df]) for c, s in _FROM_BITS.items() if c in df):
+        for i in df.index[done & df[c].notna() & (n_all > 0)]:
+            bits = next((b for b in sources if df.at[i, b] is not None and not _missing(df.at[i, b])), None)
+            if i in why or bits is None:
                 continue
             n, v = int(n_all[i]), float(df.at[i, c])
             try:
@@ -114,6 +120,11 @@ def _impossible(df: pd.DataFrame) -> dict:
             if abs(rate - v) > 0.5 / n + 1e-9:
                 why[i] = f"{c} = {v:g} but its per-example bits ({bits}) give {rate:g}"
     return why
+
+
+def _missing(v) -> bool:
+    """A null cell of a bits column (None or a float NaN), as opposed to stored bytes."""
+    return isinstance(v, float) and v != v
 
 
 def _without_impossible(df: pd.DataFrame) -> pd.DataFrame:

@@ -145,6 +145,7 @@ def replay(trials, design: Design, cells=None, reading: str = "full", margin: fl
     R, alpha = design.rounds, 1 - level
     frozen: dict = {}      # (level key, metric) -> (state, round, {column: value})
     decided: dict = {}     # level key -> the round its verdict was decided
+    at_decision: dict = {}  # level key -> its verdict row at that round
     rows: dict = {}        # level key -> its verdict row at the last round evaluated
     open_now: dict | None = None  # level key -> its metrics still open (None before round 1)
     regimes: dict = {}
@@ -172,12 +173,13 @@ def replay(trials, design: Design, cells=None, reading: str = "full", margin: fl
                 open_now[key] = [m for m in analysis.READINGS[reading] if (key, m) not in frozen]
             else:
                 decided.setdefault(key, r)
+                at_decision.setdefault(key, row)  # its seeds and means as decided, not as later rows (a fixed run) stand
         if not open_now:
             break
     if not rows:  # round 1 is incomplete (or there is no ticket): nothing looked at yet
         need = _needs(cur, {k: list(analysis.METRICS) for k in cur}, design, 1, stored, regimes)
         return Replay(v.assign(look=0, stopped="waiting for round 1"), 0, _next_frame(need))
-    out = _frozen_frame(rows, frozen, decided, open_now, done, design, reading)
+    out = _frozen_frame({**rows, **at_decision}, frozen, decided, open_now, done, design, reading)
     out.attrs.update({**attrs, "design": design, "looks": R})
     need = _needs(rows, open_now, design, done + 1, stored, regimes) if done < R else []
     return Replay(out, done, _next_frame(need))
@@ -185,10 +187,13 @@ def replay(trials, design: Design, cells=None, reading: str = "full", margin: fl
 
 def _look_state(row: dict, m: str, r: int, R: int, margin: float, alpha: float) -> str:
     """One metric's state at round r: decide() on Delta's se and df; 'missing' and the stopped ticket's 'no match'
-    as analysis.verdicts says them."""
+    as analysis.verdicts says them. A look whose interval lacks the seed part of a side (one seed and no family to
+    stand in) decides nothing: the Bonferroni split bounds the error only of intervals that cover seed variation."""
     st = row[f"state_{m}"]
     if st == "missing" or pd.isna(row[f"se_{m}"]):
         return st
+    if not analysis.covers_seeds(row[f"seed_source_{m}"]):
+        return "inconclusive"
     return decide(r, R, row[f"delta_{m}"], row[f"se_{m}"], row[f"df_{m}"], margin, alpha)
 
 

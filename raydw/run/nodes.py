@@ -9,6 +9,8 @@ import argparse
 import sys
 import time
 
+from raydw.argtypes import host_port, positive_int, positive_seconds
+
 
 def alive_nodes() -> int:
     import ray
@@ -35,9 +37,9 @@ def wait_for_nodes(address: str, n: int, timeout: float, poll: float = 1.0, out=
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m raydw.nodes", description=__doc__.splitlines()[0])
-    ap.add_argument("address", help="the head's IP:port")
-    ap.add_argument("n", type=int, help="nodes to wait for (the head counts)")
-    ap.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
+    ap.add_argument("address", type=host_port, help="the head's IP:port")
+    ap.add_argument("n", type=positive_int, help="nodes to wait for (the head counts)")
+    ap.add_argument("--timeout", type=positive_seconds, default=600.0, help="seconds (default 600)")
     a = ap.parse_args(argv)
     return 0 if wait_for_nodes(a.address, a.n, a.timeout) else 1
 

@@ -142,6 +142,10 @@ class AdaptiveSeedsSpec(SpecModel):
         for name in ("start", "replicate"):
             if getattr(self, name) > self.max:
                 raise ValueError(f"{name} {getattr(self, name)} is more than max {self.max}: at most max seeds run")
+        if self.start < 2 and self.replicate < 2:  # no family variance and no own spread: no look could decide
+            raise ValueError(f"start {self.start} and replicate {self.replicate} leave round 1 with no replicated cell, so no "
+                             "verdict could carry the seed variation and the first look would decide nothing; set "
+                             "replicate: 2 or more (the dense cells' seeds before the first look; 3 in sweeps/demo-adaptive.yaml)")
         if self.values is not None:
             if len(self.values) != self.max:
                 raise ValueError(f"values lists {len(self.values)} seeds, max is {self.max}: give one value per possible seed")
