@@ -34,3 +34,20 @@ def test_packed_cells_that_end_together_do_not_shorten_the_estimate(monkeypatch)
 def test_one_cell_trials_keep_their_estimate(monkeypatch):
     said = _run(monkeypatch, [(50.0, 1), (80.0, 1), (110.0, 1)], total=5)
     assert [_left(s) for s in said] == [None, 1.5, 1.0]  # 30 s a cell
+
+
+def test_a_total_that_grows_as_rounds_are_released_is_the_lines_denominator(monkeypatch):
+    """Adaptive seeds and the extreme search release cells as they go: the count is read at each line, so a
+    second round's cells read '[4/5]', not '[4/3]' (the demo printed '[31/30]') and keep their estimate."""
+    total = [3]
+    said, now = [], [0.0]
+    monkeypatch.setattr(tuner, "say", said.append)
+    monkeypatch.setattr(tuner.time, "time", lambda: now[0])
+    p = tuner.Progress(lambda: total[0], lambda trial: [(f"cell {i}", "SA 0.5") for i in range(trial)])
+    for t, cells in [(10.0, 1), (20.0, 1), (30.0, 1)]:
+        now[0] = t
+        p.on_trial_complete(0, [], cells)
+    total[0] = 5  # round 2 released two more cells
+    now[0] = 40.0
+    p.on_trial_complete(0, [], 1)
+    assert said[2].startswith("[3/3]") and said[3].startswith("[4/5]") and _left(said[3]) is not None

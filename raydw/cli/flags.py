@@ -1,7 +1,6 @@
 """Argument types of the `raydw` command: each refuses bad input with a message argparse prints (exit 2)."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from raydw.argtypes import MAX_COUNT, MIN_EVERY_S, positive_int, positive_seconds  # noqa: F401 - the flags' types

@@ -123,7 +123,8 @@ def _run_locked(spec: SweepSpec, store: Store, address: str | None, data_root: s
         + f" on Ray Tune + Ray Train, {conc} at a time")
     searcher = StagedSearcher(tasks, store, gate, cells_per_run=spec.resources.cells_per_run)
     tuner.fit(tuner.run_name(spec.name), store, conc,
-              [tuner.Progress(len(p.todo), tuner.sweep_lines, not_started=searcher.not_started), *trackers.callbacks(spec.trackers, spec.name, tuner.trial_jobs, out)],
+              [tuner.Progress(lambda: max(len(p.todo), searcher.handed()), tuner.sweep_lines,  # rounds add cells
+                              not_started=searcher.not_started), *trackers.callbacks(spec.trackers, spec.name, tuner.trial_jobs, out)],
               searcher)
     for t in searcher.blocked():
         out(f"  not run: {t.label} ({t.why_blocked})")

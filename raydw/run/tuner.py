@@ -95,12 +95,14 @@ class Progress(tune.Callback):
     (pre-training and start-up are not per cell). That first trial's own cells are not in the pace: with packed
     cells they all end in the same instant, and counting them made the estimate several times too short."""
 
-    def __init__(self, total: int, lines: Callable, done: int = 0, prefix: str = "", tag: str = "",
+    def __init__(self, total: int | Callable[[], int], lines: Callable, done: int = 0, prefix: str = "", tag: str = "",
                  not_started: Callable[[], str] = str):
         """`not_started()`: the stages not started yet (the scheduler's), said beside the estimate, which is made
         from finished cells and so cannot include them (a newcomer saw "~1.0 min left" with a pre-training and 36
         cells to go)."""
-        self.total, self.lines, self.n, self.prefix, self.tag = total, lines, done, prefix, tag
+        # total: a number, or a function where later rounds add cells (adaptive seeds, the extreme search)
+        self._total = total if callable(total) else (lambda: total)
+        self.lines, self.n, self.prefix, self.tag = lines, done, prefix, tag
         self.not_started = not_started
         self.t0: float | None = None  # when the first trial with cells ended
         self.base = done  # cells finished by then
@@ -114,10 +116,10 @@ class Progress(tune.Callback):
             label, text = item
             self.n += 1
             cells += 1
-            ran = self.n - self.base
-            left = (time.time() - self.t0) / ran * (self.total - self.n) if self.t0 is not None and ran > 0 else None
-            say(f"{self.prefix}[{self.tag}{self.n}/{self.total}] {label}: {text}"
-                + (f", ~{left / 60:.1f} min left{self.not_started()}" if left is not None and self.n < self.total else ""))
+            ran, total = self.n - self.base, self._total()
+            left = (time.time() - self.t0) / ran * (total - self.n) if self.t0 is not None and ran > 0 else None
+            say(f"{self.prefix}[{self.tag}{self.n}/{total}] {label}: {text}"
+                + (f", ~{left / 60:.1f} min left{self.not_started()}" if left is not None and self.n < total else ""))
         if cells and self.t0 is None:
             self.t0, self.base = time.time(), self.n
 
