@@ -26,13 +26,6 @@ def _row(cid: str, status: str = "done", sa: float = 0.5, **kw) -> dict:
     return {"cell_id": cid, "sweep": "t", "status": status, "sa": sa, "ra": 0.1, "dataset": "digits", **kw}
 
 
-def _cli(*args, cwd=None, timeout=120, env=None) -> subprocess.CompletedProcess:
-    """The `raydw` command in its own process: for the tests whose subject is the process (its exit with a call
-    abandoned in its time bound, its environment)."""
-    return subprocess.run([sys.executable, "-m", "raydw.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd, env={**os.environ, **(env or {})})
-
-
 def _main(capsys, *args) -> subprocess.CompletedProcess:
     """`raydw ARGS` in this process (raydw.cli.main, what the command runs, its exit code, stdout and stderr): where
     the process is not the subject. A fresh interpreter per call cost 0.7 s idle and 1.5-3 s at load 3-4."""
@@ -356,23 +349,51 @@ def _closed_port() -> int:
 
 
 S3_DOWN = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y", "AWS_REGION": "us-east-1"}
+GS_COMMANDS = [["status", "{u}"], ["results", "{u}"], ["verdicts", "{u}"], ["compact", "{u}"],
+               ["report", "{u}", "--out", "{t}/rep"], ["sweep", "demo", "--dry-run", "--storage", "{u}"],
+               ["sweep", "demo", "--storage", "{u}"],
+               ["sweep", "demo", "--preflight", "--scratch", "{u}", "--storage", "{t}/s"]]
+S3_COMMANDS = ["status", "results"]
 
 
-@pytest.mark.parametrize("args", [["status", "{u}"], ["results", "{u}"], ["verdicts", "{u}"], ["compact", "{u}"],
-                                  ["report", "{u}", "--out", "{t}/rep"], ["sweep", "demo", "--dry-run", "--storage", "{u}"],
-                                  ["sweep", "demo", "--storage", "{u}"],
-                                  ["sweep", "demo", "--preflight", "--scratch", "{u}", "--storage", "{t}/s"]])
-def test_an_object_store_without_a_network_is_one_sentence_within_the_bound(tmp_path, args):
+@pytest.fixture(scope="module")
+def unreachable(tmp_path_factory) -> dict:
+    """Every `raydw` command of the two tests below, each in its own process, all started at once: each spends its
+    time waiting (a 1 s bound on gs://, the S3 SDK's ~6 s of retries), which in turn cost the fast lane ~30 s.
+    {case: (exit code, stderr, seconds from its start to its exit, its tmp folder)}."""
+    gs_env = {"RAYDW_REMOTE_TIMEOUT_S": "1", "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{_listening_never()}"}
+    s3_env = {**S3_DOWN, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{_closed_port()}"}
+    cases = {**{("gs", i): ([a.format(u="gs://raydw-no-bucket/x", t="{t}") for a in args], gs_env)
+                for i, args in enumerate(GS_COMMANDS)},
+             **{("s3", c): ([c, "s3://b/x"], s3_env) for c in S3_COMMANDS}}
+    started = {}
+    for case, (args, env) in cases.items():
+        t = tmp_path_factory.mktemp("unreachable")
+        started[case] = (time.time(), t, subprocess.Popen(
+            [sys.executable, "-m", "raydw.cli", *(a.format(t=t) for a in args)], stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True, env={**os.environ, **env}))
+    out = {}
+    for case, (t0, t, p) in started.items():
+        try:
+            _, err = p.communicate(timeout=max(1.0, t0 + 90 - time.time()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            _, err = p.communicate()
+        out[case] = (p.returncode, err, time.time() - t0, t)
+    return out
+
+
+@pytest.mark.xdist_group("unreachable")  # one worker starts them all once
+@pytest.mark.parametrize("i", range(len(GS_COMMANDS)), ids=["status", "results", "verdicts", "compact", "report", "dry-run", "sweep", "preflight-scratch"])
+def test_an_object_store_without_a_network_is_one_sentence_within_the_bound(unreachable, i):
     """gs:// without a network used to block until killed; now every command says so within RAYDW_REMOTE_TIMEOUT_S.
     In its own process: the subject includes the exit with a call still stuck in pyarrow (raydw.store.remote.exit_code).
     A 1 s bound: the endpoint never answers, so any bound is reached; each command took the bound plus its start."""
-    t = time.time()
-    r = _cli(*(a.format(u="gs://raydw-no-bucket/x", t=tmp_path) for a in args), timeout=90,
-             env={"RAYDW_REMOTE_TIMEOUT_S": "1", "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{_listening_never()}"})
-    assert r.returncode == 3, (r.returncode, r.stdout[-500:], r.stderr[-2000:])
-    assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1 and "gs://raydw-no-bucket/x" in r.stderr, r.stderr
-    assert time.time() - t < 60
-    assert not (tmp_path / "rep").exists() and not (tmp_path / "s").exists()
+    code, err, seconds, t = unreachable[("gs", i)]
+    assert code == 3, (GS_COMMANDS[i], code, err[-2000:])
+    assert "Traceback" not in err and err.count("\n") == 1 and "gs://raydw-no-bucket/x" in err, err
+    assert seconds < 60
+    assert not (t / "rep").exists() and not (t / "s").exists()
 
 
 _SILENT = []
@@ -388,11 +409,12 @@ def _listening_never() -> int:
     return _SILENT[0].getsockname()[1]
 
 
-@pytest.mark.parametrize("cmd", ["status", "results"])
-def test_an_unreachable_s3_endpoint_is_one_sentence_exit_3(tmp_path, cmd):
-    r = _cli(cmd, "s3://b/x", env={**S3_DOWN, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{_closed_port()}"})
-    assert r.returncode == 3 and "results store s3://b/x cannot be reached" in r.stderr, r.stderr
-    assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+@pytest.mark.xdist_group("unreachable")
+@pytest.mark.parametrize("cmd", S3_COMMANDS)
+def test_an_unreachable_s3_endpoint_is_one_sentence_exit_3(unreachable, cmd):
+    code, err, _, _ = unreachable[("s3", cmd)]
+    assert code == 3 and "results store s3://b/x cannot be reached" in err, err
+    assert "Traceback" not in err and err.count("\n") == 1
 
 
 # -- cause 22: a stratified data fraction on a dataset under data.root ------------------------------------------------
