@@ -56,7 +56,7 @@ def _cell(job: CellJob, rank: int, world: int, device, resume: dict | None, prob
         # (or the cell failed deterministically, e.g. diverged before its first epoch: its checkpoint then holds
         # no epoch, and the rerun reports the same failure rather than a KeyError of its own)
         report(rank, resume["final"], resume if rank == 0 else None)
-        return CellResult.fromreport(resume["final"])
+        return CellResult.from_report(resume["final"])
     reporter = Reporter(rank, {"cell_id": cell.cell_id, "resumed_from": 0 if resume is None else resume["epoch"] + 1},
                          store, cell.cell_id, early_stop_check(store, job.early_stop))
     model, mask, _ = cell_model(store, cell, job.mask_id)
