@@ -28,7 +28,7 @@ def main() -> None:
                     choices=["standard", "pgd10_train", "pgd20_eval"])
     a = ap.parse_args()
 
-    from raydw.bench import _data, _regimes
+    from raydw.bench.ours import data, regimes
     from raydw.data import catalog
     from raydw.data.device import Split, Transform
     from raydw.models.build import Normalized, build_net
@@ -46,7 +46,7 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     print(f"torch {torch.__version__}, {a.threads} thread(s), {os.cpu_count()} cores, fp32, resnet50 at 224 px")
     for b in a.batches:
-        std, adv, eval_attack, tail = _regimes(b)
+        std, adv, eval_attack, tail = regimes(b)
         n = (1 + a.steps) * b
         x = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
         y = torch.randint(0, info.num_classes, (n,), generator=g)
@@ -59,8 +59,8 @@ def main() -> None:
                 per, steps = time.perf_counter() - t0, 1
             else:
                 regime = std if kind == "standard" else adv
-                fit(model, bound, _data(x, y, b, tf), regime, tail, seed=0)  # warm-up step
-                out = fit(model, bound, _data(x[b:], y[b:], a.steps * b, tf), regime, tail, seed=0)
+                fit(model, bound, data(x, y, b, tf), regime, tail, seed=0)  # warm-up step
+                out = fit(model, bound, data(x[b:], y[b:], a.steps * b, tf), regime, tail, seed=0)
                 per, steps = out.history[0]["epoch_s"] / a.steps, a.steps
             print(f"batch {b:3d}  {kind:12s} {per:8.2f} s/step  {per / b:7.2f} s/image  "
                   f"({steps} timed step(s), load average {load:.1f} -> {os.getloadavg()[0]:.1f})", flush=True)

@@ -61,7 +61,7 @@ ALLOWED = {
     "raydw.store.reads": "the store's own reads (names, exists)",
     "raydw.tickets.lookup": "defines stored_imp_rounds / existing_masks",
     "raydw.tickets.make": "a writer: makes a missing omp/random/import mask once (idempotent), never twice",
-    "raydw.run.worker": "the IMP job resumes after its last stored round (a writer that must not write twice)",
+    "raydw.run.sourceworkers": "the IMP job resumes after its last stored round (a writer that must not write twice)",
 }
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from raydw.findings.analysis import verdicts
 from raydw.run.jobs import EarlyStop
-from raydw.run.worker import EarlyStopped, _early_stop_check
+from raydw.run.earlystop import EarlyStopped, early_stop_check
 from raydw.spec import EarlyStopSpec, OptimizerSpec, RegimeSpec
 from raydw.store import Store
 
@@ -24,7 +24,7 @@ def _dense_epochs(store: Store, sa: float, ra: float, epochs: int = 5) -> None:
 def test_a_trailing_ticket_is_stopped_after_the_grace_period(tmp_path):
     store = Store(str(tmp_path))
     _dense_epochs(store, 0.9, 0.5)
-    check = _early_stop_check(store, PLAN)
+    check = early_stop_check(store, PLAN)
     check({"epoch": 1, "val_sa": 0.1, "val_ra": 0.1})  # within grace: never stopped
     with pytest.raises(EarlyStopped, match="epoch 2: validation SA 0.8000 trails the dense model's 0.9000"):
         check({"epoch": 2, "val_sa": 0.8, "val_ra": 0.5})
@@ -33,7 +33,7 @@ def test_a_trailing_ticket_is_stopped_after_the_grace_period(tmp_path):
 def test_a_ticket_within_the_margin_runs_on(tmp_path):
     store = Store(str(tmp_path))
     _dense_epochs(store, 0.9, 0.5)
-    check = _early_stop_check(store, PLAN)
+    check = early_stop_check(store, PLAN)
     for e in range(2, 5):
         check({"epoch": e, "val_sa": 0.86, "val_ra": 0.46})
 
@@ -41,7 +41,7 @@ def test_a_ticket_within_the_margin_runs_on(tmp_path):
 def test_missing_validation_values_never_stop_a_cell(tmp_path):
     store = Store(str(tmp_path))
     _dense_epochs(store, 0.9, math.nan)
-    _early_stop_check(store, PLAN)({"epoch": 3, "val_sa": 0.88, "val_ra": 0.0})
+    early_stop_check(store, PLAN)({"epoch": 3, "val_sa": 0.88, "val_ra": 0.0})
 
 
 def test_grace_defaults_to_the_first_learning_rate_decay():
@@ -70,13 +70,13 @@ def test_verdicts_count_a_stopped_ticket_as_not_matching_and_say_why():
 
 
 def test_a_stopped_cells_row_keeps_its_epochs_and_best_validation(tmp_path):
-    from raydw.run.worker import _stopped_fields
+    from raydw.run.earlystop import stopped_fields
 
     store = Store(str(tmp_path))
     vals = [(0.5, 0.2), (0.7, math.nan), (0.7, 0.3)]  # a tie on SA: the first epoch wins, as in the loop
     for e, (sa, ra) in enumerate(vals):
         store.write_row("epochs", {"cell_id": "t", "epoch": e, "val_sa": sa, "val_ra": ra}, name=f"t.e{e:04d}")
-    f = _stopped_fields(store, "t", 2)
+    f = stopped_fields(store, "t", 2)
     assert f == {"epochs": 3, "val_sa_best": 0.7, "best_epoch_sa": 1, "val_ra_best": 0.3, "best_epoch_ra": 2}
 
 

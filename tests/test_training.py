@@ -181,8 +181,8 @@ def test_the_reference_pre_validation_keeps_the_first_epoch_as_the_candidate(sma
 
 
 def test_amp_is_bf16_on_cuda_unless_the_spec_says_fp32_and_always_fp32_on_a_cpu():
-    from raydw.run.worker import _autocast
+    from raydw.run.trainio import use_autocast
 
     cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
-    assert _autocast("bf16", cuda) and not _autocast("fp32", cuda)
-    assert not _autocast("bf16", cpu) and _autocast(ResourceSpec().amp, cuda)
+    assert use_autocast("bf16", cuda) and not use_autocast("fp32", cuda)
+    assert not use_autocast("bf16", cpu) and use_autocast(ResourceSpec().amp, cuda)

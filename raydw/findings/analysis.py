@@ -1,6 +1,8 @@
 """From trials to findings: per-ticket matching flags, double-win verdicts and extreme double-win sparsity.
 
 Reads the trials table (a store URI or a DataFrame); the exact definitions are in docs/findings.md. Torch-free.
+The public entry of the findings: one comparison's parts are in findings/pair.py, the intervals of Delta in
+findings/intervals.py, the extreme sparsity's table in findings/sparsity.py (their public names are kept here).
 """
 from __future__ import annotations
 
@@ -9,13 +11,11 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from raydw import outcomes
 from raydw.findings.frame import (AnalysisError, CHECKPOINTS, DEFAULT_MARGIN, METRICS, NO_BITS, READINGS, RULES, SEED_VARIANCE, SETTING, STATES, VERDICT_STATES, trials_frame)  # noqa: F401 - part of raydw.analysis
-from raydw.findings.uncertainty import (Bootstrap, SeedVariance, delta_stats, interval, mean_interval, pool_seed_variance,
-                               resampled_accuracy, seed_stats)
-
-
-_TIE_SLACK = 1e-12  # a ticket equal to its dense baseline up to float noise matches under the strict rule
+from raydw.findings.intervals import NO_SEED_PART, accuracies, covers_seeds, family_table, intervals, outcome_series  # noqa: F401 - part of raydw.analysis
+from raydw.findings.pair import combine_states, compare, metric_state, summaries, where_text  # noqa: F401 - part of raydw.analysis
+from raydw.findings.sparsity import KEYS, extreme_table
+from raydw.findings.uncertainty import Bootstrap, mean_interval
 
 
 def verdict_settings(spec) -> dict:
@@ -55,212 +55,6 @@ def pick_regime(df: pd.DataFrame, kind: str, name: str | None = None) -> str | N
     return names[0] if names else None
 
 
-# -- per-setting summaries --------------------------------------------------------------------------
-def _first_line(err) -> str:
-    text = "" if err is None or (isinstance(err, float) and np.isnan(err)) else str(err).strip()
-    return text.splitlines()[0] if text else "(no error recorded)"
-
-
-def _summary(cells: pd.DataFrame, sa_col: str, ra_col: str) -> dict:
-    """Seeds of one setting: mean/std/n of SA and RA over done cells, or why the setting has no value."""
-    bad = cells[cells["status"] != "done"]
-    problem = None
-    if len(bad):
-        # Any failed or stopped seed withholds the value: a mean over a different seed set is another estimate.
-        row = bad.iloc[0]
-        problem = f"cell {row['status']}: {_first_line(row.get('error'))}" if row["status"] in ("failed", "stopped") else f"cell {row['status']}"
-    done = cells[cells["status"] == "done"]
-    out = {"problem": problem, "n": len(done), "sparsity": done["sparsity"].mean() if "sparsity" in done else np.nan,
-           "rows": done.index.tolist()}  # the done cells, one per seed: their per-example outcomes back the interval
-    for name, col in (("sa", sa_col), ("ra", ra_col)):
-        vals = done[col].astype(float) if col in done else pd.Series(dtype=float)
-        out[name] = vals.mean() if len(vals) and vals.notna().all() else np.nan
-        out[f"{name}_sd"] = vals.std(ddof=1) if len(vals) >= 2 and vals.notna().all() else np.nan
-    return out
-
-
-def summaries(df: pd.DataFrame, sa_col: str, ra_col: str) -> dict[tuple, dict]:
-    """{(pretraining, dataset, regime, data_fraction, ticket_method, level): summary} over seeds."""
-    return {k: _summary(g, sa_col, ra_col) for k, g in df.groupby(SETTING, dropna=False, sort=False)}
-
-
-# -- one comparison ---------------------------------------------------------------------------------
-def _where(regime: str | None, frac: float) -> str:
-    return f"{regime or '(no regime)'} f={frac:g}"
-
-
-def _compare(ticket: dict | None, dense: dict | None, metric: str, tol: float, where: str) -> tuple:
-    """(ticket value, dense value, matching as True/False/NA, reason) for one metric of one setting; tol > 0: within
-    tol dense standard deviations."""
-    if dense is None:
-        return np.nan, np.nan, pd.NA, f"dense baseline missing: {where}"
-    if dense["problem"]:
-        return np.nan, np.nan, pd.NA, f"dense baseline {dense['problem']} ({where})"
-    if ticket is None:
-        return np.nan, dense[metric], pd.NA, f"ticket cell missing: {where}"
-    if ticket["problem"] and ticket["problem"].startswith("cell stopped"):
-        # Early stopping only stops a ticket that trails the dense model by more than its margin: a loss, said why.
-        return np.nan, dense[metric], False, f"{ticket['problem']} ({where}): counted as not matching"
-    if ticket["problem"]:
-        return np.nan, dense[metric], pd.NA, f"{ticket['problem']} ({where})"
-    t, d = ticket[metric], dense[metric]
-    if np.isnan(t) or np.isnan(d):
-        who = "ticket" if np.isnan(t) else "dense"
-        return t, d, pd.NA, f"{metric.upper()} not recorded for the {who} cell ({where})"
-    slack = 0.0
-    if tol > 0:
-        if dense["n"] < 2:
-            return t, d, pd.NA, f"tol={tol:g} needs the dense std, but {where} has {dense['n']} dense seed"
-        slack = tol * dense[f"{metric}_sd"]
-    return t, d, bool(t >= d - slack - _TIE_SLACK), ""
-
-
-# -- per-example outcomes behind a value --------------------------------------------------------------
-def _bits_columns(checkpoint: str, value: str) -> list[str]:
-    """The trials columns holding the outcomes behind `sa` or `ra`, the first one present wins (RA without
-    validation RA is read at the SA-best epoch, as the `ra` column is)."""
-    outcome, ckpt = outcomes.VALUE_BITS[checkpoint][value]
-    cols = [outcomes.column(outcome, ckpt)]
-    if value == "ra" and ckpt == "ra_best":
-        cols.append(outcomes.column(outcome, "sa_best"))
-    return cols
-
-
-def _cell_bits(df: pd.DataFrame, i: int, cols: list[str]) -> np.ndarray | str | None:
-    """The cell's outcomes behind a value; None if it stored none; a reason if what it stored is inconsistent."""
-    n = df.at[i, "test_n"] if "test_n" in df else None
-    if n is None or pd.isna(n):
-        return None
-    for c in cols:
-        b = df.at[i, c] if c in df else None
-        if isinstance(b, (bytes, bytearray)):
-            if len(b) != (int(n) + 7) // 8:  # unpacking would pad with zeros: wrong images counted as wrong answers
-                return f"cell {df.at[i, 'cell_id']}: {len(b)} bytes of outcomes for test_n {int(n)}"
-            return outcomes.unpack(b, int(n))
-    return None
-
-
-def _outcome_series(df: pd.DataFrame, wanted: list[tuple], checkpoint: str) -> tuple[dict, dict]:
-    """(dataset -> {(row, value): bits}, key -> why no interval) for the comparisons in `wanted`. Cells whose test set
-    differs in size from the rest of their dataset's (another test set, or a damaged row) are named, never resampled."""
-    series: dict[str, dict] = {}
-    why: dict = {}
-    for key, ds, value, t_rows, d_rows in wanted:
-        got = {r: _cell_bits(df, r, _bits_columns(checkpoint, value)) for r in (*t_rows, *d_rows)}
-        bad = [b for b in got.values() if isinstance(b, str)]
-        if bad or any(b is None for b in got.values()):
-            why[key] = f"per-example data unusable ({bad[0]})" if bad else NO_BITS
-            continue
-        series.setdefault(ds, {}).update({(r, value): b for r, b in got.items()})
-    for ds, bits in series.items():
-        sizes = pd.Series({k: len(b) for k, b in bits.items()})
-        common = sizes.mode().iloc[0]
-        odd = sizes[sizes != common]
-        if len(odd):
-            (r, _), n = next(iter(odd.items()))
-            msg = (f"per-example data unusable (cell {df.at[r, 'cell_id']} has {n} test outcomes, the other {ds} cells "
-                   f"{common}: not the same test set)")
-            odd_rows = {r for r, _ in odd.index}
-            for key, kds, value, t_rows, d_rows in wanted:
-                if kds == ds and key not in why and odd_rows & {*t_rows, *d_rows}:
-                    why[key] = msg
-            series[ds] = {k: b for k, b in bits.items() if len(b) == common}
-    return series, why
-
-
-def _accuracies(series: dict[str, dict], boot: Bootstrap) -> dict:
-    """(row, value) -> (its test accuracy, its accuracies under the dataset's shared image resamples)."""
-    acc: dict = {}
-    for ds, bits in series.items():
-        res = resampled_accuracy(bits, boot, ds)
-        acc.update({k: (float(b.mean()), res[k]) for k, b in bits.items()})
-    return acc
-
-
-def _intervals(df: pd.DataFrame, wanted: list[tuple], checkpoint: str, boot: Bootstrap,
-               seed_variance: str = "pooled") -> tuple[dict, dict, dict]:
-    """wanted: (key, dataset, value, ticket rows, dense rows) -> ({key: (lo, hi)}, or {key: why not} where a cell lacks
-    usable outcomes (rows written before they were stored: NO_BITS); {key: se, df and the seed part's source};
-    {family: SeedVariance})."""
-    series, result = _outcome_series(df, wanted, checkpoint)
-    acc = _accuracies(series, boot)
-    fams = _families(df, wanted, series, result) if seed_variance == "pooled" else {}
-    info: dict = {}
-    for key, ds, value, t_rows, d_rows in wanted:
-        if key in result:
-            continue
-        fam = fams.get(_family(df, ds, value, t_rows))
-        stats = delta_stats([acc[(r, value)] for r in t_rows], [acc[(r, value)] for r in d_rows], fam, fam)
-        result[key] = interval(stats, boot.level)
-        info[key] = {"se": stats[1], "df": stats[2], **_seed_source(fam, (len(t_rows), len(d_rows)), seed_variance == "pooled")}
-    return result, info, fams
-
-
-def _family(df: pd.DataFrame, ds: str, value: str, rows: list) -> tuple:
-    """The family a setting's seed spread is pooled in: (dataset, regime, data fraction, sa / ra), every pre-training,
-    ticket level and the dense model alike (docs/findings.md says why sparsity is not a covariate)."""
-    r = rows[0]
-    return ds, df.at[r, "regime"], float(df.at[r, "data_fraction"]), value
-
-
-def _families(df: pd.DataFrame, wanted: list[tuple], series: dict, skip: dict) -> dict[tuple, SeedVariance]:
-    """Every family's pooled seed variance, from each replicated setting (>= 2 seeds with outcomes) in `wanted`."""
-    settings: dict = {}
-    for key, ds, value, t_rows, d_rows in wanted:
-        if key in skip:
-            continue
-        for rows in (t_rows, d_rows):
-            if len(rows) >= 2:
-                settings[(tuple(rows), value)] = (_family(df, ds, value, rows), ds)
-    cells: dict = {}
-    for (rows, value), (fam, ds) in settings.items():
-        cells.setdefault(fam, []).append(seed_stats([series[ds][(r, value)] for r in rows]))
-    return {fam: pool_seed_variance(c) for fam, c in cells.items()}
-
-
-# How a seed_source starts where a side of Delta has no seed part (one seed, no family to stand in): such an interval
-# covers the test images only (docs/findings.md measured 4.7-14.8 % false matches for a nominal 2.5 %).
-NO_SEED_PART = ("none: 1 seed", "own seeds; none for the 1-seed side")
-
-
-def covers_seeds(seed_source: str) -> bool:
-    """Whether an interval with this seed_source carries seed variation on both sides of Delta."""
-    return isinstance(seed_source, str) and bool(seed_source) and not seed_source.startswith(NO_SEED_PART)
-
-
-def _seed_source(fam: SeedVariance | None, seeds: tuple[int, int], pooled: bool) -> dict:
-    """The seed part's SD (accuracy units), its df and where it came from, for the verdicts' columns."""
-    if fam is not None and fam.pooled and fam.df > 0:
-        return {"seed_sd": fam.sd, "seed_df": fam.df, "seed_source": f"family of {fam.cells} replicated cells"}
-    src = NO_SEED_PART[0] if max(seeds) < 2 else "own seeds" if min(seeds) >= 2 else NO_SEED_PART[1]
-    if pooled and min(seeds) < 2:  # why the family could not stand in
-        src += (f" (the family's spreads differ: Bartlett p={fam.p:.3g})" if fam is not None and fam.df > 0
-                else " (nothing replicated in its family)")
-    return {"seed_sd": np.nan, "seed_df": np.nan, "seed_source": src}
-
-
-def _state(ok, rule: str, delta: float, ci, margin: float) -> tuple[str, str]:
-    """(state, extra reason) of one metric under the rule. Equivalence decides from the interval of Delta."""
-    if rule != "equivalence" or ok is False and np.isnan(delta):  # strict / tol, or a stopped (lost) ticket
-        return ("missing" if pd.isna(ok) else "match" if ok else "no match"), ""
-    if pd.isna(ok):
-        return "missing", ""
-    if isinstance(ci, str):
-        return "missing", ci
-    lo, hi = ci
-    m = margin / 100
-    return ("match" if lo > -m else "no match" if hi < -m else "inconclusive"), ""
-
-
-def combine_states(states: list[str]) -> str:
-    """Double-win: every metric matches; not double-win: one does not; else missing (a cell lacks), else inconclusive."""
-    if "no match" in states:
-        return "no match"
-    if all(s == "match" for s in states):
-        return "match"
-    return "missing" if "missing" in states else "inconclusive"
-
-
 # -- verdicts ---------------------------------------------------------------------------------------
 def _tickets(df: pd.DataFrame, regimes: dict) -> pd.DataFrame:
     """One row per (pretraining, dataset, ticket method, level, verdict fraction) to decide."""
@@ -298,7 +92,7 @@ def _verdict_row(i: int, key: dict, std_fracs: dict, sums: dict, regimes: dict, 
     for metric, (regime, frac) in place.items():
         t = sums.get((p, ds, regime, frac, m, lvl))
         d = sums.get((p, ds, regime, frac, "dense", 0.0))
-        tv, dv, ok, why = _compare(t, d, metric[:2], tol, _where(regime, frac))
+        tv, dv, ok, why = compare(t, d, metric[:2], tol, where_text(regime, frac))
         if regime is None:  # not "dense baseline missing: (no regime)": the sweep has no such regime at all
             why = f"no {'standard' if metric == 'sa_std' else 'adversarial'} regime in the trials (a double-win needs both)"
         row.update({f"ticket_{metric}": tv, f"dense_{metric}": dv, f"matching_{metric}": ok,
@@ -352,13 +146,13 @@ def verdicts(uri_or_df, rule: str = "strict", tol: float = 0.0, checkpoint: str 
     cmp_tol = tol if rule == "tol" else 0.0
     std_fracs = _std_fractions(df, regimes["standard"])
     rows = [_verdict_row(i, k, std_fracs, sums, regimes, cmp_tol, wanted) for i, k in enumerate(_tickets(df, regimes).to_dict("records"))]
-    cis, info, fams = _intervals(df, wanted, checkpoint, boot, seed_variance)
+    cis, info, fams = intervals(df, wanted, checkpoint, boot, seed_variance)
     for i, row in enumerate(rows):
         for metric in METRICS:
             row.update({f"{c}_{metric}": x for c, x in info.get((i, metric), _NO_INFO).items()})
             ci = cis.get((i, metric))
             lo, hi = ci if isinstance(ci, tuple) else (np.nan, np.nan)
-            st, why = _state(row[f"matching_{metric}"], rule, row[f"delta_{metric}"], ci, margin)
+            st, why = metric_state(row[f"matching_{metric}"], rule, row[f"delta_{metric}"], ci, margin)
             row.update({f"lo_{metric}": lo, f"hi_{metric}": hi, f"state_{metric}": st,
                         f"matching_{metric}": {"match": True, "no match": False}.get(st, pd.NA)})
             if why and why not in row["reason"]:
@@ -378,7 +172,7 @@ def verdicts(uri_or_df, rule: str = "strict", tol: float = 0.0, checkpoint: str 
     out = out.rename(columns={"level": "target_sparsity"})
     out.attrs.update(rule=rule, tol=tol, checkpoint=checkpoint, regimes=regimes, reading=reading, margin=margin,
                      level=level, resamples=resamples, seed=seed, seed_variance=seed_variance,
-                     families=_family_table(fams).to_dict("records"))  # records: attrs are compared by concat
+                     families=family_table(fams).to_dict("records"))  # records: attrs are compared by concat
     _warn_std(out, tol)
     return out[_ORDER]
 
@@ -396,14 +190,6 @@ _ORDER = ["pretraining", "dataset", "data_fraction", "ticket_method", "ticket_ro
           "seeds", "dense_seeds_std", "dense_seeds_adv", "reason", "stopped", *[f"{w}_{m}" for m in METRICS for w in _SEED_INFO]]
 
 
-def _family_table(fams: dict[tuple, SeedVariance]) -> pd.DataFrame:
-    """One row per family: its pooled seed SD (accuracy units), df, replicated cells, Bartlett's p, pooled or not."""
-    rows = [{"dataset": ds, "regime": reg, "data_fraction": f, "value": val, "seed_sd": fv.sd, "df": fv.df,
-             "cells": fv.cells, "bartlett_p": fv.p, "pooled": fv.pooled} for (ds, reg, f, val), fv in fams.items()]
-    return pd.DataFrame(rows, columns=["dataset", "regime", "data_fraction", "value", "seed_sd", "df", "cells",
-                                       "bartlett_p", "pooled"])
-
-
 def _warn_std(out: pd.DataFrame, tol: float) -> None:
     if tol > 0 and out["reason"].str.contains("needs the dense std").any():
         warnings.warn(f"tol={tol:g} needs >= 2 dense seeds per setting (the protocol asks for >= 3); "
@@ -411,41 +197,6 @@ def _warn_std(out: pd.DataFrame, tol: float) -> None:
 
 
 # -- extreme sparsity -------------------------------------------------------------------------------
-def _fmt_level(r: dict) -> str:
-    k = r["ticket_round"]
-    return f"s={r['target_sparsity']:.3f}" + ("" if pd.isna(k) else f" (k={int(k)})")
-
-
-def _extreme_row(key: tuple, levels: pd.DataFrame) -> dict:
-    """Largest double-win level, and the fixed-sequence answer: levels in order of sparsity, stopping at the first
-    that is not conclusively double-win (under equivalence this controls the family-wise error at the one-sided
-    level without a correction: each level is tested only if every sparser-is-later level before it passed)."""
-    recs = levels.sort_values("target_sparsity").to_dict("records")
-    states = [r["verdict"] for r in recs]
-    wins = [r for r, st in zip(recs, states) if st == "double-win"]
-    contig, stop, behind = None, "every tested level is double-win", []
-    for r, st in zip(recs, states):
-        if st == "double-win":
-            contig = r
-            behind.append(r["seeds"])
-            continue
-        why = r["reason"] if st == "missing" else ""
-        stop = f"{_fmt_level(r)} {st}" + (f": {why}" if why else "")
-        break
-    best = wins[-1] if wins else None
-    return {**dict(zip(["pretraining", "dataset", "data_fraction", "ticket_method"], key)),
-            "max_sparsity_dw": best["target_sparsity"] if best else np.nan,
-            "max_round_dw": best["ticket_round"] if best else pd.NA,
-            "max_contig_sparsity_dw": contig["target_sparsity"] if contig else np.nan,
-            "max_contig_round_dw": contig["ticket_round"] if contig else pd.NA,
-            "levels_tested": sum(st in ("double-win", "not double-win", "inconclusive") for st in states),
-            "levels_dw": len(wins),
-            "levels_inconclusive": states.count("inconclusive"),
-            "levels_missing": ", ".join(_fmt_level(r) for r, st in zip(recs, states) if st == "missing"),
-            "contig_stops_at": stop,
-            "seeds": min(behind) if behind else 0}
-
-
 def extreme(uri_or_df, rule: str = "strict", tol: float = 0.0, checkpoint: str = "paper", cells=None,
             reading: str = "full", **kwargs) -> pd.DataFrame:
     """Per (pretraining, dataset, data_fraction, ticket_method): the extreme double-win sparsities (protocol section 7).
@@ -461,15 +212,9 @@ def extreme(uri_or_df, rule: str = "strict", tol: float = 0.0, checkpoint: str =
     else:
         v = verdicts(uri_or_df, rule=rule, tol=tol, checkpoint=checkpoint, cells=cells, reading=reading, **kwargs)
     v = v.assign(verdict=v[f"verdict_{reading}"])
-    keys = ["pretraining", "dataset", "data_fraction", "ticket_method"]
-    rows = [_extreme_row(k, g) for k, g in v.groupby(keys, sort=False)]
-    out = pd.DataFrame(rows, columns=[*keys, "max_sparsity_dw", "max_round_dw", "max_contig_sparsity_dw", "max_contig_round_dw",
-                                      "levels_tested", "levels_dw", "levels_inconclusive", "levels_missing",
-                                      "contig_stops_at", "seeds"])
-    for c in ("max_round_dw", "max_contig_round_dw"):
-        out[c] = out[c].astype("Int64")
+    out = extreme_table(v)
     attrs = {**v.attrs, "reading": reading} if _is_verdicts(uri_or_df) else {**v.attrs}
-    out.insert(len(keys), "rule", attrs.get("rule", rule))
+    out.insert(len(KEYS), "rule", attrs.get("rule", rule))
     out.attrs.update(attrs)
     return out
 
@@ -485,8 +230,8 @@ def setting_intervals(df: pd.DataFrame, checkpoint: str = "paper", boot: Bootstr
     boot = boot or Bootstrap()
     sums = summaries(df[df["status"] == "done"], *CHECKPOINTS[checkpoint])
     wanted = [((key, value), key[1], value, s["rows"], []) for key, s in sums.items() for value in ("sa", "ra")]
-    series, why = _outcome_series(df, wanted, checkpoint)
-    acc = _accuracies(series, boot)
+    series, why = outcome_series(df, wanted, checkpoint)
+    acc = accuracies(series, boot)
     out: dict[tuple, dict] = {}
     for (key, value), _, _, rows, _ in wanted:
         if (key, value) in why or not rows:
@@ -495,5 +240,3 @@ def setting_intervals(df: pd.DataFrame, checkpoint: str = "paper", boot: Bootstr
         out.setdefault(key, {})[f"{value}_lo"], out[key][f"{value}_hi"] = lo, hi
     cols = [*SETTING, "sa_lo", "sa_hi", "ra_lo", "ra_hi"]
     return pd.DataFrame([{**dict(zip(SETTING, k)), **v} for k, v in out.items()], columns=cols)
-
-

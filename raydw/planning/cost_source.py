@@ -2,7 +2,7 @@
 `recipe:` pre-trainings. Torch-free (for --dry-run).
 
 In the paper's protocol these cost about as much as all the fine-tuning, so a plan without them understates the
-sweep by a large factor. What a job trains, as the worker runs it (raydw.run.worker, raydw.pruning.imp):
+sweep by a large factor. What a job trains, as the worker runs it (raydw.run.sourceworkers, raydw.pruning.imp):
 - IMP, per (pre-training, IMP ticket spec): round 1 is magnitude pruning of the pre-trained weights (no training)
   and the last round is never trained, so K rounds train K-1 times, each `epochs_per_round` epochs over the whole
   source training set, clean or on PGD examples (tickets.imp.attack), with clean validation every epoch and a

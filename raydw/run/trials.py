@@ -17,7 +17,8 @@ from raydw.run import preflight_rows
 from raydw.run.rows import CellResult, cell_row, error_text
 from raydw.run.jobs import CellJob, ImpJob, Job, PackJob, PretrainJob, ProbeJob
 from raydw.run.rendezvous import BoundTorchConfig
-from raydw.run.worker import cell_worker, imp_worker, pack_worker, pretrain_worker, probe_worker
+from raydw.run.sourceworkers import imp_worker, pretrain_worker
+from raydw.run.worker import cell_worker, pack_worker, probe_worker
 from raydw.store import Store
 
 

@@ -16,7 +16,8 @@ from raydw.spec.types import (MAX_CELLS, NAME_RULE, Bool, Int, Name, Num, Seed, 
                               SpecModel, check_storage)
 from raydw.spec.parts import (AttackSpec, OptimizerSpec, RegimeSpec, RecipeSpec, PretrainingSpec, ImpSpec,
                               TicketSpec, DataSpec, EvalSpec, EarlyStopSpec, SearchSpec)  # noqa: F401
-from raydw.spec.sweep import (TUNE_FIELDS, DistSpec, TuneSpaceSpec, TuneSpec, ResourceSpec, VerdictSpec,
+from raydw.spec.tune import TUNE_FIELDS, DistSpec, TuneSpaceSpec, TuneSpec  # noqa: F401
+from raydw.spec.sweep import (ResourceSpec, VerdictSpec,
                               AdaptiveSeedsSpec, SeedsSpec, SeedsField, MlflowTrackerSpec, WandbTrackerSpec,
                               TensorboardTrackerSpec, TrackerSpec, TRACKER_KINDS, SweepSpec)  # noqa: F401
 

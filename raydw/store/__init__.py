@@ -19,14 +19,14 @@ keep one by precedence (the cell's own file, then an older store's epoch file, t
 Torch-free. Layout and measurements: docs/results-schema.md.
 
 The package by concern: schema.py (tables, keys, file names, which copy of a row a read keeps, id and column checks),
-files.py (URI -> filesystem, Parquet bytes, config JSON), reads.py (checked reads, quarantine), core.py (the Store:
-paths, atomic writes), lock.py (one driver per store). `from raydw.store import Store, ...` is the public surface.
+files.py (URI -> filesystem, Parquet bytes, config JSON), checked.py (each row file checked, quarantine, one row
+per key), reads.py (the tables' reads), core.py (the Store: paths, atomic writes), lock.py (one driver per store). `from raydw.store import Store, ...` is the public surface.
 """
 from raydw.errors import StoreError, StoreKeyError, StorePathError
 from raydw.store.core import Store
 from raydw.store.files import config_json, parquet_bytes
 from raydw.store.lock import StoreLock, StoreLocked
-from raydw.store.reads import one_attempt
+from raydw.store.checked import one_attempt
 from raydw.store.schema import (COMPACTED, CORE, EPOCH_ROW, EPOCHS, INDEX_SETS, KEYS, MASKS, PART, PREFLIGHT, PRETRAINED,
                                 QUARANTINE, RECIPES, SCHEMAS, SEARCHES, TRIALS, check_columns, check_key, part_gen, rank)
 
