@@ -208,7 +208,7 @@ def _race(root: str, go: float, q) -> None:
     try:
         with Store(root).lock("racer"):
             start = time.monotonic()  # system-wide on Linux: comparable across the racing processes
-            time.sleep(0.3)  # hold it while the others try
+            time.sleep(0.1)  # hold it while the others try (they all start within a few ms)
             end = time.monotonic()
         q.put(("got", start, end))
     except StoreLocked:
@@ -230,7 +230,7 @@ def test_a_stale_lock_is_taken_over_by_exactly_one_of_many_racing_processes(tmp_
         with open(f"{root}/locks/driver.json", "w") as f:
             json.dump({"pid": dead, "host": socket.gethostname(), "what": "killed", "since": "x"}, f)
         q = ctx.Queue()
-        go = time.time() + 0.4
+        go = time.time() + 0.15  # all 8 forked before it (fork takes ~5 ms each)
         procs = [ctx.Process(target=_race, args=(root, go, q)) for _ in range(8)]
         for p in procs:
             p.start()
