@@ -8,7 +8,7 @@ from pydantic import (AfterValidator, BeforeValidator, Discriminator, Field, Tag
 
 from raydw.bounded import short
 from raydw.spec.parts import (RegimeSpec, PretrainingSpec, TicketSpec, DataSpec, EvalSpec, EarlyStopSpec, SearchSpec)
-from raydw.spec.tune import TUNE_FIELDS, TuneSpec
+from raydw.spec.tune import TUNE_FIELDS, DistSpec, TuneSpaceSpec, TuneSpec  # noqa: F401 - the first two: their old home
 from raydw.spec.types import MAX_CELLS, Int, Name, Num, Seed, SpecModel, check_storage
 
 
