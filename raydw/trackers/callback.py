@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 
 from ray.tune import Callback
@@ -64,7 +65,7 @@ class TrackerCallback(Callback):
             self._say("trial config", e)
             return
         if cells:
-            self._post("start", trial.trial_id, cells)
+            self._post("start", trial.trial_id, cells, time.time())
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self._post("look", trial.trial_id)
@@ -108,7 +109,7 @@ class TrackerCallback(Callback):
                 continue
             kind = event[0]
             if kind == "start":
-                self._start(event[1], event[2])
+                self._start(event[1], event[2], event[3])
             elif kind == "look":
                 self._look(event[1])
             elif kind == "end":
@@ -127,11 +128,15 @@ class TrackerCallback(Callback):
             self._stores[uri] = Store(uri)
         return self._stores[uri]
 
-    def _start(self, tid: str, cells: list[Tracked]) -> None:
+    def _start(self, tid: str, cells: list[Tracked], started: float) -> None:
         out = []
         for t in cells:
             row = self._store(t.storage).get("trials", t.cell.cell_id)
-            out.append(_Cell(t, run_info(t), (row or {}).get("finished_at")))
+            # This thread may get to the start late (building the trackers first: MLflow's import alone takes
+            # seconds): a row stored since is this run's own. Older only if it finished before the trial started.
+            fin = (row or {}).get("finished_at")
+            older = fin is not None and fin.timestamp() < started
+            out.append(_Cell(t, run_info(t), fin if older else None))
         self._trials[tid] = out
         self._look(tid)
         if out and not out[0].opened:  # the run shows up as soon as the cell starts, before its first epoch
