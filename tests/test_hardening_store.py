@@ -381,3 +381,13 @@ def test_sigterm_stops_a_sweep_cleanly_and_says_how_to_resume(tmp_path, tiny_spe
     s = Store(str(store))
     for n in s.names("trials"):
         assert s.get("trials", n) is not None and not s.problems
+
+
+# -- adversarial pass 3: a skipped file's warning stays one short line whatever the file holds --------------------------
+def test_the_warning_for_a_file_of_twenty_thousand_columns_is_one_short_line(tmp_path, capsys):
+    s = _store_with_rows(tmp_path, n=1)
+    pq.write_table(pa.table({f"c{i}": [1] for i in range(20000)}), tmp_path / "trials" / "wide.parquet")
+    capsys.readouterr()
+    assert Store(str(tmp_path)).read_table("trials", columns=["cell_id"]).column("cell_id").to_pylist() == ["c0"]
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and "wide.parquet" in lines[0] and len(lines[0]) < 600, [len(x) for x in lines]
