@@ -688,3 +688,16 @@ def test_the_bound_rendezvous_joins_two_workers_on_a_local_ray(tmp_path):
         "ray.shutdown()\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert "ERROR None SUM 3.0 3.0" in r.stdout, r.stdout[-2000:] + r.stderr[-3000:]
+
+
+# -- adversarial pass 3: the remote time bound's variable is checked ---------------------------------------------------
+@pytest.mark.parametrize("value", ["1e10", "1e308", "-1", "0", "nan", "inf", "abc"])
+def test_a_remote_time_bound_that_is_not_a_number_of_seconds_is_refused_by_name(monkeypatch, value):
+    from raydw.store import StorePathError
+    from raydw.store.remote import bounded
+
+    monkeypatch.setenv("RAYDW_REMOTE_TIMEOUT_S", value)
+    with pytest.raises(StorePathError, match="RAYDW_REMOTE_TIMEOUT_S=.* is not a number of seconds"):
+        bounded(lambda: 1, "gs://b/s", "opening it")
+    monkeypatch.setenv("RAYDW_REMOTE_TIMEOUT_S", "2.5")
+    assert bounded(lambda: 1, "gs://b/s", "opening it") == 1
