@@ -701,3 +701,23 @@ def test_a_remote_time_bound_that_is_not_a_number_of_seconds_is_refused_by_name(
         bounded(lambda: 1, "gs://b/s", "opening it")
     monkeypatch.setenv("RAYDW_REMOTE_TIMEOUT_S", "2.5")
     assert bounded(lambda: 1, "gs://b/s", "opening it") == 1
+
+
+# -- adversarial pass 3: outputs the OS refuses ---------------------------------------------------------------------------
+@pytest.mark.parametrize("cmd", ["results", "report"])
+def test_an_out_path_the_os_cannot_name_is_refused_with_exit_2(tmp_path, monkeypatch, capsys, cmd):
+    Store(str(tmp_path / "S")).write_row("trials", _row("c1"))
+    monkeypatch.chdir(tmp_path)
+    r = _main(capsys, cmd, "S", "--out", "x" * 300 + (".csv" if cmd == "results" else ""))
+    assert r.returncode == 2 and "cannot be used as a path: File name too long" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and sorted(os.listdir(tmp_path)) == ["S"]
+
+
+@pytest.mark.parametrize("name", ["rows.csv", "rows.parquet"])
+def test_results_out_on_a_full_disk_is_one_sentence_exit_3_and_leaves_no_file(tmp_path, tmpfs, capsys, name):
+    Store(str(tmp_path / "S")).write_row("trials", _row("c1"))
+    _fill(tmpfs)
+    r = _main(capsys, "results", tmp_path / "S", "--out", tmpfs / name)
+    assert r.returncode == 3 and f"cannot write {tmpfs / name}: " in r.stderr and "No space left" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert sorted(os.listdir(tmpfs)) == ["filler"]
