@@ -67,6 +67,36 @@ def _writable_folder(folder: Path, what: str) -> None:
         raise SpecError(f"{what}: folder {folder} is not writable by this user")
 
 
+def _os_refusals(check):
+    """A check whose stat()/mkdir() the OS refuses (a name longer than NAME_MAX, a loop of links, EACCES on a parent):
+    a refusal naming the path, not an OSError traceback from inside the check."""
+    def checked(path, what: str = "--out", *args, **kw):
+        try:
+            return check(path, what, *args, **kw)
+        except OSError as e:
+            raise SpecError(f"{what}: {str(path)[:200]!r} cannot be used as a path: {e.strerror or e}") from None
+    checked.__doc__, checked.__name__ = check.__doc__, check.__name__
+    return checked
+
+
+def write_output(path: str | Path, write) -> None:
+    """`write(target)` for an output file the user named, whole or not at all: a regular file (or a new one) is
+    written to a hidden temporary beside it and renamed over it, so a full disk leaves no empty or half file under
+    the name; a device or pipe (/dev/stdout) is written directly. A failure is an OSError naming the output."""
+    p = Path(path).expanduser()
+    direct = p.exists() and not p.is_file()
+    tmp = p if direct else p.parent / f".{p.name[:100]}.{os.getpid()}.tmp"
+    try:
+        write(str(tmp))
+        if not direct:
+            os.replace(tmp, p)
+    except OSError as e:
+        if not direct:
+            tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from None
+
+
+@_os_refusals
 def output_file(path: str | Path, what: str = "--out", stores: tuple = ()) -> Path:
     """A file the command will create or replace: its folder exists and is writable, it is not a folder, and it is
     not inside a results store (`stores`: the store URIs the command reads, besides any store found above it)."""
@@ -80,6 +110,7 @@ def output_file(path: str | Path, what: str = "--out", stores: tuple = ()) -> Pa
     return p
 
 
+@_os_refusals
 def output_dir(path: str | Path, what: str = "--out", stores: tuple = (), create: bool = True) -> Path:
     """A folder the command writes into, created (with its parents) if missing, as `raydw report` always did, and
     not inside a results store. `create=False`: checked only (created later, once the store has been opened)."""

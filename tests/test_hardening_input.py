@@ -3,6 +3,7 @@ field named, nothing written), never a traceback, a hang or a silent misread. No
 from __future__ import annotations
 
 import os
+import warnings
 import time
 from pathlib import Path
 
@@ -405,3 +406,19 @@ def test_dry_run_of_an_arch_without_a_flop_count_lists_its_cells(tiny_spec_text,
         data={"datasets": ["cifar10"], "root": str(tmp_path)}, storage=str(tmp_path / "store"))))
     assert main(["sweep", str(p), "--dry-run"]) == 0
     assert "not estimated: 2 cell(s) of resnet_tiny at 32 px" in capsys.readouterr().out
+
+
+def test_convert_of_a_protocol_4_pickle_payload_is_one_line_without_torchs_warnings(tmp_path, capsys):
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'ran'}",))
+
+    (tmp_path / "p.pth").write_bytes(pickle.dumps(Payload(), protocol=4))
+    with warnings.catch_warnings(record=True) as caught:  # what an interpreter outside pytest prints on stderr
+        warnings.simplefilter("always")
+        err = _refused(capsys, ["convert", str(tmp_path / "p.pth"), str(tmp_path / "o.pt")], "p.pth")
+    assert not caught, [str(w.message)[:100] for w in caught]
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "ran").exists() and not (tmp_path / "o.pt").exists()

@@ -381,3 +381,28 @@ def test_sigterm_stops_a_sweep_cleanly_and_says_how_to_resume(tmp_path, tiny_spe
     s = Store(str(store))
     for n in s.names("trials"):
         assert s.get("trials", n) is not None and not s.problems
+
+
+# -- adversarial pass 3: a skipped file's warning stays one short line whatever the file holds --------------------------
+def test_the_warning_for_a_file_of_twenty_thousand_columns_is_one_short_line(tmp_path, capsys):
+    s = _store_with_rows(tmp_path, n=1)
+    pq.write_table(pa.table({f"c{i}": [1] for i in range(20000)}), tmp_path / "trials" / "wide.parquet")
+    capsys.readouterr()
+    assert Store(str(tmp_path)).read_table("trials", columns=["cell_id"]).column("cell_id").to_pylist() == ["c0"]
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and "wide.parquet" in lines[0] and len(lines[0]) < 600, [len(x) for x in lines]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link", "folder"])
+def test_a_lock_that_is_a_fifo_a_link_or_a_folder_is_refused_at_once_never_waited_on_or_followed(tmp_path, kind):
+    s = _store_with_rows(tmp_path, n=1)
+    (tmp_path / "locks").mkdir()
+    lock = tmp_path / "locks" / "driver.json"
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.json"
+    outside.write_text(json.dumps({"pid": 1, "host": "elsewhere", "what": "x"}))
+    {"fifo": lambda: os.mkfifo(lock), "link": lambda: lock.symlink_to(outside), "folder": lock.mkdir}[kind]()
+    r = subprocess.run([sys.executable, "-c", "import sys; from raydw.cli import main; sys.exit(main(['compact', sys.argv[1]]))",
+                        str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3 and "is not a raydw lock" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert {"fifo": "is a FIFO", "link": "is a symbolic link", "folder": "is a folder"}[kind] in r.stderr, r.stderr
+    assert s.read_table("trials", columns=["cell_id"]).num_rows == 1

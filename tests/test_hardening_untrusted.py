@@ -688,3 +688,36 @@ def test_the_bound_rendezvous_joins_two_workers_on_a_local_ray(tmp_path):
         "ray.shutdown()\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert "ERROR None SUM 3.0 3.0" in r.stdout, r.stdout[-2000:] + r.stderr[-3000:]
+
+
+# -- adversarial pass 3: the remote time bound's variable is checked ---------------------------------------------------
+@pytest.mark.parametrize("value", ["1e10", "1e308", "-1", "0", "nan", "inf", "abc"])
+def test_a_remote_time_bound_that_is_not_a_number_of_seconds_is_refused_by_name(monkeypatch, value):
+    from raydw.store import StorePathError
+    from raydw.store.remote import bounded
+
+    monkeypatch.setenv("RAYDW_REMOTE_TIMEOUT_S", value)
+    with pytest.raises(StorePathError, match="RAYDW_REMOTE_TIMEOUT_S=.* is not a number of seconds"):
+        bounded(lambda: 1, "gs://b/s", "opening it")
+    monkeypatch.setenv("RAYDW_REMOTE_TIMEOUT_S", "2.5")
+    assert bounded(lambda: 1, "gs://b/s", "opening it") == 1
+
+
+# -- adversarial pass 3: outputs the OS refuses ---------------------------------------------------------------------------
+@pytest.mark.parametrize("cmd", ["results", "report"])
+def test_an_out_path_the_os_cannot_name_is_refused_with_exit_2(tmp_path, monkeypatch, capsys, cmd):
+    Store(str(tmp_path / "S")).write_row("trials", _row("c1"))
+    monkeypatch.chdir(tmp_path)
+    r = _main(capsys, cmd, "S", "--out", "x" * 300 + (".csv" if cmd == "results" else ""))
+    assert r.returncode == 2 and "cannot be used as a path: File name too long" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and sorted(os.listdir(tmp_path)) == ["S"]
+
+
+@pytest.mark.parametrize("name", ["rows.csv", "rows.parquet"])
+def test_results_out_on_a_full_disk_is_one_sentence_exit_3_and_leaves_no_file(tmp_path, tmpfs, capsys, name):
+    Store(str(tmp_path / "S")).write_row("trials", _row("c1"))
+    _fill(tmpfs)
+    r = _main(capsys, "results", tmp_path / "S", "--out", tmpfs / name)
+    assert r.returncode == 3 and f"cannot write {tmpfs / name}: " in r.stderr and "No space left" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert sorted(os.listdir(tmpfs)) == ["filler"]

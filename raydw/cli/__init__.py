@@ -160,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `raydw ... | head`: the reader left, nothing is wrong
         sys.stderr.close()
         return 0
+    except OSError as e:  # the machine refused a read or write the checks could not foresee (a full disk, EIO): a sentence
+        text = " ".join(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}".split())
+        print(f"error: {text}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM / SIGINT to a sweep (raydw.run.cluster.Interrupted)
         import signal
 

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 
 from raydw.bounded import short
-from raydw.outputs import output_dir, output_file
+from raydw.outputs import output_dir, output_file, write_output
 from raydw.spec import SpecError, load_spec
 from raydw.store import SCHEMAS
 from raydw.cli.flags import spec_path
@@ -68,7 +68,7 @@ def cmd_results(a) -> int:
     elif a.table in TABLE_COLUMNS:
         df = df[TABLE_COLUMNS[a.table](list(df.columns))]
     if a.out:
-        (df.to_parquet if a.out.endswith(".parquet") else df.to_csv)(a.out, index=False)
+        write_output(a.out, lambda f: (df.to_parquet if a.out.endswith(".parquet") else df.to_csv)(f, index=False))
         print(f"wrote {len(df)} rows to {a.out}")
         return 0
     with pd.option_context("display.max_rows", 500, "display.width", 200, "display.max_columns", 50,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -73,6 +74,14 @@ def read_checkpoint(path: str | Path, trust: bool = False, mmap: bool = False) -
 
 
 def _load(p: Path, weights_only: bool, mmap: bool):
+    # torch warns about the file's form (a pickle protocol it did not expect) on stderr, file and line included: a
+    # user-given file is judged here and said in one sentence, never with torch's warnings around it
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _torch_load(p, weights_only, mmap)
+
+
+def _torch_load(p: Path, weights_only: bool, mmap: bool):
     if mmap and zipfile.is_zipfile(p):  # torch maps only its zip format; the legacy format is read whole
         return torch.load(p, map_location="cpu", weights_only=weights_only, mmap=True)
     return torch.load(p, map_location="cpu", weights_only=weights_only)

@@ -1,4 +1,4 @@
-"""One atomic file write for every local writer: the store's rows (raydw.store) and the report's files (raydw.reporting.report).
+"""One atomic file write for every local writer, and the one checked read of a store's own files (read_regular);: the store's rows (raydw.store) and the report's files (raydw.reporting.report).
 
 The data goes to a hidden temporary file in the same folder (same file system, so the rename is atomic), is fsynced,
 then renamed over the target: a reader (pyarrow, DuckDB, a browser refreshing a live report) sees the old file or the
@@ -7,6 +7,7 @@ new one, never half of one. A write killed half-way leaves only the hidden tempo
 from __future__ import annotations
 
 import os
+import stat
 import uuid
 from pathlib import Path
 
@@ -24,3 +25,24 @@ def write_atomic(path: str | Path, data: bytes) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def read_regular(path: str | Path) -> bytes:
+    """The bytes of a regular file raydw wrote (a lock, a model's weights), opened without following a link and
+    without blocking: a FIFO there used to hang the command forever (`raydw compact` on a store whose lock is a
+    FIFO), and a link made raydw read its target (/dev/zero, a file outside the store). Either is an OSError that
+    names what the path is; a missing file is FileNotFoundError as before."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        if os.path.islink(path):
+            raise OSError(f"{path} is a symbolic link (raydw writes regular files only; its target is not read)") from None
+        raise e
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise OSError(f"{path} is {kind} (raydw writes regular files only)")
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "rb") as f:
+        return f.read()

@@ -18,6 +18,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from raydw.bounded import short
 from raydw.errors import StorePathError
 from raydw.store.remote import bounded
 from raydw.store.schema import CORE, EPOCH_ROW, QUARANTINE, SCHEMAS, part_gen, rank
@@ -57,6 +58,9 @@ def one_attempt(t: pa.Table) -> pa.Table:
             if known:
                 floor = min(known) if floor is None else min(floor, *known)
     return t.filter(pa.array(keep))
+
+
+WHY_LIMIT = 400  # characters of a skipped file's reason in its warning: one line a person reads
 
 
 class CheckedFiles:
@@ -134,7 +138,7 @@ class CheckedFiles:
         lacking = [c for c in core if t.column(c).null_count]
         if t.num_rows == 0 or lacking:
             try:
-                names = pq.read_schema(path if self.local else self.fs.open_input_file(path)).names
+                names = short(pq.read_schema(path if self.local else self.fs.open_input_file(path)).names, 200)
             except Exception:  # noqa: BLE001 - only for the message
                 names = "?"
             self._bad(table, path, "holds no row" if t.num_rows == 0 else
@@ -203,6 +207,8 @@ class CheckedFiles:
         if path in self.problems and moved is None:
             return
         self.problems[path] = why
+        if len(why) > WHY_LIMIT:  # the reason quotes the file (its columns, the reader's error): a file may make it huge
+            why = why[: WHY_LIMIT - 3] + "..."  # (quarantine's .why.txt keeps it whole)
         what = f"moved to {moved}" if moved else \
             f"skipped (a `raydw sweep` on this store moves it to {self.path(QUARANTINE, table)}/)"
         print(f"warning: {path}: {why}; {what}. The table's other rows are read as usual.", file=sys.stderr, flush=True)

@@ -22,13 +22,24 @@ DEFAULT_TIMEOUT_S = 20.0
 SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")  # what pyarrow's FileSystem.from_uri opens
 
 
+MAX_TIMEOUT_S = 86400.0  # a day: threading's waits overflow near 1e9 s (time_t), and no answer is worth more
+
+
 def timeout() -> float:
-    """Seconds an object store may take to answer one call (RAYDW_REMOTE_TIMEOUT_S, default 20)."""
-    try:
-        v = float(os.environ.get("RAYDW_REMOTE_TIMEOUT_S", DEFAULT_TIMEOUT_S))
-    except ValueError:
+    """Seconds an object store may take to answer one call (RAYDW_REMOTE_TIMEOUT_S, default 20). A value that is not
+    a number of seconds in (0, a day] is refused by name: it used to fall back to 20 s unsaid (abc, nan, -1), or
+    crash every remote command with OverflowError (1e10)."""
+    text = os.environ.get("RAYDW_REMOTE_TIMEOUT_S")
+    if text is None or not text.strip():
         return DEFAULT_TIMEOUT_S
-    return v if 0 < v < float("inf") else DEFAULT_TIMEOUT_S
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 0 < v <= MAX_TIMEOUT_S:
+        raise StorePathError(f"RAYDW_REMOTE_TIMEOUT_S={text[:40]!r} is not a number of seconds above 0 and at most "
+                             f"{MAX_TIMEOUT_S:g}; set it so (or unset it for the default {DEFAULT_TIMEOUT_S:g} s)")
+    return v
 
 
 def check_uri(uri) -> str:
@@ -80,6 +91,7 @@ def exit_code(code: int) -> int:
 def bounded(fn, uri: str, what: str):
     """fn() in a daemon thread, waited for at most timeout() s; its OSError (or a hang) as one StoreError."""
 
+    limit = timeout()  # a bad RAYDW_REMOTE_TIMEOUT_S is refused before any call starts
     box: dict = {}
 
     def run():
@@ -90,10 +102,10 @@ def bounded(fn, uri: str, what: str):
 
     t = threading.Thread(target=run, name=f"raydw-remote-{what}", daemon=True)
     t.start()
-    t.join(timeout())
+    t.join(limit)
     if t.is_alive():
         _ABANDONED.append(t)
-        raise StoreError(f"results store {uri}: no answer within {timeout():g} s ({what}); check the network and the "
+        raise StoreError(f"results store {uri}: no answer within {limit:g} s ({what}); check the network and the "
                          "endpoint (RAYDW_REMOTE_TIMEOUT_S sets the bound)")
     if "error" in box:
         e = box["error"]
