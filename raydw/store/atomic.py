@@ -1,4 +1,5 @@
-"""One atomic file write for every local writer, and the one checked read of a store's own files (read_regular);: the store's rows (raydw.store) and the report's files (raydw.reporting.report).
+"""One atomic file write for every local writer (the store's rows, raydw.store; the report's files,
+raydw.reporting.report), and the one checked read of a store's own files (read_regular).
 
 The data goes to a hidden temporary file in the same folder (same file system, so the rename is atomic), is fsynced,
 then renamed over the target: a reader (pyarrow, DuckDB, a browser refreshing a live report) sees the old file or the
