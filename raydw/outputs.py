@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from raydw.spec import SpecError
+from raydw.store.atomic import write_whole as write_output  # noqa: F401 - the commands' name for it
 
 # The folders that make a folder a raydw results store (raydw.store.SCHEMAS' tables and the store's own folders).
 _STORE_FOLDERS = ("trials", "epochs", "masks", "index_sets", "pretrained", "searches", "recipes", "preflight", "locks",
@@ -77,23 +78,6 @@ def _os_refusals(check):
             raise SpecError(f"{what}: {str(path)[:200]!r} cannot be used as a path: {e.strerror or e}") from None
     checked.__doc__, checked.__name__ = check.__doc__, check.__name__
     return checked
-
-
-def write_output(path: str | Path, write) -> None:
-    """`write(target)` for an output file the user named, whole or not at all: a regular file (or a new one) is
-    written to a hidden temporary beside it and renamed over it, so a full disk leaves no empty or half file under
-    the name; a device or pipe (/dev/stdout) is written directly. A failure is an OSError naming the output."""
-    p = Path(path).expanduser()
-    direct = p.exists() and not p.is_file()
-    tmp = p if direct else p.parent / f".{p.name[:100]}.{os.getpid()}.tmp"
-    try:
-        write(str(tmp))
-        if not direct:
-            os.replace(tmp, p)
-    except OSError as e:
-        if not direct:
-            tmp.unlink(missing_ok=True)
-        raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from None
 
 
 @_os_refusals

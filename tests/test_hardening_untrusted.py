@@ -721,3 +721,32 @@ def test_results_out_on_a_full_disk_is_one_sentence_exit_3_and_leaves_no_file(tm
     assert r.returncode == 3 and f"cannot write {tmpfs / name}: " in r.stderr and "No space left" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert sorted(os.listdir(tmpfs)) == ["filler"]
+
+
+def test_a_report_refused_by_the_analysis_leaves_no_out_folder(tmp_path, capsys):
+    """`raydw report` made its --out folder, then the analysis refused the store (two runs of one setting and seed):
+    the empty folder stayed behind. A folder it made is removed again while it is still empty."""
+    from test_analysis import put_dense, put_ticket  # the two-runs store of test_analysis (tests/ is on sys.path)
+
+    s = Store(str(tmp_path / "S"))
+    put_dense(s)
+    put_ticket(s)
+    old = s.get("trials", "ST-dense-0-adversarial-1-1")  # the same dense setting and seed from an edited spec
+    s.write_row("trials", {**old, "config": '{"regime": {"epochs": 2, "optimizer": {"lr": 0.01}}}'})
+    s.write_row("trials", {**old, "cell_id": "edited", "config": '{"regime": {"epochs": 2, "optimizer": {"lr": 0.1}}}'})
+    r = _main(capsys, "report", tmp_path / "S", "--out", tmp_path / "rep" / "new")
+    assert r.returncode == 2 and "different runs of one setting and seed" in r.stderr, r.stderr
+    assert not (tmp_path / "rep" / "new").exists()
+
+
+def test_convert_on_a_full_disk_is_one_sentence_and_leaves_no_temporary(tmp_path, tmpfs, capsys):
+    """Every output the user names is written whole or not at all: `convert` left its `.tmp` beside the output."""
+    from raydw.models.build import build_net
+
+    import torch
+
+    torch.save(build_net("resnet18", 1000, 3).state_dict(), tmp_path / "tv.pth")
+    _fill(tmpfs)
+    r = _main(capsys, "convert", tmp_path / "tv.pth", tmpfs / "out.pt", "--arch", "resnet18")
+    assert r.returncode == 3 and f"cannot write {tmpfs / 'out.pt'}" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and sorted(os.listdir(tmpfs)) == ["filler"], (r.stderr, os.listdir(tmpfs))

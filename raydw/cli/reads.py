@@ -97,7 +97,7 @@ def cmd_export_mask(a) -> int:
     for n in mask.names:
         state[f"{n}_orig"] = params[n].detach().clone()
         state[f"{n}_mask"] = mask.tensors[n].float()
-    torch.save({"state_dict": state}, a.out)
+    write_output(a.out, lambda f: torch.save({"state_dict": state}, f))  # whole or not at all
     print(f"wrote {a.out}: {row['method']} mask of {row['pretraining']}, sparsity {row['sparsity']:.4f}")
     return 0
 
@@ -206,13 +206,17 @@ def cmd_report(a) -> int:
     # So are a bad flag, a bad --spec and a --spec of another store: each is read before anything is written.
     verdict_args = _verdict_args(a)
     settings = {} if a.watch else {"cells": _spec_cells(a), "design": _seed_design(a)}
-    output_dir(a.out, stores=(a.uri,))
+    made = not Path(a.out).expanduser().exists()
+    out = output_dir(a.out, stores=(a.uri,))
     try:
         if a.watch:
             return _watch_report(a, verdict_args)
         print(f"wrote {write_report(a.uri, a.out, **settings, **verdict_args)}")
     except AnalysisError as e:
         raise SpecError(str(e)) from None
+    finally:
+        if made and out.is_dir() and not any(out.iterdir()):  # refused (or failed) before writing: nothing left
+            out.rmdir()
     return 0
 
 

@@ -12,7 +12,6 @@ with dill) is refused unless the caller trusts it explicitly.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import warnings
 import zipfile
@@ -220,12 +219,13 @@ def check_weights(path: str | Path, arch: str, fmt: str | None = None, trust: bo
 
 
 def save_state(state: dict[str, torch.Tensor], dst: str | Path) -> str:
-    """Write a plain state dict atomically (tmp + rename, so a crash leaves no half file); return its sha256."""
+    """Write a plain state dict whole or not at all (a temporary renamed; a crash or a full disk leaves no half or
+    temporary file); return its sha256."""
+    from raydw.store.atomic import write_whole
+
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp")
-    torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, tmp)
-    os.replace(tmp, dst)
+    write_whole(dst, lambda f: torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, f))
     return sha256_file(dst)
 
 

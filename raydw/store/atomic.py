@@ -7,6 +7,7 @@ new one, never half of one. A write killed half-way leaves only the hidden tempo
 """
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import uuid
@@ -47,3 +48,25 @@ def read_regular(path: str | Path) -> bytes:
     os.set_blocking(fd, True)
     with os.fdopen(fd, "rb") as f:
         return f.read()
+
+
+def write_whole(path: str | Path, write) -> None:
+    """`write(target)` for an output file the user named (`--out`, `convert OUTPUT`, `bench --json`), whole or not at
+    all: a regular file (or a new one) is written to a hidden temporary beside it and renamed over it, so a full disk
+    leaves no empty or half file under the name; a device or pipe (/dev/stdout) is written directly. A failure is an
+    OSError naming the output (torch.save says a failed write as RuntimeError 'iostream error': said as the disk's)."""
+    p = Path(path).expanduser()
+    direct = p.exists() and not p.is_file()
+    tmp = p if direct else p.parent / f".{p.name[:100]}.{os.getpid()}.tmp"
+    try:
+        write(str(tmp))
+        if not direct:
+            os.replace(tmp, p)
+    except (OSError, RuntimeError) as e:
+        if not direct:
+            tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.strerror:
+            raise OSError(e.errno, f"cannot write {path}: {e.strerror}") from None
+        full = os.statvfs(p.parent).f_bavail == 0 if p.parent.is_dir() else False
+        why = os.strerror(errno.ENOSPC) if full else (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise OSError(errno.ENOSPC if full else errno.EIO, f"cannot write {path}: {why}") from None
