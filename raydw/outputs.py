@@ -20,9 +20,9 @@ REPORT_FOLDER = "report"  # inside a store, where `raydw sweep --live-report` wr
 
 
 def _looks_like_store(folder: Path) -> bool:
-    """A raydw store: a table folder holding a row file, or the lock folder. (A folder merely named `trials` is not.)"""
-    if (folder / "locks").is_dir():
-        return True
+    """A raydw store: a table folder holding a row file, or raydw's lock files. (A folder merely named `trials` is not.)"""
+    if (folder / "locks" / ".guard").is_file() or (folder / "locks" / "driver.json").is_file():  # raydw's lock files
+        return True  # (a folder merely named `locks`, as /tmp may hold, is not a store)
     for t in _STORE_FOLDERS[:8]:
         try:
             if (folder / t).is_dir() and any(f.suffix == ".parquet" for f in (folder / t).iterdir()):
@@ -57,6 +57,19 @@ def check_not_in_store(path: str | Path, what: str, stores: tuple = ()) -> None:
         raise SpecError(f"{what}: {path} is inside the results store {root}; raydw never writes an output into a store "
                         f"(it could replace the store's rows). Give a path outside it (or under {root / REPORT_FOLDER} "
                         "for a report)")
+
+
+def check_not_nested(uri, what: str) -> None:
+    """A sweep's store is never inside another store (say, in its `trials/`): its files would sit among that store's,
+    which a sweep or a compaction there treats as its own. A store itself may be named (a rerun resumes it)."""
+    text = str(uri)
+    if "://" in text and not text.startswith("file://"):
+        return  # an object store: no local folder above it
+    p = Path(os.path.realpath(os.path.expanduser(text[7:] if text.startswith("file://") else text)))
+    outer = next((a for a in p.parents if _looks_like_store(a)), None)
+    if outer is not None:
+        raise SpecError(f"{what}: {uri} is inside the results store {outer}; a store inside another mixes their files. "
+                        "Give a folder outside it")
 
 
 def _writable_folder(folder: Path, what: str) -> None:

@@ -750,3 +750,22 @@ def test_convert_on_a_full_disk_is_one_sentence_and_leaves_no_temporary(tmp_path
     r = _main(capsys, "convert", tmp_path / "tv.pth", tmpfs / "out.pt", "--arch", "resnet18")
     assert r.returncode == 3 and f"cannot write {tmpfs / 'out.pt'}" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and sorted(os.listdir(tmpfs)) == ["filler"], (r.stderr, os.listdir(tmpfs))
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_a_sweeps_store_inside_another_store_is_refused_before_anything_is_written(tmp_path, capsys, tiny_spec_text, flag):
+    """A storage inside another store's trials/ passed the dry run (and a sweep would have written its rows among
+    that store's files). Refused by name, exit 2, from --storage and from the spec's storage."""
+    import yaml
+
+    Store(str(tmp_path / "S")).write_row("trials", _row("c1"))
+    inner = tmp_path / "S" / "trials" / "inner"
+    d = yaml.safe_load(tiny_spec_text)
+    if not flag:
+        d["storage"] = str(inner)
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(d))
+    for extra in (["--dry-run"], []):
+        r = _main(capsys, "sweep", tmp_path / "spec.yaml", *(["--storage", inner] if flag else []), *extra)
+        assert r.returncode == 2 and f"is inside the results store {tmp_path / 'S'}" in r.stderr, r.stderr
+        assert not inner.exists() and sorted(os.listdir(tmp_path / "S" / "trials")) == ["c1.parquet"]
+    assert _main(capsys, "sweep", tmp_path / "spec.yaml", "--storage", tmp_path / "S", "--dry-run").returncode == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import sys
 
-from raydw.outputs import output_dir, output_file
+from raydw.outputs import check_not_nested, output_dir, output_file
 from raydw.spec import load_spec
 from raydw.cli.flags import spec_path
 
@@ -18,6 +18,7 @@ def cmd_sweep(a) -> int:
     from raydw.trackers import check
 
     check(spec.trackers, str(a.spec))  # an absent tracker package: exit 2 before anything is planned or run
+    check_not_nested(a.storage or spec.storage, "--storage" if a.storage else "storage")
     probe_flags = [f for f, v in (("--preflight", a.preflight), ("--steps", a.steps), ("--batch", a.batch),
                                   ("--cover", a.cover), ("--scratch", a.scratch)) if v]
     if a.dry_run and probe_flags:  # the dry run starts nothing: these would be silently ignored
