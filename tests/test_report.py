@@ -154,3 +154,15 @@ def test_the_status_and_report_commands_print_and_write(hand_store, tmp_path, ca
     assert "17 done, 1 failed" in capsys.readouterr().out
     assert main(["report", hand_store.uri, "--out", str(tmp_path / "r")]) == 0
     assert (tmp_path / "r" / "index.html").exists()
+
+
+def test_status_of_rows_without_wall_s_says_unknown_not_nan(tmp_path, capsys):
+    """Rows written without wall_s (by hand, or an old raydw): `raydw status` printed 'mean wall per done cell: nan s'."""
+    from raydw.cli import main
+    from raydw.store import Store
+
+    Store(str(tmp_path / "S")).write_row("trials", {"cell_id": "c1", "sweep": "t", "status": "done", "sa": 0.5, "ra": 0.1,
+                                                    "dataset": "digits"})
+    assert main(["status", str(tmp_path / "S")]) == 0
+    out = capsys.readouterr().out
+    assert "mean wall per done cell: unknown (no wall_s stored)" in out and "nan" not in out, out

@@ -151,8 +151,9 @@ def render(st: SweepStatus, uri: str) -> str:
         lines.append(f"  tuning trials: raydw results {uri} --phase tune   recipes: raydw results {uri} --table recipes")
     spent = ", ".join(f"{h:.3f} {k}-hours" for k, h in sorted(st.hours.items())) or "nothing yet"
     lines.append(f"compute spent: {spent} (sum of wall_s x workers)")
-    if st.done:
-        lines.append(f"mean wall per done cell: {duration(st.mean_wall_s)}")
+    if st.done:  # rows without wall_s (written by hand, or by an old raydw) have no time to average
+        lines.append(f"mean wall per done cell: "
+                     f"{duration(st.mean_wall_s) if st.mean_wall_s == st.mean_wall_s else 'unknown (no wall_s stored)'}")
     if st.total is not None:
         left = "unknown (no done cell to time yet)" if st.left_s is None else \
             f"about {duration(st.left_s)} if run one at a time; divide by the cells running at once"
