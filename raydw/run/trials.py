@@ -7,14 +7,11 @@ the cell's `trials` row, `done` or `failed` with the error, whatever happened in
 from __future__ import annotations
 
 import functools
-import queue
-import threading
 import time
 
 import ray.train as train
-from ray import tune
 from ray.train.torch import TorchTrainer
-from ray.train.v2.api.callback import UserCallback
+from ray.tune.integration.ray_train import TuneReportCallback
 
 from raydw.run import preflight_rows
 from raydw.run.rows import CellResult, cell_row, error_text
@@ -78,76 +75,12 @@ def _trainer(loop, job: Job, callbacks: list | None = None) -> TorchTrainer:
     )
 
 
-class ToTrial(UserCallback):
-    """Hands each report of the Train run to the trial's own thread, which reports it to Tune (`_fit`).
-
-    In place of Ray 2.60's TuneReportCallback, which hangs a trial now and then: it puts each report on the Tune
-    session's inter-actor queue, and the trainable's main thread moves it to the session's result queue (size 1)
-    only while Tune waits on a result. A report still on that queue when the trial function returns (the run's last
-    two reports come together, as a pack's last cell's and the pack's own do, and Tune was between two results) is
-    moved there after the function's closing RESULT_DUPLICATE report: the main thread then blocks on the full result
-    queue, which only it reads, and the trial never completes (docs/findings.md, "hung after its 36th line")."""
-
-    def __init__(self, q):
-        self.q = q
-
-    def after_report(self, run_context, metrics, checkpoint):
-        m = metrics[0].copy()  # rank 0's, as TuneReportCallback did
-        if checkpoint:
-            m["checkpoint_path"] = checkpoint.path
-        self.q.put(m)
-
-
-_RUN_ENDED = "raydw: the Train run has ended"
-
-
-def _queue():
-    """The queue from the Train controller (another process) to the trial: a Ray queue actor, unbounded, so the run
-    never waits on Tune (TuneReportCallback's held one report at a time)."""
-    from ray.util.queue import Queue
-
-    return Queue(actor_options={"num_cpus": 0})
-
-
-def _fit(loop, job: Job):
-    """`_trainer(loop, job).fit()` with its reports forwarded to Tune from this, the trial's, thread: the run goes on
-    a helper thread, each report is passed to `tune.report` as it comes, and every one is passed before this returns
-    (so before Tune's closing report of the trial). Raises what the run raised, after its reports."""
-    q, out = _queue(), {}
-
-    def run():
-        try:
-            out["result"] = _trainer(loop, job, [ToTrial(q)]).fit()
-        except BaseException as e:  # noqa: BLE001 - re-raised on the trial's thread below
-            out["error"] = e
-        finally:
-            q.put(_RUN_ENDED)  # after the run's own reports: the controller's puts return before fit() does
-
-    t = threading.Thread(target=run, name="raydw-train-run", daemon=True)
-    t.start()
-    while True:
-        alive = t.is_alive()  # read before the get: the run's reports are all queued before its thread ends
-        try:
-            m = q.get(block=True, timeout=1.0)
-        except queue.Empty:  # ray.util.queue.Empty is one
-            if alive:
-                continue
-            break  # (a backstop: the end marker did not come)
-        if m == _RUN_ENDED:
-            break
-        tune.report(m)
-    t.join()
-    if "error" in out:
-        raise out["error"]
-    return out["result"]
-
-
 def cell_trial(job: CellJob) -> None:
     store = Store(job.run.storage)
     t0 = time.time()
     try:
         # A tuning trial reports its one score itself, after its row is stored (raydw.run.tuning).
-        m = (_fit(cell_worker, job) if job.report_to_tune else _trainer(cell_worker, job).fit()).metrics or {}
+        m = _trainer(cell_worker, job, [TuneReportCallback()] if job.report_to_tune else []).fit().metrics or {}
         result = CellResult.from_report(m) if m.get("final") == 1 else CellResult.failed(
             "the Train run ended without its final report")
     except Exception as e:  # noqa: BLE001 - any failure becomes the cell's recorded status
@@ -161,7 +94,7 @@ def pack_trial(job: PackJob) -> None:
     failed here, with the run's error."""
     store = Store(job.run.storage)
     try:
-        result = _fit(pack_worker, job)
+        result = _trainer(pack_worker, job, [TuneReportCallback()]).fit()
         why = "the packed Train run ended before this cell finished" + (
             "" if (result.metrics or {}).get("final") == 1 else " (no final report)")
     except Exception as e:  # noqa: BLE001 - recorded on every cell the run did not finish
@@ -172,13 +105,13 @@ def pack_trial(job: PackJob) -> None:
 
 
 def pretrain_trial(job: PretrainJob) -> None:
-    _fit(pretrain_worker, job)
+    _trainer(pretrain_worker, job, [TuneReportCallback()]).fit()
     if Store(job.run.storage).get("pretrained", job.pretrained_id) is None:
         raise RuntimeError(f"pre-training {job.name} finished without storing its weights")
 
 
 def imp_trial(job: ImpJob) -> None:
-    _fit(imp_worker, job)
+    _trainer(imp_worker, job, [TuneReportCallback()]).fit()
 
 
 def probe_trial(pj: ProbeJob) -> None:
@@ -188,7 +121,7 @@ def probe_trial(pj: ProbeJob) -> None:
     t0 = time.time()
     restored = False
     try:
-        result = _fit(probe_worker, pj)
+        result = _trainer(probe_worker, pj, [TuneReportCallback()]).fit()
         m = dict(result.metrics or {})
         if m.get("final") != 1:
             raise RuntimeError("the Train run ended without its final report")
