@@ -117,9 +117,9 @@ def run_imp(job: ImpJob, rank: int, world: int, device, ckpt: dict | None, probe
                             autocast=use_autocast(job.resources.amp, device), ddp=ddp_wrap(model, world, device), on_epoch=on_epoch, resume=mid)
     imp(model.net, job.rounds if probe is None else probe.rounds, tickets.rate, train_round, tickets.prunable, start=start, on_round=on_round)
     final = {"final": 1}
-    state = None
     if probe is not None:  # the last report carries the last re-training state, which the preflight restores
         final.update(probing.figures(history, probe, regime.batch_size, len(data.val) * world, device))
-        state = {"round": last["round"], "fit": last["fit"]()} if rank == 0 and last else None
-    report(rank, final, state)
+        report(rank, final, {"round": last["round"], "fit": last["fit"]()} if rank == 0 and last else None)
+    # A sweep's IMP run makes no closing report: right behind the last round's, it was a second report while Tune
+    # still handled the first (see raydw.run.worker.pack_worker); the run's output is its stored masks.
     return final

@@ -94,9 +94,8 @@ def pack_trial(job: PackJob) -> None:
     failed here, with the run's error."""
     store = Store(job.run.storage)
     try:
-        result = _trainer(pack_worker, job, [TuneReportCallback()]).fit()
-        why = "the packed Train run ended before this cell finished" + (
-            "" if (result.metrics or {}).get("final") == 1 else " (no final report)")
+        _trainer(pack_worker, job, [TuneReportCallback()]).fit()
+        why = "the packed Train run ended before this cell finished"
     except Exception as e:  # noqa: BLE001 - recorded on every cell the run did not finish
         why = f"{type(e).__name__}: {e}"
     for j in job.cells:

@@ -121,7 +121,9 @@ def pack_worker(config: dict) -> None:
         result = _cell(cells[i], rank, world, device, resume if i == start else None)
         if rank == 0:
             store.write_row("trials", cell_row(cells[i], result, time.time() - t0))
-    report(rank, {"final": 1, "cells": len(cells)}, None)
+    # No closing report of the pack's own: right behind the last cell's final one, it was a second report while Tune
+    # still handled the first, the pattern in which Ray 2.60's TuneReportCallback can leave a trial that never
+    # completes (docs/findings.md, "hung after its 36th line"). The last cell's final report ends the run.
 
 
 def probe_worker(config: dict) -> None:
