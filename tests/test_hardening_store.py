@@ -385,7 +385,7 @@ def test_sigterm_stops_a_sweep_cleanly_and_says_how_to_resume(tmp_path, tiny_spe
 
 # -- adversarial pass 3: a skipped file's warning stays one short line whatever the file holds --------------------------
 def test_the_warning_for_a_file_of_twenty_thousand_columns_is_one_short_line(tmp_path, capsys):
-    s = _store_with_rows(tmp_path, n=1)
+    _store_with_rows(tmp_path, n=1)
     pq.write_table(pa.table({f"c{i}": [1] for i in range(20000)}), tmp_path / "trials" / "wide.parquet")
     capsys.readouterr()
     assert Store(str(tmp_path)).read_table("trials", columns=["cell_id"]).column("cell_id").to_pylist() == ["c0"]

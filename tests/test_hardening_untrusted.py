@@ -737,6 +737,7 @@ def test_a_report_refused_by_the_analysis_leaves_no_out_folder(tmp_path, capsys)
     r = _main(capsys, "report", tmp_path / "S", "--out", tmp_path / "rep" / "new")
     assert r.returncode == 2 and "different runs of one setting and seed" in r.stderr, r.stderr
     assert not (tmp_path / "rep" / "new").exists()
+    assert not (tmp_path / "rep").exists()  # output_dir made the parent too
 
 
 def test_convert_on_a_full_disk_is_one_sentence_and_leaves_no_temporary(tmp_path, tmpfs, capsys):

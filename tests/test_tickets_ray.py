@@ -90,8 +90,6 @@ def test_a_found_imp_round_takes_the_first_free_slot_ahead_of_cells_ready_all_al
     masks = results.load(store, "masks")
     r1 = df[(df.ticket_method == "imp") & (df.ticket_round == 1)].iloc[0]
     started = r1.finished_at - pd.to_timedelta(r1.wall_s, unit="s")
-    r3_id = masks[(masks.method == "imp") & (masks["round"] == 3)].mask_id.iloc[0]
-    r3_stored = pd.Timestamp(os.path.getmtime(Path(store) / "masks" / f"{r3_id}.parquet"), unit="s", tz="UTC")
     timeline = sorted([(str(r.finished_at - pd.to_timedelta(r.wall_s, unit="s")), "start", r.ticket_method, r.ticket_round)
                        for r in df.itertuples()]
                       + [(str(pd.Timestamp(os.path.getmtime(Path(store) / "masks" / f"{m.mask_id}.parquet"), unit="s",

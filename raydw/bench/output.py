@@ -84,8 +84,8 @@ def format_table(res: dict) -> str:
 
 
 def write_json(res: dict, path: str | Path) -> Path:
-    from raydw.outputs import write_output
+    from raydw.store.atomic import write_whole
 
     p = Path(path)
-    write_output(p, lambda f: Path(f).write_text(json.dumps(res, indent=2) + "\n"))  # whole or not at all
+    write_whole(p, lambda f: Path(f).write_text(json.dumps(res, indent=2) + "\n"))  # whole or not at all
     return p

@@ -7,7 +7,8 @@ from pydantic import ValidationError
 
 
 from raydw.bounded import short
-from raydw.outputs import output_dir, output_file, write_output
+from raydw.outputs import output_dir, output_file
+from raydw.store.atomic import write_whole
 from raydw.spec import SpecError, load_spec
 from raydw.store import SCHEMAS
 from raydw.cli.flags import spec_path
@@ -68,7 +69,7 @@ def cmd_results(a) -> int:
     elif a.table in TABLE_COLUMNS:
         df = df[TABLE_COLUMNS[a.table](list(df.columns))]
     if a.out:
-        write_output(a.out, lambda f: (df.to_parquet if a.out.endswith(".parquet") else df.to_csv)(f, index=False))
+        write_whole(a.out, lambda f: (df.to_parquet if a.out.endswith(".parquet") else df.to_csv)(f, index=False))
         print(f"wrote {len(df)} rows to {a.out}")
         return 0
     with pd.option_context("display.max_rows", 500, "display.width", 200, "display.max_columns", 50,
@@ -97,7 +98,7 @@ def cmd_export_mask(a) -> int:
     for n in mask.names:
         state[f"{n}_orig"] = params[n].detach().clone()
         state[f"{n}_mask"] = mask.tensors[n].float()
-    write_output(a.out, lambda f: torch.save({"state_dict": state}, f))  # whole or not at all
+    write_whole(a.out, lambda f: torch.save({"state_dict": state}, f))  # whole or not at all
     print(f"wrote {a.out}: {row['method']} mask of {row['pretraining']}, sparsity {row['sparsity']:.4f}")
     return 0
 
@@ -206,8 +207,9 @@ def cmd_report(a) -> int:
     # So are a bad flag, a bad --spec and a --spec of another store: each is read before anything is written.
     verdict_args = _verdict_args(a)
     settings = {} if a.watch else {"cells": _spec_cells(a), "design": _seed_design(a)}
-    made = not Path(a.out).expanduser().exists()
-    out = output_dir(a.out, stores=(a.uri,))
+    out = Path(a.out).expanduser().absolute()
+    made = [p for p in (out, *out.parents) if not p.exists()]  # what output_dir creates, innermost first
+    output_dir(a.out, stores=(a.uri,))
     try:
         if a.watch:
             return _watch_report(a, verdict_args)
@@ -215,8 +217,9 @@ def cmd_report(a) -> int:
     except AnalysisError as e:
         raise SpecError(str(e)) from None
     finally:
-        if made and out.is_dir() and not any(out.iterdir()):  # refused (or failed) before writing: nothing left
-            out.rmdir()
+        for p in made:  # refused (or failed) before writing: the folders it made go again, while empty
+            if p.is_dir() and not any(p.iterdir()):
+                p.rmdir()
     return 0
 
 

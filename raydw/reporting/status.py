@@ -23,7 +23,7 @@ class SweepStatus:
     missing: int | None  # spec cells with no row yet
     outside_spec: int  # rows of the store that the spec does not ask for
     hours: dict[str, float]  # 'GPU' / 'CPU' -> sum(wall_s * workers) / 3600
-    mean_wall_s: float  # per done cell
+    mean_wall_s: float | None  # per done cell; None where no done row holds wall_s
     left_s: float | None  # serial wall seconds for the cells not yet done
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (cell_id, label, first error line)
     # Tuning (spec with `tune:` on; docs/tuning.md). None / 0 without a spec or with tuning off.
@@ -113,7 +113,7 @@ def collect(uri: str, spec=None) -> SweepStatus:
         total=len(cells) if cells is not None else None,
         missing=len([c for c in cells if c.cell_id not in set(df["cell_id"])]) if cells is not None else None,
         outside_spec=outside if cells is not None else 0,
-        hours=_hours(df), mean_wall_s=float(done["wall_s"].mean()) if len(done) else float("nan"),
+        hours=_hours(df), mean_wall_s=float(done["wall_s"].mean()) if done["wall_s"].notna().any() else None,
         left_s=_estimate_left(todo, done) if cells is not None else None,
         failures=[(r["cell_id"], _label(r), _first_line(r.get("error"), r["status"])) for r in bad], **tune,
         to_run=len(p.todo) if p is not None else None, not_final=len(todo) if p is not None else None, **adaptive,
@@ -152,8 +152,8 @@ def render(st: SweepStatus, uri: str) -> str:
     spent = ", ".join(f"{h:.3f} {k}-hours" for k, h in sorted(st.hours.items())) or "nothing yet"
     lines.append(f"compute spent: {spent} (sum of wall_s x workers)")
     if st.done:  # rows without wall_s (written by hand, or by an old raydw) have no time to average
-        lines.append(f"mean wall per done cell: "
-                     f"{duration(st.mean_wall_s) if st.mean_wall_s == st.mean_wall_s else 'unknown (no wall_s stored)'}")
+        lines.append("mean wall per done cell: " + ("unknown (no wall_s stored)" if st.mean_wall_s is None
+                                                    else duration(st.mean_wall_s)))
     if st.total is not None:
         left = "unknown (no done cell to time yet)" if st.left_s is None else \
             f"about {duration(st.left_s)} if run one at a time; divide by the cells running at once"

@@ -61,6 +61,11 @@ def write_whole(path: str | Path, write) -> None:
     try:
         write(str(tmp))
         if not direct:
+            fd = os.open(tmp, os.O_RDONLY)  # on disk before the rename, as write_atomic's: a crash leaves old or new
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             os.replace(tmp, p)
     except (OSError, RuntimeError) as e:
         if not direct:
