@@ -103,7 +103,7 @@ def test_a_reused_best_trial_is_stored_under_its_cell_as_the_same_run(tmp_path, 
     spec, store = builder.spec, builder.store
     (g,) = tune_groups(spec)
     rec = {"lr": 0.02}
-    trial_job = builder.cell(g.base, StoreView.read(store), report_to_tune=False).for_cell(g.trial_cell(rec))  # as run_tuning builds it
+    trial_job = builder.cell(g.base, StoreView.read(store)).for_cell(g.trial_cell(rec))  # as run_tuning builds it
     trial = cell_row(trial_job, _done(), 7.0)
     store.write_row("trials", trial)
     store.write_row("recipes", {"tune_id": g.tune_id, "recipe": config_json(rec), "best_cell_id": trial["cell_id"]})

@@ -168,6 +168,7 @@ def test_no_train_run_started_the_helper_actors_that_have_nothing_to_do_here(swe
     names = sorted({a["ActorClassName"] for a in actors().values()})
     assert "TrainController" in names and "RayTrainWorker" in names, names
     assert "DatasetManager" not in names, names
+    assert "PreemptionWatcher" not in names, names  # off by raydw.run.cluster.RAY_ENV: it only logs node drains
     assert ("PlacementGroupCleaner" in names) == state_api_served(), names  # absent with raydw's own install
 
 

@@ -20,7 +20,10 @@ from raydw.spec import SpecError, SweepSpec
 
 # Ray Train's controller polls its workers every 2 s by default; a report then waits up to 2 s to surface
 # and a toy cell pays ~6 s more (ray-notes sections 3 and 9). 0.2 s costs nothing measurable.
-RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
+# Ray 2.60 starts a PreemptionWatcher actor per Train run that only logs node drains and serves
+# ray.train.get_preemption_info, which raydw never asks: a Python process importing Ray, ~1.6 CPU-s of each run
+# (docs/performance.md, "Machinery"). A user who wants its log lines sets the variable to 1 (kept: setdefault).
+RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 DRIVER_RESOURCE = "TRAIN_DRIVER"
 AUTOSCALE_CELLS = 4  # cells started on a cluster that has no fitting node yet (the autoscaler's demand signal)
 

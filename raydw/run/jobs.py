@@ -64,7 +64,6 @@ class CellJob(_SweepResources):
     index_set_id: str  # the training indices of its data fraction (index_sets table)
     pretraining_kind: str | None  # standard / fast / pgd (the pretrained row's kind), recorded on the row
     early_stop: EarlyStop | None = None
-    report_to_tune: bool = True  # False for a tuning trial, which reports its one score itself
 
     @property
     def train_name(self) -> str:
@@ -222,11 +221,11 @@ class JobBuilder:
             return None
         return EarlyStop(dense_cell_id, es.margin, tuple(es.metrics), es.grace_for(c.regime_spec))
 
-    def cell(self, c: Cell, view: StoreView, report_to_tune: bool = True, dense_cell_id: str | None = None) -> CellJob:
+    def cell(self, c: Cell, view: StoreView, dense_cell_id: str | None = None) -> CellJob:
         """`view`: what the store holds now (the IMP round's mask row, the pre-trained model's kind)."""
         mask = self._mask(c, view)
         return CellJob(c, self.run, mask["mask_id"], mask["sparsity"], self._index_set(c), view.pretrained.get(c.pretrained_id),
-                       self.early_stop(c, dense_cell_id), report_to_tune)
+                       self.early_stop(c, dense_cell_id))
 
     def _index_set(self, c: Cell) -> str:
         key = index_key(c)

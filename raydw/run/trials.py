@@ -76,11 +76,15 @@ def _trainer(loop, job: Job, callbacks: list | None = None) -> TorchTrainer:
 
 
 def cell_trial(job: CellJob) -> None:
+    """One cell's Train run and its trials row. Its epoch reports stay in Ray Train (the result's metrics are the last
+    one): nothing in a sweep reads them from Tune (progress lines, trackers and early stopping read the store; a
+    tuning trial reports its one score itself, raydw.run.tuning), and forwarding them (TuneReportCallback) cost a
+    queue actor per cell (~1.5 CPU-s of ~15 per tiny cell, docs/performance.md) and opened the one-slot race of
+    docs/findings.md ("hung after its 36th line")."""
     store = Store(job.run.storage)
     t0 = time.time()
     try:
-        # A tuning trial reports its one score itself, after its row is stored (raydw.run.tuning).
-        m = _trainer(cell_worker, job, [TuneReportCallback()] if job.report_to_tune else []).fit().metrics or {}
+        m = _trainer(cell_worker, job).fit().metrics or {}
         result = CellResult.from_report(m) if m.get("final") == 1 else CellResult.failed(
             "the Train run ended without its final report")
     except Exception as e:  # noqa: BLE001 - any failure becomes the cell's recorded status
@@ -94,7 +98,7 @@ def pack_trial(job: PackJob) -> None:
     failed here, with the run's error."""
     store = Store(job.run.storage)
     try:
-        _trainer(pack_worker, job, [TuneReportCallback()]).fit()
+        _trainer(pack_worker, job).fit()  # no TuneReportCallback, as for a single cell
         why = "the packed Train run ended before this cell finished"
     except Exception as e:  # noqa: BLE001 - recorded on every cell the run did not finish
         why = f"{type(e).__name__}: {e}"

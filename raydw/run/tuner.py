@@ -168,4 +168,4 @@ def sweep_lines(trial) -> list:
         return out
     # The cell's stored row says how it ended (a failed cell's error starts with its cause).
     row = store.get("trials", job.cell.cell_id) or no_row(trial)
-    return [(job.cell.label(), cell_text(row, r.get("time_total_s")))]
+    return [(job.cell.label(), cell_text(row, row.get("wall_s")))]

@@ -87,7 +87,7 @@ def run_tuning(spec: SweepSpec, store: Store, groups: list[TuneGroup], builder, 
         out(f"tune {g.label()}: {len(rows)} of {spec.tune.num_samples} trials stored, {max(left, 0)} to run "
             f"(Optuna TPE, seed {spec.tune.seed}, {spec.tune.n_startup()} random startup trials; maximize {g.metric})")
         if left > 0:
-            _tune_one(spec, store, g, rows, left, builder.cell(g.base, view, report_to_tune=False), concurrency)
+            _tune_one(spec, store, g, rows, left, builder.cell(g.base, view), concurrency)
             new = sorted(set(store.names("trials")) - seen)
             seen.update(new)  # this group's rows again too: a repeated candidate (a `choice` space) rewrites its file
             rows = stored_trials(store, [r["cell_id"] for r in rows] + new).get(g.tune_id, [])
