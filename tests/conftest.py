@@ -35,14 +35,30 @@ TINY_SPEC = textwrap.dedent("""
 """)
 
 
+# The Ray tests run in two xdist groups, one per worker of CI's two cores, each group one module after another (module
+# fixtures shared, one session Ray per worker). One Ray lane alone left a core a third idle (vmstat: 60-70 % of two
+# cores busy) while the other worker, done with the Ray-free tests after ~90 s, waited ~13 minutes for it. Modules
+# not named here are in "ray-b". The two sides hold about the same time, measured one module after another on
+# 2026-12-07 (seconds, before the Train runs lost their preemption watcher and Tune report queue): faults 179,
+# slurm 100, resume_kill 55, sweep_ray 53, seeds_ray 29, trackers_ray 26 (442); preflight 128 (with testinputs:
+# the paper inputs are written once per worker), tickets_ray 114, hardening_untrusted 54, pack_ray 51,
+# live_report 41, tuning 32, hardening_store 21 (441).
+RAY_GROUP_A = {"test_faults.py", "test_slurm.py", "test_resume_kill.py", "test_sweep_ray.py", "test_seeds_ray.py",
+               "test_trackers_ray.py"}
+
+
 def pytest_itemcollected(item):
-    """Under pytest-xdist (`-n 2 --dist loadgroup`, the default in pyproject.toml) every Ray test runs on one worker,
-    one after another as without xdist (module fixtures shared, a single Ray at a time), while the other worker
-    takes the Ray-free tests. Two tiny sweep scripts at once, each with its own Ray, took 96 + 68 s each for
-    their two sweeps here, against 67 + 37 s for one alone.
+    """Under pytest-xdist (`-n 2 --dist loadgroup`, the default in pyproject.toml) the Ray tests form two groups (above),
+    each on one worker; the Ray-free tests fill in where a worker is free.
     Marked here, at collection: xdist reads the group in its own collection hook, before a modifyitems hook's."""
     if item.get_closest_marker("ray"):
-        item.add_marker(pytest.mark.xdist_group("ray"))
+        item.add_marker(pytest.mark.xdist_group("ray-a" if item.path.name in RAY_GROUP_A else "ray-b"))
+
+
+def _shared_dir(tmp_path_factory) -> Path:
+    """The folder this run's xdist workers share (their base temps' parent; this run's own base temp without xdist)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
 @pytest.fixture
@@ -57,13 +73,24 @@ def tiny_pretrained(tmp_path_factory) -> tuple[Path, str]:
 
     A sweep test whose subject is not pre-training starts from a copy (`seed_pretrained`): the content id makes
     the sweep find the model done and skip stage 1, as a rerun would. Each tiny sweep's pre-training Train run
-    cost ~30 s of the suite (a seeded tiny sweep took 36.6 s, an unseeded one 66.9 s, here)."""
-    d = tmp_path_factory.mktemp("tiny-pretrained")
-    (d / "spec.yaml").write_text(TINY_SPEC)
-    r = subprocess.run([sys.executable, "-m", "raydw.cli", "pretrain", str(d / "spec.yaml"), "--storage", str(d / "store")],
-                       capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return d / "store", r.stdout
+    cost ~30 s of the suite (a seeded tiny sweep took 36.6 s, an unseeded one 66.9 s, here). Both xdist workers
+    run Ray tests: the first to ask trains it, under a lock, and the other reads what it stored."""
+    import fcntl
+
+    shared = _shared_dir(tmp_path_factory)
+    d = shared / "tiny-pretrained"
+    with open(shared / "tiny-pretrained.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (d / "stdout.txt").exists():  # written last: a worker that failed half-way leaves it absent
+            shutil.rmtree(d, ignore_errors=True)
+            d.mkdir()
+            (d / "spec.yaml").write_text(TINY_SPEC)
+            r = subprocess.run([sys.executable, "-m", "raydw.cli", "pretrain", str(d / "spec.yaml"), "--storage",
+                                str(d / "store")], capture_output=True, text=True, timeout=600,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+            (d / "stdout.txt").write_text(r.stdout)
+    return d / "store", (d / "stdout.txt").read_text()
 
 
 PRETRAINED_TABLES = ("pretrained", "weights")  # stage 1's outputs: masks and cells stay each test's own

@@ -179,12 +179,15 @@ def _listening(pid: int) -> list[tuple[str, int]]:
     return out
 
 
-def _train_workers() -> list[int]:
+def _train_workers(sweep: int) -> list[int]:
+    """The Ray Train workers under the sweep process `sweep` (the other xdist worker's Ray tests run beside this one)."""
+    from conftest import process_ancestors
+
     pids = []
     for d in os.listdir("/proc"):
         if d.isdigit():
             try:
-                if b"RayTrainWorker" in Path(f"/proc/{d}/cmdline").read_bytes():
+                if b"RayTrainWorker" in Path(f"/proc/{d}/cmdline").read_bytes() and sweep in process_ancestors(int(d)):
                     pids.append(int(d))
             except OSError:
                 continue
@@ -206,7 +209,7 @@ def test_a_local_sweeps_train_workers_listen_on_loopback_only(tmp_path, tiny_spe
     try:
         t = time.time()
         while p.poll() is None and time.time() - t < 400:
-            for pid in _train_workers():
+            for pid in _train_workers(p.pid):
                 try:
                     seen.setdefault(pid, set()).update(_listening(pid))
                 except OSError:
