@@ -673,24 +673,40 @@ def test_a_cifar_batch_whose_data_are_not_numbers_names_its_file(tmp_path):
 
 @pytest.mark.ray
 def test_the_bound_rendezvous_joins_two_workers_on_a_local_ray(tmp_path):
-    """Two Train workers (rank 0 serves the TCPStore on its bound socket, rank 1 connects) all-reduce through gloo."""
+    """Two Train workers (rank 0 serves the TCPStore on its bound socket, rank 1 connects) all-reduce through gloo;
+    the run's controller (which starts and ends the process group) has not imported torch (rendezvous.py's point:
+    it cost every Train run's controller torch's import). Rank 0 looks at the controllers its own raylet started."""
     code = (
-        "import ray, ray.train as train, torch, torch.distributed as dist\n"
+        "import glob, os, ray, ray.train as train, torch, torch.distributed as dist\n"
         "from ray.train.torch import TorchTrainer\n"
         "from raydw.run.cluster import connect\n"
         "from raydw.run.rendezvous import BoundTorchConfig\n"
         "connect(None)\n"
+        "def controllers():\n"
+        "    out = []\n"
+        "    for p in glob.glob('/proc/[0-9]*'):\n"
+        "        try:\n"
+        "            if open(p + '/cmdline', 'rb').read().startswith(b'ray::TrainController') and \\\n"
+        "                    int(open(p + '/stat').read().rsplit(')', 1)[1].split()[1]) == os.getppid():\n"
+        "                out.append('libtorch' in open(p + '/maps').read())\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "    return out\n"
         "def loop(cfg):\n"
         "    t = torch.ones(1) * (dist.get_rank() + 1); dist.all_reduce(t)\n"
         "    open(f'{cfg[\"d\"]}/sum{dist.get_rank()}', 'w').write(str(float(t)))\n"
+        "    if dist.get_rank() == 0:\n"
+        "        c = controllers(); open(f'{cfg[\"d\"]}/ctl', 'w').write(f'{len(c)} {sum(c)}')\n"
         f"d = {str(tmp_path)!r}\n"
         "r = TorchTrainer(loop, train_loop_config={'d': d}, torch_config=BoundTorchConfig(),\n"
         "                 scaling_config=train.ScalingConfig(num_workers=2),\n"
         "                 run_config=train.RunConfig(storage_path=d + '/train')).fit()\n"
         "print('ERROR', r.error, 'SUM', open(d + '/sum0').read(), open(d + '/sum1').read())\n"
+        "print('CONTROLLERS WITH TORCH', open(d + '/ctl').read())\n"
         "ray.shutdown()\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert "ERROR None SUM 3.0 3.0" in r.stdout, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "CONTROLLERS WITH TORCH 1 0" in r.stdout, r.stdout[-2000:]  # one controller, torch not loaded in it
 
 
 # -- adversarial pass 3: the remote time bound's variable is checked ---------------------------------------------------

@@ -152,3 +152,17 @@ def test_every_trials_row_the_package_writes_is_made_by_the_one_constructor():
                if any(isinstance(n, ast.FunctionDef) and n.name == "cell_row" for n in ast.walk(ast.parse(p.read_text())))]
     assert defined == ["run/rows.py"]
 
+
+
+def test_a_train_run_carries_its_job_in_the_loop_not_in_the_context_its_controller_unpickles(tmp_path, tiny_spec_text):
+    """raydw.run.trials._trainer: Ray keeps `train_loop_config` in the run's context, which the Train controller
+    unpickles (it imported raydw's job module and torch for it in every run); the job rides in the loop instead,
+    which only the workers receive. Built without Ray: a TorchTrainer starts nothing until fit()."""
+    from raydw.run.trials import _trainer
+    from raydw.run.worker import cell_worker
+
+    job = _dense_job(_builder(tiny_spec_text, tmp_path))
+    trainer = _trainer(cell_worker, job)
+    assert not trainer.train_run_context.train_loop_config  # nothing of raydw's for the controller to unpickle
+    loop = trainer.train_loop_per_worker
+    assert loop.func is cell_worker and loop.args == ({"job": job},)

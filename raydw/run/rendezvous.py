@@ -6,7 +6,12 @@ can write into a run's rendezvous. Here rank 0 binds the socket itself, to its n
 local Ray raydw starts: raydw.run.cluster makes it loopback-only), and hands it to the TCPStore (`master_listen_fd`).
 When every worker's node address is a loopback one (a local sweep), gloo's and NCCL's own connections use the
 loopback interface too. On a cluster the store listens on the node's cluster address only, which the other nodes
-need. Everything else is Ray's `_TorchBackend`: the backend choice, the env variables, the shutdown.
+need. The env variables, the shutdown and the per-worker CUDA device are Ray's own (`ray.train.torch.config`).
+
+The Train run's controller is what starts and stops the process group, so it unpickles this config and runs its
+backend. Ray's `TorchConfig` lives in a module that imports torch, which cost every Train run's controller process
+torch's import (~1.5-2 CPU-s) to check `dist.is_available()`. This module imports no torch:
+each torch call runs on the workers, in functions that import it there.
 """
 from __future__ import annotations
 
@@ -14,10 +19,14 @@ import datetime as dt
 import ipaddress
 import os
 import socket
+from dataclasses import dataclass
 
 import ray
-from ray.train.torch import TorchConfig
-from ray.train.torch.config import _set_torch_distributed_env_vars, _TorchBackend
+from ray._private import ray_constants
+from ray.exceptions import GetTimeoutError
+from ray.train.backend import Backend, BackendConfig
+from ray.train.constants import DEFAULT_TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S, TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S
+from ray.train.v2._internal.util import TrainingFramework
 
 _LISTENER: socket.socket | None = None  # rank 0's bound socket: kept open while its TCPStore serves it
 
@@ -63,28 +72,73 @@ def _join(backend: str, rank: int, world: int, addr: str, port: int, timeout_s: 
     dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world, timeout=timeout)
 
 
-class _BoundBackend(_TorchBackend):
-    def on_start(self, worker_group, backend_config: TorchConfig):
-        import torch.distributed as dist
+def _set_env_vars() -> None:
+    """On a worker: RANK, WORLD_SIZE, LOCAL_RANK, ... as Ray's own torch setup sets them."""
+    from ray.train.torch.config import _set_torch_distributed_env_vars
 
-        if not dist.is_available() or backend_config.backend not in (None, "gloo", "nccl"):
-            return super().on_start(worker_group, backend_config)
+    _set_torch_distributed_env_vars()
+
+
+def _shutdown(destroy_process_group: bool) -> None:
+    """On a worker: Ray's own torch shutdown (the process group where there are several workers, the CUDA cache)."""
+    from ray.train.torch.config import _shutdown_torch
+
+    _shutdown_torch(destroy_process_group=destroy_process_group)
+
+
+class _BoundBackend(Backend):
+    share_cuda_visible_devices: bool = True  # as Ray's _TorchBackend: a worker sees its node's other GPUs (NCCL)
+
+    def on_start(self, worker_group, backend_config: "BoundTorchConfig"):
         backend = backend_config.backend
+        if backend not in (None, "gloo", "nccl"):  # any other (a TPU's, a comma list) is Ray's own, unbound
+            from ray.train.torch.config import _TorchBackend
+
+            return _TorchBackend().on_start(worker_group, backend_config)
         if backend is None:
             backend = "nccl" if worker_group.get_resources_per_worker().get("GPU", 0) > 0 else "gloo"
         addrs = worker_group.execute(_node_address)
         loopback = all(_is_loopback(a) for a in addrs)
         addr = addrs[0]
         port = worker_group.execute_single(0, _bind, addr)
-        worker_group.execute(_set_torch_distributed_env_vars)
+        worker_group.execute(_set_env_vars)
         # Rank 0 serves the store while the others connect: all at once, as Ray's own setup does.
         ray.get([worker_group.execute_single_async(i, _join, backend, i, len(worker_group), addr, port,
                                                    backend_config.timeout_s, loopback) for i in range(len(worker_group))])
 
+    def on_shutdown(self, worker_group, backend_config: "BoundTorchConfig"):
+        futures = worker_group.execute_async(_shutdown, destroy_process_group=len(worker_group) > 1)
+        timeout_s = ray_constants.env_integer(TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S,
+                                              DEFAULT_TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S)
+        try:
+            ray.get(futures, timeout=timeout_s)
+        except GetTimeoutError:
+            pass  # as Ray's: the workers are being torn down anyway
 
-class BoundTorchConfig(TorchConfig):
-    """TorchConfig whose rendezvous listens on the rank-0 node's Ray address only (loopback on a local Ray)."""
+
+@dataclass
+class BoundTorchConfig(BackendConfig):
+    """Ray's TorchConfig (the same fields; TorchTrainer fills `backend` from the resources) whose rendezvous listens
+    on the rank-0 node's Ray address only (loopback on a local Ray)."""
+
+    backend: str | None = None
+    init_method: str = "env"  # unused: the store is made here (kept because TorchTrainer and Ray's backend read it)
+    timeout_s: int = 1800
 
     @property
     def backend_cls(self):
         return _BoundBackend
+
+    @property
+    def train_func_context(self):
+        # Read where the Train run is built (the trial, which has torch), run on each worker: its CUDA device.
+        from ray.train.torch.config import TorchConfigContextManager
+
+        return TorchConfigContextManager
+
+    @property
+    def framework(self):
+        return TrainingFramework.TORCH
+
+    def to_dict(self) -> dict:
+        return {"backend": self.backend, "init_method": self.init_method, "timeout_s": self.timeout_s}

@@ -53,14 +53,17 @@ class Trainer(TorchTrainer):
 
 
 def _trainer(loop, job: Job, callbacks: list | None = None) -> TorchTrainer:
-    """One Train run of `job`: its workers get the job whole (train_loop_config {"job": job})."""
+    """One Train run of `job`: its workers get the job whole, bound into the loop ({"job": job}).
+
+    Not as `train_loop_config`: Ray keeps that in the run's context, which the Train controller unpickles, so every
+    controller imported raydw's job module and with it torch (~1.4 s of a ~4 CPU-s controller, seen with
+    PYTHONPROFILEIMPORTTIME in its worker log); the bound loop travels through Ray's object store to the workers only."""
     res = job.resources
     per_worker = {"CPU": res.cpus_per_worker}
     if res.gpus_per_worker > 0:
         per_worker["GPU"] = res.gpus_per_worker
     return Trainer(
-        loop,
-        train_loop_config={"job": job},
+        functools.partial(loop, {"job": job}),
         torch_config=BoundTorchConfig(),  # the rendezvous on the node's Ray address only (loopback on a local Ray)
         scaling_config=train.ScalingConfig(num_workers=res.workers_per_cell, use_gpu=res.gpus_per_worker > 0,
                                            resources_per_worker=per_worker),
