@@ -82,7 +82,7 @@ def cell_trial(job: CellJob) -> None:
     """One cell's Train run and its trials row. Its epoch reports stay in Ray Train (the result's metrics are the last
     one): nothing in a sweep reads them from Tune (progress lines, trackers and early stopping read the store; a
     tuning trial reports its one score itself, raydw.run.tuning), and forwarding them (TuneReportCallback) cost a
-    queue actor per cell (~1.5 CPU-s of ~15 per tiny cell, docs/performance.md) and opened the one-slot race of
+    queue actor per cell (~1.5 CPU-s of ~18 per tiny cell's Train run, docs/performance.md) and opened the one-slot race of
     docs/findings.md ("hung after its 36th line")."""
     store = Store(job.run.storage)
     t0 = time.time()
