@@ -69,6 +69,40 @@ def test_with_three_seeds_whose_spread_dominates_the_interval_still_covers_near_
     assert covered / settings >= 0.92, f"coverage {covered / settings:.3f}"
 
 
+def test_the_direct_t_quantile_and_bartlett_equal_scipy_stats():
+    """uncertainty.t_quantile and bartlett_p skip scipy.stats' argument handling (most of a verdict table's time);
+    they must give scipy.stats' numbers, at fractional, small and infinite df and for 2 to 6 samples of 2 to 5."""
+    from scipy.stats import bartlett, t as student_t
+
+    from raydw.findings.uncertainty import bartlett_p, t_quantile
+
+    for df in (0.7, 1, 2, 2.5, 3, 7.3, 30, 1e4, np.inf):
+        for q in (0.5, 0.9, 0.975, 0.995, 1 - 0.05 / 10):
+            assert t_quantile(q, df) == pytest.approx(float(student_t.ppf(q, df)), rel=1e-12, abs=1e-12), (q, df)
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        samples = [rng.normal(0, rng.uniform(0.1, 3), size=rng.integers(2, 6)) for _ in range(rng.integers(2, 7))]
+        assert bartlett_p(samples) == pytest.approx(float(bartlett(*samples).pvalue), rel=1e-9, abs=1e-15)
+
+
+def test_kept_image_draws_give_the_same_resamples_as_fresh_ones():
+    """resampled_accuracy keeps the last image draws (uncertainty._DRAWS): other outcomes on the same test set and
+    bootstrap must get exactly what fresh draws give them, over a last chunk shorter than the others (300 = 250 + 50)."""
+    from raydw.findings import uncertainty
+
+    rng = np.random.default_rng(5)
+    boot = Bootstrap(300, 0.95, seed=11)
+    first, other = ({k: rng.random(500) < p for k in "ab"} for p in (0.7, 0.6))
+    uncertainty._DRAWS.clear()
+    resampled_accuracy(other, boot, "ds")
+    assert len(uncertainty._DRAWS) == 1
+    kept = resampled_accuracy(first, boot, "ds")
+    uncertainty._DRAWS.clear()
+    fresh = resampled_accuracy(first, boot, "ds")
+    assert all(np.array_equal(kept[k], fresh[k]) for k in first)
+    assert not np.array_equal(fresh["a"], resampled_accuracy(first, Bootstrap(300, 0.95, seed=12), "ds")["a"])
+
+
 def test_seed_to_seed_variation_widens_the_interval_and_one_seed_has_none_to_estimate():
     rng = np.random.default_rng(7)
     boot = Bootstrap(resamples=1000)

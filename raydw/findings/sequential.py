@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from raydw.findings import analysis
+from raydw.findings.uncertainty import t_quantile
 
 DECISIONS = ("match", "no match", "inconclusive")
 
@@ -78,13 +79,11 @@ def decide(look: int, max_looks: int, delta: float, se: float, df: float, margin
     its upper bound is below, else 'inconclusive'. The bounds are Delta -+ t(1 - alpha / (2 max_looks), df) x se:
     each one-sided test at alpha / 2 split over the planned looks (Bonferroni). Delta, se in accuracy units (0-1),
     margin in points, alpha = 1 - the spec's level."""
-    from scipy.stats import t as student_t
-
     if not 1 <= look <= max_looks:
         raise ValueError(f"look {look} is outside the planned looks 1..{max_looks}")
     if not 0 < alpha < 1:
         raise ValueError(f"alpha {alpha} must be in (0, 1)")
-    half = float(student_t.ppf(1 - alpha / (2 * max_looks), df)) * se if se > 0 else 0.0
+    half = t_quantile(1 - alpha / (2 * max_looks), df) * se if se > 0 else 0.0
     m = margin / 100
     return "match" if delta - half > -m else "no match" if delta + half < -m else "inconclusive"
 

@@ -19,6 +19,7 @@ done in chunks to bound memory. Torch-free.
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,14 +56,47 @@ def resampled_accuracy(bits: dict[str, np.ndarray], boot: Bootstrap, dataset: st
         sizes = sorted({len(b) for b in bits.values()})
         raise ValueError(f"{dataset}: per-example outcomes of different lengths {sizes}: not the same test set")
     mat = np.stack([bits[k] for k in keys], axis=1).astype(np.float32)  # images x series
-    rng = boot.rng("images", dataset)
     out = np.empty((boot.resamples, len(keys)), dtype=np.float64)
+    for start, counts in _counts(boot, dataset, n):
+        out[start:start + len(counts)] = (counts.astype(np.float32) @ mat) / n
+    return {k: out[:, i] for i, k in enumerate(keys)}
+
+
+# The image draws of the last few (bootstrap, dataset, test-set size), kept as uint8 counts: drawing them (random
+# integers and a bincount) was ~85 % of a resampling, and one process asks for the same draws again and again (every
+# look of an adaptive sweep, every verdict table and report of one store). Up to 64 MB each (2,000 resamples of
+# 26,032 SVHN test images is 52 MB); a larger draw, or one with a count over 255, is drawn afresh each time.
+_DRAWS: dict[tuple, np.ndarray] = {}
+_DRAWS_KEPT = 3
+_DRAWS_MAX_BYTES = 64 * 2**20
+_DRAWS_LOCK = threading.Lock()
+
+
+def _counts(boot: Bootstrap, dataset: str, n: int):
+    """(first resample, counts: resamples x images) chunks of the image draws: how often each image is drawn."""
+    key = (boot.seed, boot.resamples, dataset, n)
+    with _DRAWS_LOCK:
+        kept = _DRAWS.get(key)
+    if kept is not None:
+        yield from ((s, kept[s:s + _CHUNK]) for s in range(0, boot.resamples, _CHUNK))
+        return
+    keep = np.empty((boot.resamples, n), dtype=np.uint8) if boot.resamples * n <= _DRAWS_MAX_BYTES else None
+    rng = boot.rng("images", dataset)
     for start in range(0, boot.resamples, _CHUNK):
         b = min(_CHUNK, boot.resamples - start)
         draws = rng.integers(0, n, size=(b, n))
         counts = np.bincount((draws + n * np.arange(b)[:, None]).ravel(), minlength=b * n).reshape(b, n)
-        out[start:start + b] = (counts.astype(np.float32) @ mat) / n
-    return {k: out[:, i] for i, k in enumerate(keys)}
+        if keep is not None:
+            if counts.max() > 255:
+                keep = None
+            else:
+                keep[start:start + b] = counts
+        yield start, counts
+    if keep is not None:
+        with _DRAWS_LOCK:
+            _DRAWS[key] = keep
+            while len(_DRAWS) > _DRAWS_KEPT:
+                _DRAWS.pop(next(iter(_DRAWS)))
 
 
 def delta_interval(ticket: list[tuple[float, np.ndarray]], dense: list[tuple[float, np.ndarray]],
@@ -117,8 +151,6 @@ def seed_stats(bits: list[np.ndarray]) -> tuple[np.ndarray, float]:
 def pool_seed_variance(cells: list[tuple[np.ndarray, float]], alpha: float = HOMOGENEITY_ALPHA) -> SeedVariance:
     """One family's SeedVariance from its replicated cells, each (accuracy per seed, interaction / images) from
     seed_stats. Pooled with the degrees of freedom sum(k_i - 1); Bartlett (1937) tests the equal spreads it assumes."""
-    from scipy.stats import bartlett
-
     cells = [(np.asarray(a, float), i) for a, i in cells if len(a) >= 2]
     df = sum(len(a) - 1 for a, _ in cells)
     if not df:
@@ -131,8 +163,32 @@ def pool_seed_variance(cells: list[tuple[np.ndarray, float]], alpha: float = HOM
     elif len(spread) < len(cells):
         p = 0.0  # some cells repeat exactly while others spread: not one variance (Bartlett's log(0))
     else:
-        p = float(bartlett(*[a for a, _ in cells]).pvalue)
+        p = bartlett_p([a for a, _ in cells])
     return SeedVariance(max(ms - interaction, 0.0), ms, df, len(cells), p, not p < alpha)
+
+
+def bartlett_p(samples: list[np.ndarray]) -> float:
+    """Bartlett's (1937) test of equal variances over k >= 2 samples, each of 2 or more values with some spread: its
+    p-value. The statistic as scipy.stats.bartlett computes it, and its chi-square(k - 1) tail by scipy.special: the
+    same number (tests/test_uncertainty.py compares them) without scipy.stats' argument handling, ~1 ms a call,
+    which was most of a verdict table's time (pool_seed_variance runs once per family per metric per look)."""
+    from scipy.special import chdtrc
+
+    n = np.array([len(a) for a in samples], dtype=np.float64)
+    var = np.array([np.var(a, ddof=1) for a in samples])
+    k, total = len(samples), n.sum()
+    pooled = ((n - 1) * var).sum() / (total - k)
+    stat = ((total - k) * np.log(pooled) - ((n - 1) * np.log(var)).sum()) / (
+        1 + ((1 / (n - 1)).sum() - 1 / (total - k)) / (3 * (k - 1)))
+    return float(chdtrc(k - 1, stat))
+
+
+def t_quantile(q: float, df: float) -> float:
+    """Student's t quantile at probability q with df degrees of freedom (the normal one at df = inf): what
+    scipy.stats.t.ppf computes (its _ppf is scipy.special.stdtrit), without its ~0.1 ms of argument handling a call."""
+    from scipy.special import ndtri, stdtrit
+
+    return float(ndtri(q)) if np.isposinf(df) else float(stdtrit(df, q))
 
 
 def delta_stats(ticket: list[tuple[float, np.ndarray]], dense: list[tuple[float, np.ndarray]],
@@ -161,12 +217,10 @@ def delta_stats(ticket: list[tuple[float, np.ndarray]], dense: list[tuple[float,
 
 def interval(stats: tuple[float, float, float], level: float) -> tuple[float, float]:
     """estimate +- t(level, df) x se."""
-    from scipy.stats import t as student_t
-
     estimate, se, df = stats
     if not se > 0:
         return estimate, estimate
-    half = float(student_t.ppf((1 + level) / 2, df)) * se
+    half = t_quantile((1 + level) / 2, df) * se
     return estimate - half, estimate + half
 
 
@@ -187,12 +241,10 @@ def _side(per_seed: list[tuple[float, np.ndarray]]) -> tuple[float, np.ndarray, 
 def _t_interval(estimate: float, v_images: float, seed_parts: list[tuple[float, int]], level: float) -> tuple[float, float]:
     """estimate +- t x sqrt(test-image variance + seed variances), the t's degrees of freedom by Welch-Satterthwaite
     (the image part, from thousands of images, counts as known; each seed part has seeds - 1)."""
-    from scipy.stats import t as student_t
-
     v = v_images + sum(vs for vs, _ in seed_parts)
     if not v > 0:
         return estimate, estimate
     den = sum(vs ** 2 / (k - 1) for vs, k in seed_parts if k > 1 and vs > 0)
     df = v ** 2 / den if den > 0 else np.inf
-    half = float(student_t.ppf((1 + level) / 2, df)) * np.sqrt(v)
+    half = t_quantile((1 + level) / 2, df) * np.sqrt(v)
     return estimate - half, estimate + half
