@@ -140,6 +140,15 @@ def ray_session():
     ray.shutdown()
 
 
+@pytest.fixture
+def ray_address(ray_session) -> str:
+    """The session Ray's address, for a `raydw` subprocess to join (--address) where starting a local Ray of its own
+    is not what the test is about: each local start cost ~9.5 CPU-s and ~5 s (benchmarks/process_cpu.py). A driver
+    killed there leaves its Train runs' placement groups, which the next driver that joins releases (as on a
+    cluster; raydw.run.orphans)."""
+    return ray_session.get_runtime_context().gcs_address
+
+
 def process_ancestors(pid: int) -> set[int]:
     """The PIDs above a process, up to init (to find the Ray processes that belong to this test run)."""
     out = set()

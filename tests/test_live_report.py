@@ -122,7 +122,8 @@ def _wait_page(index: Path, text: str, sweep: subprocess.Popen, log: Path, timeo
 @pytest.mark.slow  # over a minute on 2 cores: `-m "not slow"` leaves it out
 @pytest.mark.ray
 @pytest.mark.timeout(600)
-def test_a_live_report_shows_more_points_in_a_later_screenshot_while_the_sweep_runs(tmp_path, tiny_spec_text, tiny_store):
+def test_a_live_report_shows_more_points_in_a_later_screenshot_while_the_sweep_runs(tmp_path, tiny_spec_text, tiny_store,
+                                                                                     ray_address):
     browser = _browser()
     if browser is None:
         pytest.skip("no chromium on PATH (apt-get install chromium) - the live report is not screenshot")
@@ -138,7 +139,7 @@ def test_a_live_report_shows_more_points_in_a_later_screenshot_while_the_sweep_r
     out, log = tmp_path / "live", tmp_path / "sweep.log"
     index = out / "index.html"
     sweep = subprocess.Popen([sys.executable, "-m", "raydw.cli", "sweep", str(spec), "--storage", str(tiny_store),
-                              "--live-report", str(out), "--live-every", "1"], stdout=open(log, "w"),
+                              "--live-report", str(out), "--live-every", "1", "--address", ray_address], stdout=open(log, "w"),
                              stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=REPO)
     try:
         # The live section's own count (the status section further down is read a moment later and may be ahead).

@@ -116,7 +116,7 @@ def test_a_found_imp_round_takes_the_first_free_slot_ahead_of_cells_ready_all_al
 
 
 @pytest.mark.slow  # over a minute on 2 cores: `-m "not slow"` leaves it out
-def test_imp_killed_mid_round_resumes_without_recomputing_a_round(tmp_path, tiny_store):
+def test_imp_killed_mid_round_resumes_without_recomputing_a_round(tmp_path, tiny_store, ray_address):
     d = yaml.safe_load(SPEC)
     # Only IMP, two rounds, no dense cell: the kill falls after round 1 is stored, the rerun finds round 2 alone
     # and then transfers both; what is tested is IMP's resume, and each more round or cell cost the suite ~20 s.
@@ -125,7 +125,8 @@ def test_imp_killed_mid_round_resumes_without_recomputing_a_round(tmp_path, tiny
     spec, store = tmp_path / "spec.yaml", tiny_store
     spec.write_text(yaml.safe_dump(d))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "raydw.cli", "sweep", str(spec), "--storage", str(store)]
+    # Both drivers join the session's Ray (what is killed is the driver, with its trial, Train run and IMP job).
+    cmd = [sys.executable, "-m", "raydw.cli", "sweep", str(spec), "--storage", str(store), "--address", ray_address]
     first = subprocess.Popen(cmd, stdout=open(tmp_path / "1.log", "w"), stderr=subprocess.STDOUT, env=env)
     deadline = time.time() + 400
     while time.time() < deadline and first.poll() is None:
