@@ -35,11 +35,15 @@ def _interval(bits_t: list, bits_d: list, boot: Bootstrap, name: str) -> tuple[f
 
 
 def test_the_95_percent_interval_covers_a_known_difference_in_93_to_97_percent_of_1000_simulated_stores():
+    """Each simulated store is analysed as raydw analyses every store: bootstrap seed 0 on its test set (the same image
+    draws for every store, kept by resampled_accuracy): 953 covered. With a bootstrap seed of its own per store, as
+    this test had before, 957, and 291 of 300 in the three-seed test below either way (both forms run with this
+    file's helpers, 2026-12-07); the shared draws cut the two tests from ~18 to ~1.4 CPU-s."""
     rng = np.random.default_rng(12345)
     true_delta, covered, stores = -0.02, 0, 1000
-    for i in range(stores):
+    for _ in range(stores):
         ticket, dense = _pair(rng, 500, 0.70, true_delta)
-        lo, hi = _interval([ticket], [dense], Bootstrap(1000, 0.95, seed=i), f"sim{i}")
+        lo, hi = _interval([ticket], [dense], Bootstrap(1000, 0.95, seed=0), "sim")
         covered += lo <= true_delta <= hi
     assert 930 <= covered <= 970, f"coverage {covered / stores:.3f}"
 
@@ -62,9 +66,9 @@ def test_with_three_seeds_whose_spread_dominates_the_interval_still_covers_near_
     agree on most images, a seed-to-seed SD of about 1 point per model."""
     rng = np.random.default_rng(2024)
     covered, settings, true_delta = 0, 300, -0.01
-    for j in range(settings):
+    for _ in range(settings):
         t, d = _seeded_setting(rng, 3, 10_000, 0.05, true_delta)
-        lo, hi = _interval(t, d, Bootstrap(200, 0.95, seed=j), f"s{j}")
+        lo, hi = _interval(t, d, Bootstrap(200, 0.95, seed=0), "s")  # seed 0 for every store, as above
         covered += lo <= true_delta <= hi
     assert covered / settings >= 0.92, f"coverage {covered / settings:.3f}"
 
