@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -158,11 +160,26 @@ def test_a_train_run_carries_its_job_in_the_loop_not_in_the_context_its_controll
     """raydw.run.trials._trainer: Ray keeps `train_loop_config` in the run's context, which the Train controller
     unpickles (it imported raydw's job module and torch for it in every run); the job rides in the loop instead,
     which only the workers receive. Built without Ray: a TorchTrainer starts nothing until fit()."""
-    from raydw.run.trials import _trainer
-    from raydw.run.worker import cell_worker
+    from raydw.run.trials import LOOPS, _trainer, loop
 
     job = _dense_job(_builder(tiny_spec_text, tmp_path))
-    trainer = _trainer(cell_worker, job)
+    trainer = _trainer("cell", job)
     assert not trainer.train_run_context.train_loop_config  # nothing of raydw's for the controller to unpickle
-    loop = trainer.train_loop_per_worker
-    assert loop.func is cell_worker and loop.args == ({"job": job},)
+    bound = trainer.train_loop_per_worker
+    assert bound.func is loop and bound.args == (LOOPS["cell"], {"job": job})
+
+
+def test_every_worker_loop_resolves_and_a_trial_imports_no_torch():
+    """raydw.run.trials names the Train workers' loops (LOOPS) and imports them on the workers only: a Tune trial that
+    unpickles its job and runs cell_trial then never imports torch (it cost ~1.4 CPU-s and ~200 MB of every trial)."""
+    import importlib
+
+    from raydw.run.trials import LOOPS
+
+    for kind, target in LOOPS.items():
+        module, name = target.split(":")
+        assert callable(getattr(importlib.import_module(module), name)), kind
+    code = ("import sys, raydw.run.trials, raydw.run.jobs, raydw.run.preflight_rows; "
+            "print(sorted(m for m in ('torch', 'raydw.run.worker', 'raydw.run.sourceworkers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

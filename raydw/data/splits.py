@@ -9,6 +9,7 @@ import hashlib
 
 import numpy as np
 
+from raydw.data import sources
 from raydw.data.catalog import get as get_info
 
 FRACTION_METHODS = ("first_n", "stratified")
@@ -47,3 +48,18 @@ def fraction_indices(labels_pool: np.ndarray, fraction: float, method: str, seed
 def index_set_id(dataset: str, indices: np.ndarray) -> str:
     h = hashlib.sha256(dataset.encode() + b"\0" + np.ascontiguousarray(indices, dtype=np.int64).tobytes())
     return h.hexdigest()[:16]
+
+
+def index_set(cell_like_dataset: str, fraction: float, method: str, seed: int,
+              root: str | None = None) -> tuple[str, np.ndarray]:
+    """(id, pool indices) of a data fraction; the seed matters only for stratified draws, which read the labels
+    from `root` (data.root: CIFAR, SVHN and the other downloaded datasets live there)."""
+    info = get_info(cell_like_dataset)
+    if method == "first_n":
+        idx = np.arange(int(info.pool * fraction))
+    else:
+        raw = sources.read(cell_like_dataset, root)
+        idx = fraction_indices(raw.train_y[: info.pool], fraction, method, seed)
+    if len(idx) < 1:
+        raise ValueError(f"data fraction {fraction} of {cell_like_dataset} ({info.pool} pool images) selects no image")
+    return index_set_id(cell_like_dataset, idx), idx

@@ -7,21 +7,22 @@ No job is a dict, and none is assembled anywhere but in `JobBuilder`.
 """
 from __future__ import annotations
 
-
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from raydw.cells import Cell, pretrained_id
+from raydw.data.splits import index_set
 from raydw.provenance import git_commit
 from raydw.planning.plan import ImpItem, ImpNeed, StoreView
 from raydw.spec import ImpSpec, PretrainingSpec, RecipeSpec, ResourceSpec, SweepSpec, TicketSpec
 from raydw.store import Store, config_json
 from raydw.tickets import registry
 from raydw.tickets.registry import params_json
-from raydw.tickets.make import ensure_masks
-from raydw.train.probe import Probe
-from raydw.train.setup import index_set
 from raydw.ids import digest
+
+if TYPE_CHECKING:  # a job module free of torch: every Tune trial unpickles its job, and torch cost it ~1.4 CPU-s
+    from raydw.train.probe import Probe
 
 
 @dataclass(frozen=True)
@@ -249,6 +250,8 @@ class JobBuilder:
             return row
         key = (c.pretrained_id, c.ticket_index)
         if key not in self._masks:
+            from raydw.tickets.make import ensure_masks  # torch: only a driver that makes masks needs it, no trial
+
             p = next(p for p in self.spec.pretrainings if p.name == c.pretraining)
             self._masks[key] = ensure_masks(self.store, p, t, log=self.out)
         return self._masks[key][c.target_sparsity]

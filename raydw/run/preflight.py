@@ -27,7 +27,6 @@ from raydw.spec import ImpSpec, ResourceSpec, SpecError, SweepSpec
 from raydw.store import Store
 from raydw.tickets import registry
 from raydw.train.probe import Probe
-from raydw.train.weights import register_weights
 from raydw.ids import digest
 
 
@@ -147,6 +146,8 @@ def preflight(spec: SweepSpec, storage: str | None = None, address: str | None =
     builder = JobBuilder(probe_spec, store, data_root, out)
     failed: dict[str, str] = {}
     tasks = []
+    from raydw.train.weights import register_weights  # torch, imported where needed (raydw.run.sweep._register)
+
     for p in spec.pretrainings:  # weights files are converted and checked into the scratch store, as a sweep does
         if p.weights is not None:
             try:

@@ -5,8 +5,6 @@ import datetime as dt
 import math
 import os
 
-import torch
-
 from raydw.run import rows
 from raydw.run.jobs import CellJob, ImpJob, ProbeJob
 from raydw.store import Store
@@ -15,6 +13,8 @@ from raydw.store import Store
 def restore(pj: ProbeJob, store: Store, checkpoint) -> None:
     """Load the run's last persisted checkpoint (from the run's storage, as a resumed worker would) into a model
     built afresh for the path, strictly: a checkpoint that does not restore fails the path."""
+    import torch  # here, not at the top: the trial that writes a path's row imports this module (raydw.run.trials)
+
     from raydw.models.build import Normalized, build_net
     from raydw.train.setup import cell_model, load_pretrained
 

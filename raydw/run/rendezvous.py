@@ -116,9 +116,22 @@ class _BoundBackend(Backend):
             pass  # as Ray's: the workers are being torn down anyway
 
 
+class _WorkerDevice:
+    """Ray's TorchConfigContextManager around a worker's loop, imported on the worker when the loop starts."""
+
+    def __enter__(self):
+        from ray.train.torch.config import TorchConfigContextManager
+
+        self._inner = TorchConfigContextManager()
+        return self._inner.__enter__()
+
+    def __exit__(self, *exc):
+        return self._inner.__exit__(*exc)
+
+
 @dataclass
 class BoundTorchConfig(BackendConfig):
-    """Ray's TorchConfig (the same fields; TorchTrainer fills `backend` from the resources) whose rendezvous listens
+    """Ray's TorchConfig (the same fields; raydw.run.trials fills `backend` from the resources, as TorchTrainer does) whose rendezvous listens
     on the rank-0 node's Ray address only (loopback on a local Ray)."""
 
     backend: str | None = None
@@ -131,10 +144,9 @@ class BoundTorchConfig(BackendConfig):
 
     @property
     def train_func_context(self):
-        # Read where the Train run is built (the trial, which has torch), run on each worker: its CUDA device.
-        from ray.train.torch.config import TorchConfigContextManager
-
-        return TorchConfigContextManager
+        # Read where the Train run is built (the trial), entered on each worker: Ray's (sets the worker's CUDA
+        # device), imported there, as Ray's module imports torch.
+        return _WorkerDevice
 
     @property
     def framework(self):

@@ -26,7 +26,6 @@ from raydw.planning.seedgate import Gates, SeedGate
 from raydw.spec import SweepSpec
 from raydw.store import Store
 from raydw.reporting.summary import Summary, end_of_sweep
-from raydw.train.weights import register_weights
 
 
 def run_sweep(spec: SweepSpec, storage: str | None = None, address: str | None = None, data_root: str | None = None,
@@ -64,6 +63,8 @@ def run_sweep(spec: SweepSpec, storage: str | None = None, address: str | None =
 
 def _register(items, store: Store) -> None:
     """`weights:` files the plan found unrecorded: recorded by the driver (a row and the file's hash), nothing trains."""
+    from raydw.train.weights import register_weights  # torch: only a driver that has weights files to record needs it
+
     for item in items:
         register_weights(store, item.spec)
 

@@ -1,4 +1,4 @@
-"""Ray Tune trial functions (the Train-V2 pattern): each trial drives one Ray Train `TorchTrainer` run.
+"""Ray Tune trial functions (the Train-V2 pattern): each trial drives one Ray Train run (a TorchTrainer, `Trainer`).
 
 The Train run is named by the cell's content id, not Tune's trial id, so a rerun of the sweep restores the
 run and continues a half-done cell from its last epoch checkpoint (ray-notes section 10). The trial writes
@@ -7,19 +7,30 @@ the cell's `trials` row, `done` or `failed` with the error, whatever happened in
 from __future__ import annotations
 
 import functools
+import importlib
 import time
 
 import ray.train as train
-from ray.train.torch import TorchTrainer
+from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from raydw.run import preflight_rows
 from raydw.run.rows import CellResult, cell_row, error_text
 from raydw.run.jobs import CellJob, ImpJob, Job, PackJob, PretrainJob, ProbeJob
 from raydw.run.rendezvous import BoundTorchConfig
-from raydw.run.sourceworkers import imp_worker, pretrain_worker
-from raydw.run.worker import cell_worker, pack_worker, probe_worker
 from raydw.store import Store
+
+# The Train workers' loops, by name: imported on the workers, where the training code and torch are needed, and not
+# in the trial that starts the run (torch alone was ~1.4 CPU-s and ~200 MB of every trial; docs/performance.md).
+LOOPS = {"cell": "raydw.run.worker:cell_worker", "pack": "raydw.run.worker:pack_worker",
+         "probe": "raydw.run.worker:probe_worker", "pretrain": "raydw.run.sourceworkers:pretrain_worker",
+         "imp": "raydw.run.sourceworkers:imp_worker"}
+
+
+def loop(target: str, config: dict) -> None:
+    """Runs on every Train worker: the loop `module:function` (a LOOPS value) with the run's config ({"job": job})."""
+    module, name = target.split(":")
+    getattr(importlib.import_module(module), name)(config)
 
 
 @functools.cache
@@ -32,9 +43,11 @@ def state_api_served() -> bool:
     return get_dashboard_dependency_error() is None
 
 
-class Trainer(TorchTrainer):
-    """A TorchTrainer without two of Ray Train 2.60's per-run helper actors where they can do nothing; each is a
-    Python process that imports Ray, ~1.5-2 CPU-s of every Train run (docs/performance.md, "Machinery"):
+class Trainer(DataParallelTrainer):
+    """Ray's TorchTrainer as raydw runs it: a DataParallelTrainer with BoundTorchConfig as its backend (what TorchTrainer
+    is, with Ray's TorchConfig; TorchTrainer's module imports torch, which the trial never needs: ~1.4 CPU-s and
+    ~200 MB of every trial), and without two of Ray Train 2.60's per-run helper actors where they can do nothing;
+    each is a Python process that imports Ray, ~1.5-2 CPU-s of every Train run (docs/performance.md, "Machinery"):
     - the DatasetsCallback's DatasetManager: raydw passes no Ray Datasets (nothing calls get_dataset_shard);
     - the detached PlacementGroupCleaner, where Ray cannot serve its state API: its monitor asks that API every
       second whether the controller lives, fails (ServerUnavailable), retries, and so can never remove a dead
@@ -52,7 +65,7 @@ class Trainer(TorchTrainer):
         return [c for c in super()._create_default_callbacks() if not isinstance(c, idle)]
 
 
-def _trainer(loop, job: Job, callbacks: list | None = None) -> TorchTrainer:
+def _trainer(kind: str, job: Job, callbacks: list | None = None) -> Trainer:
     """One Train run of `job`: its workers get the job whole, bound into the loop ({"job": job}).
 
     Not as `train_loop_config`: Ray keeps that in the run's context, which the Train controller unpickles, so every
@@ -63,8 +76,10 @@ def _trainer(loop, job: Job, callbacks: list | None = None) -> TorchTrainer:
     if res.gpus_per_worker > 0:
         per_worker["GPU"] = res.gpus_per_worker
     return Trainer(
-        functools.partial(loop, {"job": job}),
-        torch_config=BoundTorchConfig(),  # the rendezvous on the node's Ray address only (loopback on a local Ray)
+        functools.partial(loop, LOOPS[kind], {"job": job}),
+        # The rendezvous on the node's Ray address only (loopback on a local Ray); NCCL on GPUs, else gloo, as
+        # TorchTrainer picks.
+        backend_config=BoundTorchConfig(backend="nccl" if res.gpus_per_worker > 0 else "gloo"),
         scaling_config=train.ScalingConfig(num_workers=res.workers_per_cell, use_gpu=res.gpus_per_worker > 0,
                                            resources_per_worker=per_worker),
         run_config=train.RunConfig(
@@ -87,7 +102,7 @@ def cell_trial(job: CellJob) -> None:
     store = Store(job.run.storage)
     t0 = time.time()
     try:
-        m = _trainer(cell_worker, job).fit().metrics or {}
+        m = _trainer("cell", job).fit().metrics or {}
         result = CellResult.from_report(m) if m.get("final") == 1 else CellResult.failed(
             "the Train run ended without its final report")
     except Exception as e:  # noqa: BLE001 - any failure becomes the cell's recorded status
@@ -101,7 +116,7 @@ def pack_trial(job: PackJob) -> None:
     failed here, with the run's error."""
     store = Store(job.run.storage)
     try:
-        _trainer(pack_worker, job).fit()  # no TuneReportCallback, as for a single cell
+        _trainer("pack", job).fit()  # no TuneReportCallback, as for a single cell
         why = "the packed Train run ended before this cell finished"
     except Exception as e:  # noqa: BLE001 - recorded on every cell the run did not finish
         why = f"{type(e).__name__}: {e}"
@@ -111,13 +126,13 @@ def pack_trial(job: PackJob) -> None:
 
 
 def pretrain_trial(job: PretrainJob) -> None:
-    _trainer(pretrain_worker, job, [TuneReportCallback()]).fit()
+    _trainer("pretrain", job, [TuneReportCallback()]).fit()
     if Store(job.run.storage).get("pretrained", job.pretrained_id) is None:
         raise RuntimeError(f"pre-training {job.name} finished without storing its weights")
 
 
 def imp_trial(job: ImpJob) -> None:
-    _trainer(imp_worker, job, [TuneReportCallback()]).fit()
+    _trainer("imp", job, [TuneReportCallback()]).fit()
 
 
 def probe_trial(pj: ProbeJob) -> None:
@@ -127,7 +142,7 @@ def probe_trial(pj: ProbeJob) -> None:
     t0 = time.time()
     restored = False
     try:
-        result = _trainer(probe_worker, pj, [TuneReportCallback()]).fit()
+        result = _trainer("probe", pj, [TuneReportCallback()]).fit()
         m = dict(result.metrics or {})
         if m.get("final") != 1:
             raise RuntimeError("the Train run ended without its final report")

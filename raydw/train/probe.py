@@ -10,13 +10,15 @@ from __future__ import annotations
 import math
 import resource
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch.utils.data import Subset
-
-from raydw.data.device import Data, Split
 from raydw.provenance import device_name
 from raydw.spec import RegimeSpec
+
+if TYPE_CHECKING:
+    from raydw.data.device import Data
+# torch (and raydw.data.device, which imports it) inside the functions that run on the workers: the driver builds a
+# preflight's jobs with a Probe, and a driver that finds every model and mask stored never needs torch.
 
 EPOCHS = 2  # epoch 0 warms up (allocations, kernels, the data pipeline); epoch 1 is the one measured
 
@@ -35,12 +37,18 @@ class Probe:
 
     def data(self, d: Data, batch: int, world: int) -> Data:
         """`steps` training batches and one batch each of validation and test images, of this rank's shards."""
+        from raydw.data.device import Data
+
         per_rank = max(1, batch // world)
         return Data(train=_head(d.train, self.steps * per_rank), val=_head(d.val, per_rank), test=_head(d.test, per_rank),
                     transform=d.transform, train_images=self.steps * per_rank * world)
 
 
 def _head(split, n: int):
+    from torch.utils.data import Subset
+
+    from raydw.data.device import Split
+
     if isinstance(split, Split):
         return Split(split.x[:n], split.y[:n])
     # a streamed ImageFolder split (raydw.data.imagefolder.FolderSplit): the same loader over its first n images
@@ -51,6 +59,8 @@ def _head(split, n: int):
 
 
 def start(device) -> None:
+    import torch
+
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -58,6 +68,8 @@ def start(device) -> None:
 def figures(history: list[dict], probe: Probe, batch: int, eval_images: int, device) -> dict:
     """What the timed epoch measured: seconds per training step and per evaluated image (clean + evaluation
     attack), the batch they were measured at, and the peak memory (the device's on CUDA, the process's RSS on CPU)."""
+    import torch
+
     timed = history[-1] if history else {}
     if device.type == "cuda":
         peak, kind = torch.cuda.max_memory_allocated(device), "GPU"

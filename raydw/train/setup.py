@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from raydw.cells import Cell
-from raydw.data import catalog, sources, splits
+from raydw.data import catalog, sources
 from raydw.data.device import Split, Transform
 from raydw.models.build import Normalized, build_net, replace_head
 from raydw.pruning.mask import Mask
@@ -52,21 +52,6 @@ def load_mask(store: Store, mask_id: str | None) -> Mask | None:
     if row is None:
         raise FileNotFoundError(f"mask {mask_id} is not in {store.uri}/masks")
     return Mask.unpack(row["bits"], row["layout"])
-
-
-def index_set(cell_like_dataset: str, fraction: float, method: str, seed: int,
-              root: str | None = None) -> tuple[str, np.ndarray]:
-    """(id, pool indices) of a data fraction; the seed matters only for stratified draws, which read the labels
-    from `root` (data.root: CIFAR, SVHN and the other downloaded datasets live there)."""
-    info = catalog.get(cell_like_dataset)
-    if method == "first_n":
-        idx = np.arange(int(info.pool * fraction))
-    else:
-        raw = sources.read(cell_like_dataset, root)
-        idx = splits.fraction_indices(raw.train_y[: info.pool], fraction, method, seed)
-    if len(idx) < 1:
-        raise ValueError(f"data fraction {fraction} of {cell_like_dataset} ({info.pool} pool images) selects no image")
-    return splits.index_set_id(cell_like_dataset, idx), idx
 
 
 def source_data(dataset: str, root: str | None, device, rank: int = 0, world: int = 1, workers: int = 0) -> Data:
