@@ -140,6 +140,58 @@ def ray_session():
     ray.shutdown()
 
 
+@pytest.fixture(scope="session")
+def tracked_sweep(request, tmp_path_factory, tiny_pretrained):
+    """(spec, store, summary, lines, folder, server url, wall s) of one real tiny sweep that test_sweep_ray and
+    test_trackers_ray both read (one worker runs both modules: xdist group ray-a): TINY_SPEC's two cells plus a
+    regime whose loss diverges (two cells recorded failed), with every tracker on (MLflow to SQLite and to an
+    `mlflow server` killed once the first epoch row is stored, W&B offline, TensorBoard). It was two sweeps, one per
+    module; the second's four Train runs and Ray's work cost the suite ~35 s on 2 cores."""
+    import threading
+    import time
+
+    import yaml
+
+    import mlflow_server
+    from raydw.run.sweep import run_sweep
+    from raydw.spec import parse_spec
+
+    tmp = tmp_path_factory.mktemp("tracked")
+    port = mlflow_server.free_port()
+    server = mlflow_server.start(tmp / "server.db", port)  # it boots while Ray starts
+    request.addfinalizer(lambda: mlflow_server.kill_group(server))
+    request.getfixturevalue("ray_session")
+    url = f"http://127.0.0.1:{port}"
+    mlflow_server.wait_healthy(url, server)
+    d = yaml.safe_load(TINY_SPEC)
+    d["name"] = "trk"
+    # A second regime whose loss diverges: its cells must be recorded as failed while the others finish.
+    d["regimes"]["boom"] = {"kind": "standard", "epochs": 1, "batch_size": 64,
+                            "optimizer": {"lr": 1e12, "schedule": "constant"}}
+    d["trackers"] = [{"kind": "mlflow", "tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}"},
+                     {"kind": "mlflow", "tracking_uri": url, "experiment": "served"},
+                     {"kind": "wandb", "mode": "offline", "dir": str(tmp / "wandb")},
+                     {"kind": "tensorboard", "logdir": str(tmp / "tb")}]
+    spec = parse_spec(d)
+    store = seed_pretrained(tiny_pretrained[0], tmp / "store")  # the session's model: no pre-training here
+    killed = threading.Event()
+
+    def kill_after_first_epoch():  # "server gone mid-sweep": once the first epoch row is stored
+        while not killed.is_set():
+            if any((store / "epochs").glob("*.parquet")) if (store / "epochs").is_dir() else False:
+                mlflow_server.kill_group(server)
+                killed.set()
+            time.sleep(0.2)
+
+    threading.Thread(target=kill_after_first_epoch, daemon=True).start()
+    lines: list[str] = []
+    t0 = time.time()
+    summary = run_sweep(spec, storage=str(store), out=lines.append)
+    wall = time.time() - t0
+    killed.set()
+    return spec, str(store), summary, lines, tmp, url, wall
+
+
 @pytest.fixture
 def ray_address(ray_session) -> str:
     """The session Ray's address, for a `raydw` subprocess to join (--address) where starting a local Ray of its own

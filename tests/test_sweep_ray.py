@@ -7,37 +7,19 @@ import re
 
 import pandas as pd
 import pytest
-import yaml
 
 from raydw.findings import results
-from raydw.spec import parse_spec
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
-def swept(ray_session, tmp_path_factory, tiny_spec_text_module, tiny_pretrained):
-    from conftest import seed_pretrained
-
-    from raydw.run.sweep import run_sweep
-
-    d = yaml.safe_load(tiny_spec_text_module)
-    # A second regime whose loss diverges: its cells must be recorded as failed while the others finish.
-    d["regimes"]["boom"] = {"kind": "standard", "epochs": 1, "batch_size": 64,
-                            "optimizer": {"lr": 1e12, "schedule": "constant"}}
-    spec = parse_spec(d)
-    # Starts from the model `raydw pretrain` trained for the session (the pretrain test below checks that link).
-    store = str(seed_pretrained(tiny_pretrained[0], tmp_path_factory.mktemp("store")))
-    lines: list[str] = []
-    summary = run_sweep(spec, storage=store, out=lines.append)
+def swept(tracked_sweep):
+    """(spec, store, summary, progress lines) of the session's tracked tiny sweep (conftest): TINY_SPEC's cells and
+    two whose loss diverges, started from the model `raydw pretrain` trained for the session (the pretrain test below
+    checks that link)."""
+    spec, store, summary, lines, *_ = tracked_sweep
     return spec, store, summary, lines
-
-
-@pytest.fixture(scope="module")
-def tiny_spec_text_module():
-    from conftest import TINY_SPEC
-
-    return TINY_SPEC
 
 
 def test_every_cell_gets_one_trials_row(swept):
@@ -123,7 +105,8 @@ def test_rerun_runs_only_failed_cells_and_adds_no_row(swept):
     spec, store, _, _ = swept
     before = results.load(store)
     said: list[str] = []
-    again = run_sweep(spec, storage=store, out=said.append)
+    # Without its trackers: the test_trackers_ray checks count one tracked run per cell of the first sweep.
+    again = run_sweep(spec.model_copy(update={"trackers": []}), storage=store, out=said.append)
     after = results.load(store)
     assert again.ran == 2  # the two failed cells are retried, the done ones are not (their rows are in the part)
     assert any("4 cells, 2 already done, 2 to run" in ln for ln in said) and _compacted(store)  # the retries' new files merged at its end
