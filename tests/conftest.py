@@ -38,13 +38,13 @@ TINY_SPEC = textwrap.dedent("""
 # The Ray tests run in two xdist groups, one per worker of CI's two cores, each group one module after another (module
 # fixtures shared, one session Ray per worker). One Ray lane alone left a core a third idle (vmstat: 60-70 % of two
 # cores busy) while the other worker, done with the Ray-free tests after ~90 s, waited ~13 minutes for it. Modules
-# not named here are in "ray-b". The two sides hold about the same time, measured one module after another on
-# 2026-12-07 (seconds, before the Train runs lost their preemption watcher and Tune report queue): faults 179,
-# slurm 100, resume_kill 55, sweep_ray 53, seeds_ray 29, trackers_ray 26 (442); preflight 128 (with testinputs:
-# the paper inputs are written once per worker), tickets_ray 114, hardening_untrusted 54, pack_ray 51,
-# live_report 41, tuning 32, hardening_store 21 (441).
+# not named here are in "ray-b". The two sides hold about the same time, from the slowest tests of a whole run
+# (`python -m pytest -q --durations=40`, 2026-12-07, seconds under the suite's load): group a, slurm 116, faults
+# ~185, resume_kill 62, seeds_ray 48, sweep_ray + trackers_ray ~65 (one tracked sweep, conftest tracked_sweep),
+# hardening_store ~35; group b, preflight ~158 (with testinputs: the paper inputs are written once per worker),
+# tickets_ray 114, live_report 56, hardening_untrusted ~45, tuning 44, pack_ray 53.
 RAY_GROUP_A = {"test_faults.py", "test_slurm.py", "test_resume_kill.py", "test_sweep_ray.py", "test_seeds_ray.py",
-               "test_trackers_ray.py"}
+               "test_trackers_ray.py", "test_hardening_store.py"}
 
 
 def pytest_itemcollected(item):
@@ -53,6 +53,13 @@ def pytest_itemcollected(item):
     Marked here, at collection: xdist reads the group in its own collection hook, before a modifyitems hook's."""
     if item.get_closest_marker("ray"):
         item.add_marker(pytest.mark.xdist_group("ray-a" if item.path.name in RAY_GROUP_A else "ray-b"))
+
+
+def pytest_collection_modifyitems(items):
+    """test_preflight.py first: its paper preflight (group ray-b's longest test) needs no tiny pre-trained model, so
+    ray-b runs it while group ray-a's first test trains that model (tiny_pretrained); before, ray-b's first test
+    waited ~21 s for the model behind the lock. A stable sort: every other test keeps its order."""
+    items.sort(key=lambda item: item.path.name != "test_preflight.py")
 
 
 def _shared_dir(tmp_path_factory) -> Path:
