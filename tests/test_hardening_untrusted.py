@@ -674,14 +674,14 @@ def test_a_cifar_batch_whose_data_are_not_numbers_names_its_file(tmp_path):
 
 @pytest.mark.ray
 def test_the_bound_rendezvous_joins_two_workers_on_a_local_ray(tmp_path):
-    """Two Train workers (rank 0 serves the TCPStore on its bound socket, rank 1 connects) all-reduce through gloo;
+    """Two Train workers of raydw's Trainer (rank 0 serves the TCPStore on its bound socket, rank 1 connects) all-reduce through gloo;
     the run's controller (which starts and ends the process group) has not imported torch (rendezvous.py's point:
     it cost every Train run's controller torch's import). Rank 0 looks at the controllers its own raylet started."""
     code = (
         "import glob, os, ray, ray.train as train, torch, torch.distributed as dist\n"
-        "from ray.train.torch import TorchTrainer\n"
         "from raydw.run.cluster import connect\n"
         "from raydw.run.rendezvous import BoundTorchConfig\n"
+        "from raydw.run.trials import Trainer\n"
         "connect(None)\n"
         "def controllers():\n"
         "    out = []\n"
@@ -699,7 +699,7 @@ def test_the_bound_rendezvous_joins_two_workers_on_a_local_ray(tmp_path):
         "    if dist.get_rank() == 0:\n"
         "        c = controllers(); open(f'{cfg[\"d\"]}/ctl', 'w').write(f'{len(c)} {sum(c)}')\n"
         f"d = {str(tmp_path)!r}\n"
-        "r = TorchTrainer(loop, train_loop_config={'d': d}, torch_config=BoundTorchConfig(),\n"
+        "r = Trainer(loop, train_loop_config={'d': d}, backend_config=BoundTorchConfig(backend='gloo'),\n"
         "                 scaling_config=train.ScalingConfig(num_workers=2),\n"
         "                 run_config=train.RunConfig(storage_path=d + '/train')).fit()\n"
         "print('ERROR', r.error, 'SUM', open(d + '/sum0').read(), open(d + '/sum1').read())\n"
