@@ -38,11 +38,12 @@ TINY_SPEC = textwrap.dedent("""
 # The Ray tests run in two xdist groups, one per worker of CI's two cores, each group one module after another (module
 # fixtures shared, one session Ray per worker). One Ray lane alone left a core a third idle (vmstat: 60-70 % of two
 # cores busy) while the other worker, done with the Ray-free tests after ~90 s, waited ~13 minutes for it. Modules
-# not named here are in "ray-b". The two sides hold about the same time, from the slowest tests of a whole run
-# (`python -m pytest -q --durations=40`, 2026-12-07, seconds under the suite's load): group a, slurm 116, faults
-# ~185, resume_kill 62, seeds_ray 48, sweep_ray + trackers_ray ~65 (one tracked sweep, conftest tracked_sweep),
-# hardening_store ~35; group b, preflight ~158 (with testinputs: the paper inputs are written once per worker),
-# tickets_ray 114, live_report 56, hardening_untrusted ~45, tuning 44, pack_ray 53.
+# not named here are in "ray-b". The two sides hold about the same time, by the slowest tests of one whole run
+# (`python -m pytest -q --durations=40`, 2026-12-07, 558.8 s; seconds under the suite's load, setups included): group
+# a, faults 162, slurm 107, sweep_ray + trackers_ray 62 (one tracked sweep, conftest tracked_sweep), resume_kill 61,
+# seeds_ray 41, hardening_store ~21; group b, preflight 170 (with testinputs: the paper inputs are written once per
+# worker), tickets_ray 111, hardening_untrusted 72 (21 of it waiting for the tiny model: no more, see below),
+# pack_ray 52, live_report 45, tuning 34.
 RAY_GROUP_A = {"test_faults.py", "test_slurm.py", "test_resume_kill.py", "test_sweep_ray.py", "test_seeds_ray.py",
                "test_trackers_ray.py", "test_hardening_store.py"}
 

@@ -699,7 +699,7 @@ def test_the_bound_rendezvous_joins_two_workers_on_a_local_ray(tmp_path):
         "    if dist.get_rank() == 0:\n"
         "        c = controllers(); open(f'{cfg[\"d\"]}/ctl', 'w').write(f'{len(c)} {sum(c)}')\n"
         f"d = {str(tmp_path)!r}\n"
-        "r = Trainer(loop, train_loop_config={'d': d}, backend_config=BoundTorchConfig(backend='gloo'),\n"
+        "r = Trainer(loop, train_loop_config={'d': d}, backend_config=BoundTorchConfig(),\n"
         "                 scaling_config=train.ScalingConfig(num_workers=2),\n"
         "                 run_config=train.RunConfig(storage_path=d + '/train')).fit()\n"
         "print('ERROR', r.error, 'SUM', open(d + '/sum0').read(), open(d + '/sum1').read())\n"

@@ -155,11 +155,10 @@ def test_every_trials_row_the_package_writes_is_made_by_the_one_constructor():
     assert defined == ["run/rows.py"]
 
 
-
 def test_a_train_run_carries_its_job_in_the_loop_not_in_the_context_its_controller_unpickles(tmp_path, tiny_spec_text):
     """raydw.run.trials._trainer: Ray keeps `train_loop_config` in the run's context, which the Train controller
     unpickles (it imported raydw's job module and torch for it in every run); the job rides in the loop instead,
-    which only the workers receive. Built without Ray: a TorchTrainer starts nothing until fit()."""
+    which only the workers receive. Built without Ray: a Trainer starts nothing until fit()."""
     from raydw.run.trials import LOOPS, _trainer, loop
 
     job = _dense_job(_builder(tiny_spec_text, tmp_path))
@@ -171,7 +170,7 @@ def test_a_train_run_carries_its_job_in_the_loop_not_in_the_context_its_controll
 
 def test_every_worker_loop_resolves_and_a_trial_imports_no_torch():
     """raydw.run.trials names the Train workers' loops (LOOPS) and imports them on the workers only: a Tune trial that
-    unpickles its job and runs cell_trial then never imports torch (it cost ~1.4 CPU-s and ~200 MB of every trial)."""
+    unpickles its job and runs cell_trial then never imports torch (it cost ~1.4 CPU-s and ~470 MB of resident memory, much of it torch's library pages)."""
     import importlib
 
     from raydw.run.trials import LOOPS

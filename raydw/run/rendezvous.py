@@ -131,11 +131,11 @@ class _WorkerDevice:
 
 @dataclass
 class BoundTorchConfig(BackendConfig):
-    """Ray's TorchConfig (the same fields; raydw.run.trials fills `backend` from the resources, as TorchTrainer does) whose rendezvous listens
-    on the rank-0 node's Ray address only (loopback on a local Ray)."""
+    """Ray's TorchConfig (the same fields) whose rendezvous listens on the rank-0 node's Ray address only (loopback on
+    a local Ray). `backend` None: NCCL where the workers have GPUs, else gloo (_BoundBackend.on_start)."""
 
     backend: str | None = None
-    init_method: str = "env"  # unused: the store is made here (kept because TorchTrainer and Ray's backend read it)
+    init_method: str = "env"  # unused: the store is made here (kept because Ray's own _TorchBackend reads it)
     timeout_s: int = 1800
 
     @property

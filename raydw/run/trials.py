@@ -21,7 +21,7 @@ from raydw.run.rendezvous import BoundTorchConfig
 from raydw.store import Store
 
 # The Train workers' loops, by name: imported on the workers, where the training code and torch are needed, and not
-# in the trial that starts the run (torch alone was ~1.4 CPU-s and ~200 MB of every trial; docs/performance.md).
+# in the trial that starts the run (torch alone was ~1.4 CPU-s and ~470 MB of resident memory, much of it torch's library pages, in every trial; docs/performance.md).
 LOOPS = {"cell": "raydw.run.worker:cell_worker", "pack": "raydw.run.worker:pack_worker",
          "probe": "raydw.run.worker:probe_worker", "pretrain": "raydw.run.sourceworkers:pretrain_worker",
          "imp": "raydw.run.sourceworkers:imp_worker"}
@@ -46,7 +46,7 @@ def state_api_served() -> bool:
 class Trainer(DataParallelTrainer):
     """Ray's TorchTrainer as raydw runs it: a DataParallelTrainer with BoundTorchConfig as its backend (what TorchTrainer
     is, with Ray's TorchConfig; TorchTrainer's module imports torch, which the trial never needs: ~1.4 CPU-s and
-    ~200 MB of every trial), and without two of Ray Train 2.60's per-run helper actors where they can do nothing;
+    ~470 MB of resident memory, much of it torch's library pages, in every trial), and without two of Ray Train 2.60's per-run helper actors where they can do nothing;
     each is a Python process that imports Ray, ~1.5-2 CPU-s of every Train run (docs/performance.md, "Machinery"):
     - the DatasetsCallback's DatasetManager: raydw passes no Ray Datasets (nothing calls get_dataset_shard);
     - the detached PlacementGroupCleaner, where Ray cannot serve its state API: its monitor asks that API every
@@ -77,9 +77,9 @@ def _trainer(kind: str, job: Job, callbacks: list | None = None) -> Trainer:
         per_worker["GPU"] = res.gpus_per_worker
     return Trainer(
         functools.partial(loop, LOOPS[kind], {"job": job}),
-        # The rendezvous on the node's Ray address only (loopback on a local Ray); NCCL on GPUs, else gloo, as
-        # TorchTrainer picks.
-        backend_config=BoundTorchConfig(backend="nccl" if res.gpus_per_worker > 0 else "gloo"),
+        # The rendezvous on the node's Ray address only (loopback on a local Ray); its backend picks NCCL on GPUs,
+        # else gloo, as TorchTrainer does.
+        backend_config=BoundTorchConfig(),
         scaling_config=train.ScalingConfig(num_workers=res.workers_per_cell, use_gpu=res.gpus_per_worker > 0,
                                            resources_per_worker=per_worker),
         run_config=train.RunConfig(
