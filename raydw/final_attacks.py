@@ -13,9 +13,10 @@ CIFAR-100; the reference targets 9) and its Square rescales the p schedule (squa
 
 Cost: on an image that survives, AutoAttack runs about 1,900 forward-backward passes (100 + 9 x 100 + 9 x 100)
 and 5,000 forward passes, against PGD-20's 20 forward-backward passes; an image broken early costs little, and
-on small models the many tiny steps are bound by Python overhead. Measured on the digits model of
-tests/test_autoattack.py (120 test images, eps 0.055, one CPU thread): PGD-20 0.05 s (RA 0.25), AutoAttack
-9.2 s (RA 0.20), about 175x; torchattacks.AutoAttack's 10-iteration version took 4.0 s and left RA 0.208.
+on small models the many tiny steps are bound by Python overhead. Measured on a small conv net trained on the
+28x28 digits (120 test images, eps 0.055, one CPU thread; tests/test_autoattack.py uses a cheaper 7x7 MLP now):
+PGD-20 0.05 s (RA 0.25), AutoAttack 9.2 s (RA 0.20), about 175x; torchattacks.AutoAttack's 10-iteration version
+took 4.0 s and left RA 0.208.
 Where compute dominates (a ResNet on a GPU; a backward pass ~ 2 forwards), AutoAttack costs about
 5 + 175 x (share of images APGD-CE leaves robust) PGD-20 evaluations: ~180x for a fully robust image.
 

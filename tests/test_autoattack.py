@@ -1,5 +1,5 @@
 """eval.final_attack = autoattack (raydw.final_attacks): stronger than PGD-20 on a trained model, reproducible,
-side-effect free. A small conv net trained on the real sklearn digits for 300 steps; no Ray."""
+side-effect free. A small MLP trained on the real sklearn digits (pooled to 7x7) for 300 steps; no Ray."""
 from __future__ import annotations
 
 import importlib.metadata
@@ -22,11 +22,13 @@ from raydw.models.build import Normalized
 pytest.importorskip("torchattacks", reason="the autoattack extra: pip install 'raydw[autoattack]'")
 
 # One worker takes the whole module (pytest-xdist, `--dist loadgroup`): the module fixture's AutoAttack run
-# (12.9 s serially at load 3.3) then runs once, not once per worker (two setups of 40-42 s each at load ~3-4).
-# Fewer images would not pay: the attack is bound by its step count, not the batch (60 images took 9.5 s).
+# then runs once, not once per worker.
+# The attack is bound by its step count (~7,000 model calls on the survivors), not by the batch: fewer images would
+# not pay, a cheaper call does. On 7x7 inputs an MLP's call costs a fraction of a conv net's on 28x28 (one run: 4.3
+# vs 11.9 s, one thread, idle 2-core machine); the wrapper, not the model, is the subject here.
 pytestmark = pytest.mark.xdist_group("autoattack")
 
-EPS = 0.055  # [0,1] pixels: PGD-20 leaves about a quarter robust here, and AutoAttack breaks a few of those
+EPS = 0.07  # [0,1] pixels: PGD-20 leaves about a quarter robust here, and AutoAttack breaks a few of those
 N_TEST = 120
 
 
@@ -40,15 +42,15 @@ def trained():
     try:
         raw = read_files("digits")
         info = dataset_info("digits")
-        x_tr = torch.from_numpy(raw.train_x).float() / 255
-        y_tr = torch.from_numpy(raw.train_y)
-        x = torch.from_numpy(raw.test_x[:N_TEST]).float() / 255
-        y = torch.from_numpy(raw.test_y[:N_TEST])
+
+        def pooled(a):  # the 28x28 digits are upsampled 8x8 ones: 7x7 keeps nearly all of it, and steps get cheap
+            return F.avg_pool2d(torch.from_numpy(a).float() / 255, 4)
+
+        x_tr, y_tr = pooled(raw.train_x), torch.from_numpy(raw.train_y)
+        x, y = pooled(raw.test_x[:N_TEST]), torch.from_numpy(raw.test_y[:N_TEST])
         torch.manual_seed(0)
-        # The 28x28 digits are upsampled 8x8 ones: pooling to 14x14 first loses nothing and keeps each step cheap.
         # BatchNorm makes the eval-mode requirement observable.
-        net = nn.Sequential(nn.AvgPool2d(2), nn.Conv2d(1, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU(),
-                            nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 4 * 4, 10))
+        net = nn.Sequential(nn.Flatten(), nn.Linear(7 * 7, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 10))
         model = Normalized(net, info.mean, info.std)
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
         g = torch.Generator().manual_seed(0)
