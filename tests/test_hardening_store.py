@@ -4,13 +4,12 @@ signals stop a sweep cleanly. One test (at least) per cause; the Ray-starting on
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -203,46 +202,31 @@ def test_importing_a_stored_masks_bits_keeps_the_original_row(tmp_path):
 
 
 # -- cause 3: stale-lock takeover is atomic ---------------------------------------------------------------------------
-def _race(root: str, go: float, q) -> None:
-    while time.time() < go:
-        time.sleep(0.001)
-    try:
-        with Store(root).lock("racer"):
-            start = time.monotonic()  # system-wide on Linux: comparable across the racing processes
-            time.sleep(0.1)  # hold it while the others try (they all start within a few ms)
-            end = time.monotonic()
-        q.put(("got", start, end))
-    except StoreLocked:
-        q.put(("refused", 0.0, 0.0))
-
-
 def _dead_pid() -> int:
     return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                               text=True).stdout)
 
 
+def race(rounds: int, racers: int, go_s: float, template: str, dead: int | None = None) -> list[list]:
+    """Per round, the (start, end) of every hold of the lock by `racers` processes started together (tests/lock_race.py)."""
+    extra = [] if dead is None else [str(dead)]
+    out = subprocess.run([sys.executable, str(Path(__file__).with_name("lock_race.py")), str(rounds), str(racers),
+                          str(go_s), template, *extra], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    held = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(held) == rounds
+    return held
+
+
+def exclusive(held: list) -> bool:
+    """Someone held it and no two at once (one taking the lock after another released it is fine: on a loaded
+    machine a late racer starts after the first holder is done, and counting that as a double made this flaky)."""
+    return bool(held) and all(a >= prev_end for (_, prev_end), (a, _) in zip(held, held[1:]))
+
+
 def test_a_stale_lock_is_taken_over_by_exactly_one_of_many_racing_processes(tmp_path):
-    ctx = mp.get_context("fork")
-    doubles = 0
-    dead = _dead_pid()
-    for r in range(12):
-        root = str(tmp_path / f"s{r}")
-        os.makedirs(f"{root}/locks")
-        with open(f"{root}/locks/driver.json", "w") as f:
-            json.dump({"pid": dead, "host": socket.gethostname(), "what": "killed", "since": "x"}, f)
-        q = ctx.Queue()
-        go = time.time() + 0.15  # all 8 forked before it (fork takes ~5 ms each)
-        procs = [ctx.Process(target=_race, args=(root, go, q)) for _ in range(8)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join(30)
-        held = sorted((a, b) for what, a, b in (q.get(timeout=5) for _ in procs) if what == "got")
-        # Exclusive: no two holders at once (one taking the lock after another released it is fine: on a loaded
-        # machine a late racer starts after the first holder is done, and counting that as a double made this flaky).
-        doubles += not held or any(a < prev_end for (_, prev_end), (a, _) in zip(held, held[1:]))
-    assert doubles == 0
-    assert not os.path.exists(f"{root}/locks/driver.json")  # released by the one that took it
+    assert all(exclusive(h) for h in race(12, 8, 0.15, f"{tmp_path}/s{{r}}", _dead_pid()))
+    assert not any((tmp_path / f"s{r}" / "locks" / "driver.json").exists() for r in range(12))  # released by the taker
 
 
 @pytest.mark.parametrize("content", ["", "{not json", "[1, 2]", '{"host": "x"}', '{"pid": 0}', '{"pid": -1}',
