@@ -26,10 +26,9 @@ def put(store: Store, pre: str, k: int, regime: str, frac: float, sa: float, ra:
         "sa": sa, "ra": ra, "sa_last": sa, "ra_last": ra, "wall_s": wall_s, "workers": workers, "device": device})
 
 
-@pytest.fixture
-def hand_store(tmp_path) -> Store:
+def _hand_store(path: Path) -> Store:
     """Two pre-trainings, dense + IMP rounds 1-2, standard f=1 and adversarial f=1 / 0.1; one failed cell."""
-    store = Store(str(tmp_path / "store"))
+    store = Store(str(path))
     for pre, base in (("ST", 0.80), ("AT", 0.75)):
         for k in (0, 1, 2):
             put(store, pre, k, "standard", 1.0, base - 0.02 * k, None)
@@ -39,20 +38,37 @@ def hand_store(tmp_path) -> Store:
     return store
 
 
+@pytest.fixture
+def hand_store(tmp_path) -> Store:
+    return _hand_store(tmp_path / "store")
+
+
+@pytest.fixture(scope="module")
+def hand_report(tmp_path_factory) -> Path:
+    """The hand store's report, written once (~1 s: two PNGs) for the tests that only read it; they share a worker."""
+    t = tmp_path_factory.mktemp("hand_report")
+    return write_report(_hand_store(t / "store").uri, t / "report")
+
+
+# The tests that read hand_report: on one pytest-xdist worker (`--dist loadgroup`), so it is written once.
+reads_hand_report = pytest.mark.xdist_group("hand_report")
+
+
 def pngs_referenced(index: Path) -> list[Path]:
     return [index.parent / m for m in re.findall(r"<img src='([^']+\.png)'", index.read_text())]
 
 
-def test_the_report_writes_index_html_referencing_its_pngs_relatively(hand_store, tmp_path):
-    index = write_report(hand_store.uri, tmp_path / "report")
+@reads_hand_report
+def test_the_report_writes_index_html_referencing_its_pngs_relatively(hand_report):
+    index = hand_report
     pngs = pngs_referenced(index)
     assert index.name == "index.html" and len(pngs) == 2
     assert all(p.exists() and p.parent == index.parent for p in pngs)
 
 
-def test_every_report_png_is_a_valid_nonempty_image(hand_store, tmp_path):
-    index = write_report(hand_store.uri, tmp_path / "report")
-    for png in pngs_referenced(index):
+@reads_hand_report
+def test_every_report_png_is_a_valid_nonempty_image(hand_report):
+    for png in pngs_referenced(hand_report):
         assert png.stat().st_size > 10_000
         with Image.open(png) as im:
             im.verify()  # raises on a truncated or non-PNG file
@@ -60,8 +76,9 @@ def test_every_report_png_is_a_valid_nonempty_image(hand_store, tmp_path):
             assert im.format == "PNG" and im.width > 300 and im.height > 300
 
 
-def test_the_report_has_all_five_sections_and_the_failed_cells_error(hand_store, tmp_path):
-    text = write_report(hand_store.uri, tmp_path / "report").read_text()
+@reads_hand_report
+def test_the_report_has_all_five_sections_and_the_failed_cells_error(hand_report):
+    text = hand_report.read_text()
     for title in ("(1) SA and RA against sparsity", "(2) Extreme double-win sparsity", "(3) Data efficiency",
                   "(4) Verdicts per ticket", "(5) Sweep status", "full (SA std", "loose (SA std"):
         assert title in text
@@ -109,11 +126,12 @@ def test_the_report_of_a_demo_shaped_store_has_every_pretraining_intervals_and_s
     assert any(f"<td class='{k}'>{w}</td>" in text for k, w in (("yes", "match"), ("no", "no match"), ("inc", "inconclusive")))
 
 
-def test_the_report_renders_in_headless_chromium(hand_store, tmp_path):
+@reads_hand_report
+def test_the_report_renders_in_headless_chromium(hand_report, tmp_path):
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is None:
         pytest.skip("no chromium on PATH (apt-get install chromium) - the rendered page is not checked")
-    index = write_report(hand_store.uri, tmp_path / "report")
+    index = hand_report
     shot = tmp_path / "shot.png"
     subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1400,2200",
                     f"--screenshot={shot}", index.as_uri()], check=True, timeout=120, capture_output=True)

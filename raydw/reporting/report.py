@@ -78,8 +78,19 @@ def _panel(ax, m: pd.DataFrame, metric: str, colours: dict[str, str], title: str
         ax.legend(fontsize=6, loc="best")
 
 
+# Margins and gaps between panels in inches, for panels titled in 9 pt and labelled in 8 pt with 7 pt ticks: a fixed
+# layout draws the figure once, where tight_layout drew it twice (a third of a report's ~1 s went to it).
+_MARGINS_IN = dict(left=0.6, right=0.15, bottom=0.5, top=0.35, wspace=0.6, hspace=0.75)
+
+
 def save_png(fig: Figure, path: Path) -> Path:
-    fig.tight_layout()
+    rows, cols = fig.axes[0].get_subplotspec().get_gridspec().get_geometry()
+    w, h = fig.get_size_inches()
+    m = _MARGINS_IN
+    ax_w = (w - m["left"] - m["right"] - (cols - 1) * m["wspace"]) / cols
+    ax_h = (h - m["bottom"] - m["top"] - (rows - 1) * m["hspace"]) / rows
+    fig.subplots_adjust(left=m["left"] / w, right=1 - m["right"] / w, bottom=m["bottom"] / h, top=1 - m["top"] / h,
+                        wspace=m["wspace"] / ax_w, hspace=m["hspace"] / ax_h)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     return write_atomic(path, buf.getvalue())
