@@ -106,14 +106,19 @@ def _impossible(df: pd.DataFrame) -> dict:
     if "test_n" not in df:
         return why
     n_all = pd.to_numeric(df["test_n"], errors="coerce")
+    labels, ns, held = df.index, n_all.to_numpy(), {}  # columns as plain lists: a df.at per row and column was slow
     for c, sources in ((c, [b for b in s if b in df]) for c, s in _FROM_BITS.items() if c in df):
-        for i in df.index[done & df[c].notna() & (n_all > 0)]:
-            bits = next((b for b in sources if df.at[i, b] is not None and not _missing(df.at[i, b])), None)
+        values = df[c].to_numpy()
+        for b in sources:
+            held.setdefault(b, df[b].tolist())
+        for pos in np.flatnonzero((done & df[c].notna() & (n_all > 0)).to_numpy()):
+            i = labels[pos]
+            bits = next((b for b in sources if held[b][pos] is not None and not _missing(held[b][pos])), None)
             if i in why or bits is None:
                 continue
-            n, v = int(n_all[i]), float(df.at[i, c])
+            n, v = int(ns[pos]), float(values[pos])
             try:
-                rate = float(unpack(df.at[i, bits], n).mean())
+                rate = float(unpack(held[bits][pos], n).mean())
             except (ValueError, TypeError):
                 why[i] = f"{bits} holds fewer than test_n = {n} bits"
                 continue
