@@ -18,6 +18,7 @@ done in chunks to bound memory. Torch-free.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 from dataclasses import dataclass
@@ -183,6 +184,7 @@ def bartlett_p(samples: list[np.ndarray]) -> float:
     return float(chdtrc(k - 1, stat))
 
 
+@functools.lru_cache(maxsize=4096)  # stdtrit inverts the CDF iteratively; a family's df recur in every verdict
 def t_quantile(q: float, df: float) -> float:
     """Student's t quantile at probability q with df degrees of freedom (the normal one at df = inf): what
     scipy.stats.t.ppf computes (its _ppf is scipy.special.stdtrit), without its ~0.1 ms of argument handling a call."""
