@@ -7,6 +7,7 @@
   in the writers that must not write twice (each listed below with why).
 """
 import ast
+import functools
 import re
 import subprocess
 from pathlib import Path
@@ -17,9 +18,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "raydw"
 
 
-def _modules():
-    for p in sorted(PKG.rglob("*.py")):
-        yield p.relative_to(PKG.parent).with_suffix("").as_posix().replace("/", "."), ast.parse(p.read_text())
+@functools.cache  # parsed once for the module's tests (the trees are only read)
+def _modules() -> tuple[tuple[str, ast.Module], ...]:
+    return tuple((p.relative_to(PKG.parent).with_suffix("").as_posix().replace("/", "."), ast.parse(p.read_text()))
+                 for p in sorted(PKG.rglob("*.py")))
 
 
 def test_ray_is_imported_only_by_the_run_layer_and_the_tune_callback():
