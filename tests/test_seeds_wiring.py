@@ -7,6 +7,7 @@ finished cell writes them (raydw.outcomes), from a model of known accuracy per t
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +147,15 @@ def test_a_store_decided_or_at_max_runs_nothing_and_the_summary_calls_it_complet
     assert "decided at look 1" in text and "at max (3 seeds)" in text and "seed SD" in text
     st = summary(store.uri, spec)
     assert "to run: 0 cells" in st and "4 not needed" in st
+    # The sweep's report reuses the verdicts its summary computed: the page is the one `raydw report` would write.
+    from raydw.findings.analysis import verdict_settings
+    from raydw.findings.sequential import Design
+    from raydw.reporting.report import write_report
+
+    fresh = write_report(store.uri, spec.storage + "-report", cells={c.cell_id for c in Plan.of(spec, store).cells},
+                         design=Design.of(spec.adaptive_seeds()), **verdict_settings(spec))
+    untimed = lambda p: re.sub(r"generated [^.]*\.", "", p.read_text())  # noqa: E731
+    assert untimed(fresh) == untimed(Path(store.path("report")) / "index.html")
 
 
 def test_a_killed_adaptive_sweep_resumes_without_running_a_seed_twice(spec, swept):

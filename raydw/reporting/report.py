@@ -250,7 +250,7 @@ def _families_html(fams: list[dict] | None) -> str:
 
 
 def write_report(uri: str, out_dir, checkpoint: str = "paper", cells=None, top: list[str] = (), refresh_s: int | None = None,
-                 design=None, **verdict_args) -> Path:
+                 design=None, verdicts: pd.DataFrame | None = None, **verdict_args) -> Path:
     """Write out_dir/index.html and its PNGs for the store at `uri`; returns the path of index.html. Every file is
     replaced atomically (raydw.store.atomic), the PNGs before the page that references them.
 
@@ -258,7 +258,8 @@ def write_report(uri: str, out_dir, checkpoint: str = "paper", cells=None, top: 
     `top`: HTML sections put first (the live report's progress, raydw.reporting.live); `refresh_s`: the page reloads itself.
     `verdict_args`: rule, tol, margin, level, resamples, seed as for analysis.verdicts (the bars use level,
     resamples and seed too). `design`: the spec's adaptive seed design (raydw.findings.sequential.Design): the verdicts are then
-    the sweep's own, each frozen at the look that decided it."""
+    the sweep's own, each frozen at the look that decided it. `verdicts`: those already computed from the same cells
+    and arguments (the sweep's summary has them), not computed again."""
     from raydw.findings.uncertainty import Bootstrap
 
     out = Path(out_dir)
@@ -267,7 +268,7 @@ def write_report(uri: str, out_dir, checkpoint: str = "paper", cells=None, top: 
     parts = list(top)
     v = None
     if not df.empty and (df["ticket_method"] != "dense").any():
-        v = verdicts_of(df, {"checkpoint": checkpoint, **verdict_args}, design)
+        v = verdicts if verdicts is not None else verdicts_of(df, {"checkpoint": checkpoint, **verdict_args}, design)
     if df.empty:
         parts.append("<p>The store has no trials yet.</p>")
     else:

@@ -64,13 +64,14 @@ def end_of_sweep(plan: Plan, store: Store, ran: int, t0: float, out, skipped: se
         out(plan.seeds.describe())
     if s.done:
         out(_table(store, ids))
-        out(_verdict_text(spec, store, ids))
+        text, v = _verdict_text(spec, store, ids)
+        out(text)
         if not store.local:  # an object store: write the report where the user reads it
             out(f"report: raydw report {store.uri} --out report/")
         else:
             try:  # the report is a convenience here: a plotting problem must not turn a finished sweep into an error
                 a = spec.adaptive_seeds()
-                out(f"report: {write_report(store.uri, store.path('report'), cells=ids, design=Design.of(a) if a else None, **analysis.verdict_settings(spec))}")
+                out(f"report: {write_report(store.uri, store.path('report'), cells=ids, design=Design.of(a) if a else None, verdicts=v, **analysis.verdict_settings(spec))}")
             except Exception as e:  # noqa: BLE001
                 out(f"report: not written ({type(e).__name__}: {e}); try `raydw report {store.uri} --out DIR`")
     out(f"results: {store.uri}")
@@ -109,12 +110,14 @@ def _table(store: Store, ids: set[str]) -> str:
         return f"\ntest SA / RA in % (mean over seeds; SA at the SA-best, RA at the RA-best epoch)\n{t.to_string()}\n"
 
 
-def _verdict_text(spec: SweepSpec, store: Store, ids: set[str]) -> str:
-    """The sweep's verdicts with their intervals, under the spec's rule; a problem is said, never fatal here."""
+def _verdict_text(spec: SweepSpec, store: Store, ids: set[str]) -> tuple[str, pd.DataFrame | None]:
+    """(the sweep's verdicts with their intervals, under the spec's rule, as text; the verdicts, which the sweep's
+    report shows too, or None). A problem is said, never fatal here."""
     try:
         df = analysis.trials_frame(store.uri, ids)
         if not (df["ticket_method"] != "dense").any():
-            return ""
-        return "\n" + format_verdicts(spec_verdicts(df, spec)) + "\n"
+            return "", None
+        v = spec_verdicts(df, spec)
+        return "\n" + format_verdicts(v) + "\n", v
     except analysis.AnalysisError as e:
-        return f"\nverdicts: not computed ({e})\n"
+        return f"\nverdicts: not computed ({e})\n", None
