@@ -17,6 +17,10 @@ from raydw.store import Store
 from test_seeds_wiring import _spec, _sweep
 
 
+# Every test here reads `adaptive`: one pytest-xdist worker takes the module (`--dist loadgroup`), so it is made once.
+pytestmark = pytest.mark.xdist_group("read_flags")
+
+
 @pytest.fixture(scope="module")
 def adaptive(tmp_path_factory):
     root = tmp_path_factory.mktemp("adaptive")

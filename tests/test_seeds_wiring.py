@@ -85,6 +85,10 @@ def spec(tmp_path):
     return _spec(str(tmp_path / "store"))
 
 
+# The tests that copy `swept`: on one pytest-xdist worker (`--dist loadgroup`), so the sweep is made once.
+on_the_swept_worker = pytest.mark.xdist_group("swept")
+
+
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory) -> tuple[Path, frozenset]:
     """(a store `_sweep` ran to its end, the ids of the cells it ran), made once: the tests that start from a finished
@@ -135,6 +139,7 @@ def test_the_gate_releases_rounds_in_order_and_only_for_open_comparisons(spec):
     assert stopped == {3: "decided at look 1", 7: "at max (3 seeds)"}
 
 
+@on_the_swept_worker
 def test_a_store_decided_or_at_max_runs_nothing_and_the_summary_calls_it_complete(spec, swept):
     store = _swept_copy(swept, spec)
     assert _sweep(spec, store) == []  # the rerun: no cell released, nothing written
@@ -158,6 +163,7 @@ def test_a_store_decided_or_at_max_runs_nothing_and_the_summary_calls_it_complet
     assert untimed(fresh) == untimed(Path(store.path("report")) / "index.html")
 
 
+@on_the_swept_worker
 def test_a_killed_adaptive_sweep_resumes_without_running_a_seed_twice(spec, swept):
     store = Store(spec.storage)
     whole = swept[1]  # the cells of a sweep never killed
@@ -183,6 +189,7 @@ class _RayStarted(Exception):
     pass
 
 
+@on_the_swept_worker
 def test_raydw_sweep_on_a_decided_store_prints_plan_and_summary_without_starting_ray(spec, swept, monkeypatch):
     from raydw.run import sweep
 
@@ -200,6 +207,7 @@ def test_raydw_sweep_on_a_decided_store_prints_plan_and_summary_without_starting
     assert "ticket levels: 1 decided, 1 at max" in text and "at max (3 seeds)" in text  # the summary
 
 
+@on_the_swept_worker
 def test_the_report_shows_per_verdict_its_seeds_family_variance_and_why_it_stopped(spec, swept, tmp_path):
     from raydw.findings.analysis import verdict_settings
     from raydw.reporting.report import write_report
@@ -269,6 +277,7 @@ def test_an_open_level_stays_in_flight_for_the_search_until_its_seeds_stop(spec)
     assert not any(s.done() for s in searches)
 
 
+@on_the_swept_worker
 def test_raydw_verdicts_with_the_spec_replays_the_looks_the_sweep_took(spec, swept, tmp_path, capsys):
     import yaml
 

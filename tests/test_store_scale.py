@@ -289,6 +289,10 @@ def test_raydw_compact_refuses_a_held_store_and_a_folder_that_is_no_store(tmp_pa
 
 
 # -- object stores: moto's S3 server on 127.0.0.1 --------------------------------------------------------------------
+# The tests of one moto server: on one pytest-xdist worker (`--dist loadgroup`), so it starts once (~0.8 s).
+on_the_s3_worker = pytest.mark.xdist_group("s3")
+
+
 @pytest.fixture(scope="module")
 def s3():
     pytest.importorskip("boto3")
@@ -308,6 +312,7 @@ def s3():
         os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
 
 
+@on_the_s3_worker
 def test_two_drivers_started_together_on_an_s3_store_exactly_one_runs(s3):
     from lock_race import race  # a racer that holds the lock a moment, or is refused
     from test_hardening_store import exclusive
@@ -328,6 +333,7 @@ def test_two_drivers_started_together_on_an_s3_store_exactly_one_runs(s3):
         assert not Store(uri).exists("locks", "driver.json")  # released by the one that took it
 
 
+@on_the_s3_worker
 def test_an_s3_store_writes_compacts_and_reads_each_row_once(s3):
     s = Store(s3("rows"))
     _fill(s, range(4))
