@@ -56,7 +56,9 @@ def trained(mnist):
     model = Normalized(build_net("resnet_tiny", 10, 1), (0.131,), (0.308,))
     # Cosine to zero, 4 epochs: at a constant lr the BatchNorm running statistics lag the weights, and eval-mode SA
     # landed anywhere in 0.50-0.75 across seeds and CPUs (0.502 on CI's); this way 0.89-0.93 over seeds 0-3 here.
-    fit(model, None, mnist, _regime(epochs=4, schedule="cosine", validate_ra=False), EVAL, seed=0)
+    # The eval attack only scores the test set at the end (validate_ra off: no checkpoint is chosen by RA), so one
+    # step: the weights are the same as with PGD-10 (checked), 1.5 CPU-s less.
+    fit(model, None, mnist, _regime(epochs=4, schedule="cosine", validate_ra=False), CHEAP, seed=0)
     return model
 
 
