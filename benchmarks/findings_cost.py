@@ -36,7 +36,7 @@ def main() -> None:
     hand = test_report._hand_store(t / "hand")
     df = analysis.trials_frame(demo.uri)
     rows = [(f"write_report, demo-shaped store ({n} cells)", lambda: write_report(demo.uri, t / "r1")),
-            ("write_report, hand store (19 cells)", lambda: write_report(hand.uri, t / "r2")),
+            (f"write_report, hand store ({len(analysis.trials_frame(hand.uri))} cells)", lambda: write_report(hand.uri, t / "r2")),
             ("verdicts(frame), demo-shaped store", lambda: analysis.verdicts(df)),
             ("trials_frame(uri), demo-shaped store", lambda: analysis.trials_frame(demo.uri))]
     for name, fn in rows:

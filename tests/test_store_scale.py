@@ -314,23 +314,14 @@ def s3():
 
 @on_the_s3_worker
 def test_two_drivers_started_together_on_an_s3_store_exactly_one_runs(s3):
-    from lock_race import race  # a racer that holds the lock a moment, or is refused
+    from lock_race import rounds  # racers that hold the lock a moment, or are refused
     from test_hardening_store import exclusive
 
     # Forked from this process, where S3 is set up already: racers forked by tests/lock_race.py's own process each
     # set it up again (5.0 vs 1.3 CPU-s of children, measured).
-    ctx = mp.get_context("fork")
-    for r in range(4):
-        uri = s3(f"race{r}")
-        q = ctx.Queue()
-        go = time.time() + 0.5
-        procs = [ctx.Process(target=race, args=(uri, go, q)) for _ in range(4)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join(60)
-        assert exclusive(sorted((a, b) for what, a, b in (q.get(timeout=5) for _ in procs) if what == "got"))
-        assert not Store(uri).exists("locks", "driver.json")  # released by the one that took it
+    for r, held in enumerate(rounds(4, 4, 0.5, s3("race{r}"))):
+        assert exclusive(held)
+        assert not Store(s3(f"race{r}")).exists("locks", "driver.json")  # released by the one that took it
 
 
 @on_the_s3_worker
