@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -180,58 +181,83 @@ def _listening(pid: int) -> list[tuple[str, int]]:
     return out
 
 
-def _train_workers(sweep: int) -> list[int]:
-    """The Ray Train workers under the sweep process `sweep` (the other xdist worker's Ray tests run beside this one)."""
+def _tree(root: int) -> list[int]:
+    """The processes under `root` (to tell this test's Ray from the other xdist worker's, which runs beside it)."""
     from conftest import process_ancestors
 
-    pids = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                if b"RayTrainWorker" in Path(f"/proc/{d}/cmdline").read_bytes() and sweep in process_ancestors(int(d)):
-                    pids.append(int(d))
-            except OSError:
-                continue
-    return pids
+    return [int(d) for d in os.listdir("/proc") if d.isdigit() and root in process_ancestors(int(d))]
+
+
+def _is_train_worker(pid: int) -> bool:
+    try:
+        return b"RayTrainWorker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 @pytest.mark.ray
-def test_a_local_sweeps_train_workers_listen_on_loopback_only(tmp_path, tiny_spec_text, tiny_store):
-    """The real sweep's process tree: every socket a RayTrainWorker listens on (torch.distributed's TCPStore, gloo)
-    while its cell trains is on a loopback address; before, the TCPStore listened on `*` (IPv4 and IPv6)."""
+def test_a_local_sweep_listens_on_loopback_only_and_sigterm_stops_it_cleanly(tmp_path, tiny_spec_text, tiny_store):
+    """One real local `raydw sweep` (it starts its own Ray), watched while its cell trains, for two causes:
+    - every TCP socket its process tree listens on (Ray's own processes, and the RayTrainWorker's torch.distributed
+      TCPStore and gloo) is on a loopback address; before, the TCPStore listened on `*` (IPv4 and IPv6);
+    - SIGTERM then stops it cleanly: exit 143 (not Ray's abort, 134), the rerun hint (not Tune's Tuner.restore), the
+      lock released, every stored row whole. SIGINT takes the same path (exit 130; checked by hand, see
+      docs/bad-input-store.md).
+    One sweep for both (they were three tests, each starting a local Ray: each start and Train run cost ~10 CPU-s)."""
     import ipaddress
 
     d = yaml.safe_load(tiny_spec_text)
-    d["tickets"]["include_dense"] = False  # one cell: its Train worker is what is watched (a second cost ~10 s)
+    d["tickets"]["include_dense"] = False  # one cell: its Train worker is what is watched
+    d["regimes"]["standard"]["epochs"] = 20  # still training when the signal comes (it never gets to the end)
     spec = tmp_path / "tiny.yaml"
     spec.write_text(yaml.safe_dump(d))
+    store = tiny_store
     log = open(tmp_path / "out.txt", "w+")
-    p = subprocess.Popen([sys.executable, "-m", "raydw.cli", "sweep", str(spec), "--storage", str(tiny_store)],
+    p = subprocess.Popen([sys.executable, "-m", "raydw.cli", "sweep", str(spec), "--storage", str(store)],
                          stdout=log, stderr=subprocess.STDOUT, text=True)
     seen: dict[int, set] = {}
+    workers: set[int] = set()  # noted while they live: a process's command line is gone once it has ended
     try:
-        t = time.time()
-        while p.poll() is None and time.time() - t < 400:
-            for pid in _train_workers(p.pid):
+        t, trained = time.time(), None
+        while p.poll() is None and time.time() - t < 300:
+            for pid in _tree(p.pid):
                 try:
                     seen.setdefault(pid, set()).update(_listening(pid))
-                except OSError:
+                except OSError:  # ended meanwhile
                     continue
+                if seen[pid] and _is_train_worker(pid):
+                    workers.add(pid)
+            if trained is None and workers:
+                trained = time.time()  # its TCPStore and gloo are up: watch a moment longer, then stop the sweep
+            if trained is not None and time.time() - trained > 2:
+                break
             time.sleep(0.2)
+        p.send_signal(signal.SIGTERM)
+        rc = p.wait(120)
     finally:
         if p.poll() is None:
             p.kill()
     out = (tmp_path / "out.txt").read_text()
-    assert p.returncode == 0, out[-3000:]
+    assert workers, f"no Train worker listening was seen: {seen}\n{out[-2000:]}"
     socks = {s for v in seen.values() for s in v}
-    assert seen and socks, f"no Train worker listening was seen: {seen}\n{out[-2000:]}"
+
     def loopback(a: str) -> bool:
         ip = ipaddress.ip_address(a)
         return (ip.ipv4_mapped or ip).is_loopback if ip.version == 6 else ip.is_loopback
 
-    print("measured: Train workers' listening sockets:", sorted(socks))
+    print("measured: listening sockets of the sweep's processes:", sorted(socks))
+    assert len(socks) > len(seen[next(iter(workers))]), socks  # Ray's own processes were watched too
     public = [s for s in socks if not loopback(s[0])]
-    assert not public, f"Train workers listen beyond loopback: {sorted(public)}"
+    assert not public, f"the sweep's processes listen beyond loopback: {sorted(public)}"
+
+    assert rc == 143, out[-3000:]
+    assert "rerun the same command to resume" in out and "Tuner.restore" not in out and "Traceback" not in out
+    # Quiet by default: none of Tune's experiment box or TensorBoard hint, only raydw's own lines.
+    assert "Configuration for experiment" not in out and "TensorBoard" not in out
+    assert not (store / "locks" / "driver.json").exists()
+    s = Store(str(store))
+    for n in s.names("trials"):
+        assert s.get("trials", n) is not None and not s.problems
 
 
 # -- cause 5: the epoch rows of two attempts of one cell never mix ----------------------------------------------------
