@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -264,6 +265,24 @@ def test_pretrain_is_refused_while_a_sweep_holds_the_store(tmp_path, tiny_spec_t
         assert main(["pretrain", str(spec), "--storage", str(store)]) == 3
     assert "in use by another raydw driver" in capsys.readouterr().err
     assert not (store / "pretrained").exists()
+
+
+def test_a_sweep_on_a_store_another_driver_holds_is_refused_naming_the_holder_before_ray(tmp_path, tiny_spec_text, capsys):
+    """The second of two sweeps on one store: exit 3 naming the holder (pid, host), before Ray is started, nothing
+    written. (Which of two racing processes takes the lock: tests/lock_race.py's racers, exactly one each round.)"""
+    import ray
+
+    from raydw.cli import main
+
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(tiny_spec_text)
+    store = tmp_path / "store"
+    with Store(str(store)).lock("raydw sweep tiny"):
+        assert main(["sweep", str(spec), "--storage", str(store)]) == 3
+        assert os.listdir(store) == ["locks"]  # the lock (and its guard) alone: no table, no Tune folder
+    err = capsys.readouterr().err
+    assert f"is in use by another raydw driver (pid {os.getpid()} on {socket.gethostname()}" in err, err
+    assert not ray.is_initialized()
 
 
 # -- cause 5: a local Ray listens on loopback only ---------------------------------------------------------------------
