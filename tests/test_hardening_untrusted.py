@@ -702,16 +702,17 @@ def test_a_cifar_batch_whose_data_are_not_numbers_names_its_file(tmp_path):
 
 
 @pytest.mark.ray
-def test_the_bound_rendezvous_joins_two_workers_on_a_local_ray(tmp_path):
+def test_the_bound_rendezvous_joins_two_workers_on_a_local_ray(tmp_path, ray_address):
     """Two Train workers of raydw's Trainer (rank 0 serves the TCPStore on its bound socket, rank 1 connects) all-reduce through gloo;
     the run's controller (which starts and ends the process group) has not imported torch (rendezvous.py's point:
-    it cost every Train run's controller torch's import). Rank 0 looks at the controllers its own raylet started."""
+    it cost every Train run's controller torch's import). Rank 0 looks at the controllers its own raylet started
+    (the session Ray's, joined: this xdist worker runs one Ray test at a time, so the one Train run there is this)."""
     code = (
         "import glob, os, ray, ray.train as train, torch, torch.distributed as dist\n"
         "from raydw.run.cluster import connect\n"
         "from raydw.run.rendezvous import BoundTorchConfig\n"
         "from raydw.run.trials import Trainer\n"
-        "connect(None)\n"
+        f"connect({ray_address!r})\n"
         "def controllers():\n"
         "    out = []\n"
         "    for p in glob.glob('/proc/[0-9]*'):\n"
