@@ -96,6 +96,7 @@ def test_the_paper_preflight_runs_every_branch_at_224_px(ray_session, paper_inpu
     print(out)  # the whole report, with -s: the figures quoted in docs/sweeps.md
     assert code == 0, out[-4000:]
     assert "paths (6 of 6 ok):" in out
+    assert "Last result" not in out  # each trial hands Tune one result: no "Trial ... completed" line of Tune's
     rows = results.load(str(scratch), "preflight")
     assert len(rows) == 6 and (rows.status == "ok").all() and rows.restored.all()
     assert (rows.s_per_step > 0).all() and (rows.s_per_eval_image > 0).all() and (rows.peak_bytes > 2**28).all()

@@ -68,6 +68,7 @@ def test_killed_sweep_resumes_without_duplicates(tmp_path, tiny_spec_text, tiny_
 
     second = _sweep(spec, store, tmp_path / "second.log")
     assert second.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    assert "Last result" not in (tmp_path / "second.log").read_text()  # Tune's own line for a trial without a result
 
     trials = results.load(str(store))
     assert len(trials) == 1 and (trials.status == "done").all()

@@ -155,7 +155,8 @@ def no_row(trial) -> dict:
 def sweep_lines(trial) -> list:
     """The sweep's progress: a line per pre-training and IMP job, a counted line per cell (packed ones each)."""
     job, r = trial.config["job"], trial.last_result or {}
-    if isinstance(job, PretrainJob):
+    if isinstance(job, PretrainJob):  # from its stored row, as a cell's line is (no row: the trial failed)
+        r = Store(job.run.storage).get("pretrained", job.pretrained_id) or {}
         return [f"pre-trained {job.name}: source-task clean {_num(r.get('clean_acc')):.3f}, robust {_num(r.get('robust_acc')):.3f}"]
     if isinstance(job, ImpJob):
         return [f"IMP {job.name}: {'all rounds stored' if r.get('final') else 'FAILED (see the Ray logs)'}"]
