@@ -267,13 +267,16 @@ def test_pretrain_is_refused_while_a_sweep_holds_the_store(tmp_path, tiny_spec_t
     assert not (store / "pretrained").exists()
 
 
-def test_a_sweep_on_a_store_another_driver_holds_is_refused_naming_the_holder_before_ray(tmp_path, tiny_spec_text, capsys):
+def test_a_sweep_on_a_store_another_driver_holds_is_refused_naming_the_holder_before_ray(tmp_path, tiny_spec_text, capsys,
+                                                                                          monkeypatch):
     """The second of two sweeps on one store: exit 3 naming the holder (pid, host), before Ray is started, nothing
     written. (Which of two racing processes takes the lock: tests/lock_race.py's racers, exactly one each round.)"""
-    import ray
-
     from raydw.cli import main
 
+    def started(*_a, **_k):
+        raise AssertionError("the refused sweep joined or started Ray")
+
+    monkeypatch.setattr("raydw.run.sweep.connect", started)  # this worker's session Ray may be up: is_initialized says nothing
     spec = tmp_path / "tiny.yaml"
     spec.write_text(tiny_spec_text)
     store = tmp_path / "store"
@@ -282,7 +285,6 @@ def test_a_sweep_on_a_store_another_driver_holds_is_refused_naming_the_holder_be
         assert os.listdir(store) == ["locks"]  # the lock (and its guard) alone: no table, no Tune folder
     err = capsys.readouterr().err
     assert f"is in use by another raydw driver (pid {os.getpid()} on {socket.gethostname()}" in err, err
-    assert not ray.is_initialized()
 
 
 # -- cause 5: a local Ray listens on loopback only ---------------------------------------------------------------------
