@@ -19,6 +19,7 @@ def test_a_tiny_adaptive_sweep_runs_round_one_and_its_rerun_runs_nothing(ray_ses
     d = yaml.safe_load(tiny_spec_text)
     d["seeds"] = {"adaptive": {"start": 1, "replicate": 2, "max": 2}}
     d["verdicts"] = {"rule": "equivalence", "margin": 5, "resamples": 200}
+    d["resources"] = {"max_concurrent_cells": 1, "cells_per_run": 3}  # round 1 in one Train run (each more ~10 CPU-s)
     spec = parse_spec(d)
     lines: list[str] = []
     s = run_sweep(spec, storage=str(tiny_store), out=lines.append)
