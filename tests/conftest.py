@@ -63,7 +63,10 @@ TINY_SPEC = textwrap.dedent("""
 # worker), tickets_ray 111, hardening_untrusted 72 (21 of it waiting for the tiny model: no more, see below),
 # pack_ray 52, live_report 45, tuning 34.
 RAY_GROUP_A = {"test_faults.py", "test_slurm.py", "test_resume_kill.py", "test_sweep_ray.py", "test_seeds_ray.py",
-               "test_trackers_ray.py", "test_hardening_store.py"}
+               "test_trackers_ray.py", "test_hardening_store.py",
+               # one test of a module: it shares no module fixture with the module's other Ray test (2026-12-08: group
+               # a lost ~50 s to Ray-free and merged tests, group b ~20 s; this one is ~25 s)
+               "test_hardening_untrusted.py::test_a_local_sweep_listens_on_loopback_only_and_sigterm_stops_it_cleanly"}
 
 
 def pytest_itemcollected(item):
@@ -71,7 +74,8 @@ def pytest_itemcollected(item):
     each on one worker; the Ray-free tests fill in where a worker is free.
     Marked here, at collection: xdist reads the group in its own collection hook, before a modifyitems hook's."""
     if item.get_closest_marker("ray"):
-        item.add_marker(pytest.mark.xdist_group("ray-a" if item.path.name in RAY_GROUP_A else "ray-b"))
+        a = item.path.name in RAY_GROUP_A or f"{item.path.name}::{item.name}" in RAY_GROUP_A
+        item.add_marker(pytest.mark.xdist_group("ray-a" if a else "ray-b"))
 
 
 def pytest_collection_modifyitems(items):
