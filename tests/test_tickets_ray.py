@@ -142,6 +142,7 @@ def test_imp_killed_mid_round_resumes_without_recomputing_a_round(tmp_path, tiny
 
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert second.returncode == 0, second.stdout[-3000:]
+    assert "IMP ST: all rounds stored" in second.stdout, second.stdout[-3000:]  # its trial's one result (tuner.job_entry)
     masks = results.load(str(store), "masks")
     assert sorted(masks["round"]) == [1, 2]
     after = {p.name: p.stat().st_mtime_ns for p in (store / "masks").glob("*.parquet")}

@@ -106,7 +106,6 @@ def cell_trial(job: CellJob) -> None:
     except Exception as e:  # noqa: BLE001 - any failure becomes the cell's recorded status
         result = CellResult.failed(f"{type(e).__name__}: {e}")
     store.write_row("trials", cell_row(job, result, time.time() - t0))
-    _one_result({"final": 1})  # its progress line reads the row just written
 
 
 def pack_trial(job: PackJob) -> None:
@@ -122,29 +121,16 @@ def pack_trial(job: PackJob) -> None:
     for j in job.cells:
         if store.get("trials", j.cell.cell_id) is None:
             store.write_row("trials", cell_row(j, CellResult.failed(why), 0.0))
-    _one_result({"final": 1})  # its progress lines read its cells' rows
 
 
 def pretrain_trial(job: PretrainJob) -> None:
     _trainer("pretrain", job).fit()
     if Store(job.run.storage).get("pretrained", job.pretrained_id) is None:
         raise RuntimeError(f"pre-training {job.name} finished without storing its weights")
-    _one_result({"final": 1})  # its progress line reads the stored row (raydw.run.tuner.sweep_lines)
 
 
 def imp_trial(job: ImpJob) -> None:
     _trainer("imp", job).fit()
-    _one_result({"final": 1})  # it ended well: its workers' loop returns only after its last round is stored
-
-
-def _one_result(metrics: dict) -> None:
-    """The trial's one result for Tune, from the trial itself once its Train run has ended (a failed pre-training or
-    IMP run raised before). Forwarding each report of the run instead (TuneReportCallback) started a queue actor per
-    run (~1.5 CPU-s), and its one-slot queue could leave a trial that never ends (docs/findings.md). A trial without
-    any result has Tune print a "completed. Last result:" line of its own and no progress line of raydw's."""
-    from ray import tune
-
-    tune.report(metrics)
 
 
 def probe_trial(pj: ProbeJob) -> None:
@@ -166,4 +152,3 @@ def probe_trial(pj: ProbeJob) -> None:
     if isinstance(pj.job, CellJob) and m.get("final") == 1:
         store.write_row("trials", cell_row(pj.job, CellResult.from_report(m), time.time() - t0))
     store.write_row("preflight", preflight_rows.row(pj, m, restored, time.time() - t0))
-    _one_result({"final": 1})  # its progress line reads the row just written

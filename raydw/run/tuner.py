@@ -59,8 +59,15 @@ def fit(name: str, store: Store, concurrency: int, callbacks: list, search_alg, 
 
 
 def job_entry(config: dict) -> None:
+    """A sweep's or a preflight's trial (a tuning trial reports its score instead, raydw.run.tuning). Tune gets its one
+    result here, once the job's Train run has ended (a failed pre-training or IMP run raised before; an IMP run's
+    workers return only after its last round is stored): the progress lines read the stored rows, and an IMP job's
+    line this result. Forwarding each report of the run instead (TuneReportCallback) started a queue actor per run
+    (~1.5 CPU-s) and its one-slot queue could leave a trial that never ends (docs/findings.md); a trial with no result
+    at all had Tune print a "Trial ... completed. Last result:" line of its own."""
     job = config["job"]
     TRIALS[type(job)](job)
+    tune.report({"final": 1})
 
 
 def candidate(config: dict) -> CellJob:
