@@ -57,15 +57,14 @@ TINY_SPEC = textwrap.dedent("""
 # fixtures shared, one session Ray per worker). One Ray lane alone left a core a third idle (vmstat: 60-70 % of two
 # cores busy) while the other worker, done with the Ray-free tests after ~90 s, waited ~13 minutes for it. Modules
 # not named here are in "ray-b". The two sides hold about the same time, by the slowest tests of one whole run
-# (`python -m pytest -q --durations=40`, 2026-12-07, 558.8 s; seconds under the suite's load, setups included): group
-# a, faults 162, slurm 107, sweep_ray + trackers_ray 62 (one tracked sweep, conftest tracked_sweep), resume_kill 61,
-# seeds_ray 41, hardening_store ~21; group b, preflight 170 (with testinputs: the paper inputs are written once per
-# worker), tickets_ray 111, hardening_untrusted 72 (21 of it waiting for the tiny model: no more, see below),
-# pack_ray 52, live_report 45, tuning 34.
-RAY_GROUP_A = {"test_faults.py", "test_slurm.py", "test_resume_kill.py", "test_sweep_ray.py", "test_seeds_ray.py",
-               "test_trackers_ray.py", "test_hardening_store.py",
-               # one test of a module: it shares no module fixture with the module's other Ray test (2026-12-08: group
-               # a lost ~50 s to Ray-free and merged tests, group b ~20 s; this one is ~25 s)
+# (`python -m pytest -q --durations=60`, 2026-12-08, 536 s; seconds under the suite's load, setups included): group
+# a, faults 195 (its fixture trains the session's tiny model), slurm 111, sweep_ray + trackers_ray 75 (one tracked
+# sweep, conftest tracked_sweep), resume_kill 58, the local-sweep test 26, hardening_store ~8; group b, preflight 191
+# (with testinputs: the paper inputs are written once per worker), tickets_ray 107, pack_ray 53, tuning ~50,
+# live_report 48, seeds_ray 20, hardening_untrusted's rendezvous 14.
+RAY_GROUP_A = {"test_faults.py", "test_slurm.py", "test_resume_kill.py", "test_sweep_ray.py", "test_trackers_ray.py",
+               "test_hardening_store.py",
+               # one test of a module: it shares no module fixture with the module's other Ray test
                "test_hardening_untrusted.py::test_a_local_sweep_listens_on_loopback_only_and_sigterm_stops_it_cleanly"}
 
 
