@@ -110,7 +110,8 @@ def _impossible(df: pd.DataFrame) -> dict:
     for c, sources in ((c, [b for b in s if b in df]) for c, s in _FROM_BITS.items() if c in df):
         values = df[c].to_numpy()
         for b in sources:
-            held.setdefault(b, df[b].tolist())
+            if b not in held:  # each column once, though several columns read the same bits
+                held[b] = df[b].tolist()
         for pos in np.flatnonzero((done & df[c].notna() & (n_all > 0)).to_numpy()):
             i = labels[pos]
             bits = next((b for b in sources if held[b][pos] is not None and not _missing(held[b][pos])), None)
